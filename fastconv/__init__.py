@@ -1,0 +1,34 @@
+"""fastconv: fast 2-D convolution and pooling kernels for NumPy.
+
+NCHW arrays, float32 and float64, with PyTorch's argument names, order and
+semantics. ``fastconv.reference`` holds pure-NumPy versions of every function.
+"""
+from ._threads import get_num_threads, set_num_threads
+from .conv import conv2d, conv2d_backward
+from .pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "set_num_threads",
+    "get_num_threads",
+]

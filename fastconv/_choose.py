@@ -1,0 +1,64 @@
+"""Which strategy ``algorithm="auto"`` runs, and how large its tiles are.
+
+The rule (documented in the README and returned by :func:`fastconv.explain`):
+
+1. a 1x1 kernel runs as a GEMM with no im2col ("1x1");
+2. depthwise and other thin convolutions, whose GEMM would have fewer than
+   ``DIRECT_MAX_DEPTH`` reduction terms per output (C/groups * R * S), run
+   "direct": a GEMM that short cannot amortise copying the image into tiles;
+3. everything else runs "im2col" (tiled im2col + GEMM);
+4. shapes beyond BLAS's 32-bit dimensions always run "direct".
+"""
+ALGORITHMS = ("auto", "direct", "im2col", "1x1")
+
+#: reduction length below which the direct kernel beats im2col + GEMM
+DIRECT_MAX_DEPTH = 32
+#: bytes of one thread's im2col tile: about half of a typical L2 cache
+TILE_BYTES = 512 * 1024
+#: BLAS takes 32-bit int dimensions and leading dimensions
+_BLAS_MAX = 2**31 - 1
+
+
+def _fits_blas(g):
+    depth = (g.C // g.groups) * g.R * g.S
+    return max(depth, g.P * g.Q, g.H * g.W, g.K) <= _BLAS_MAX
+
+
+def resolve(func, algorithm, g):
+    """Return the concrete algorithm for geometry ``g``; raise if it cannot run."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"{func}: algorithm must be one of {', '.join(map(repr, ALGORITHMS))}, got {algorithm!r}"
+        )
+    if algorithm == "auto":
+        if not _fits_blas(g):
+            return "direct"
+        if g.R == 1 and g.S == 1:
+            return "1x1"
+        if (g.C // g.groups) * g.R * g.S < DIRECT_MAX_DEPTH:
+            return "direct"
+        return "im2col"
+    if algorithm == "1x1" and (g.R, g.S) != (1, 1):
+        raise ValueError(
+            f"{func}: algorithm '1x1' needs a 1x1 kernel, got kernel size {(g.R, g.S)}"
+        )
+    if algorithm != "direct" and not _fits_blas(g):
+        raise ValueError(
+            f"{func}: algorithm {algorithm!r} calls BLAS, whose dimensions are 32-bit; "
+            f"this shape needs algorithm='direct', got input of shape {(g.N, g.C, g.H, g.W)}"
+        )
+    return algorithm
+
+
+def tile_pixels(g, n_threads):
+    """Output pixels per im2col tile: the tile (depth x pixels) fills TILE_BYTES,
+    but tiles stay small enough that every thread gets work."""
+    depth = (g.C // g.groups) * g.R * g.S
+    pq = g.P * g.Q
+    tile = max(16, TILE_BYTES // (depth * g.dtype.itemsize))
+    items = g.N * g.groups
+    if items < n_threads:  # too few images to share: split each image further
+        tile = min(tile, -(-pq // -(-n_threads // items)))
+    if tile >= pq:
+        return pq
+    return max(16, tile // 16 * 16)

@@ -1,0 +1,418 @@
+# cython: language_level=3
+"""Convolution kernels: direct, im2col + GEMM, and 1x1 GEMM; forward and backward.
+
+Conventions shared by every kernel:
+- arrays are C-contiguous NCHW; weight is (K, C/groups, R, S);
+- ``pt``/``pl`` are the top/left padding (bottom/right padding only shows in
+  the output size P, Q, which the caller has already computed);
+- the caller validated every argument and allocated the outputs;
+- work is split with OpenMP over independent items (images x channels, or
+  images x groups x pixel tiles); each thread allocates its own workspace once
+  per call, sized by the caller (``tile``) so that it stays in cache;
+- a kernel returns 0, or -1 when a workspace allocation failed.
+"""
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+
+from fastconv._blas cimport gemm_rm
+from fastconv._types cimport end_valid, first_valid, floating
+
+
+# --------------------------------------------------------------------------
+# direct convolution: no workspace at all
+
+
+def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                  const floating[::1] bias, floating[:, :, :, ::1] y,
+                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+    """y[n, k] = bias[k] + sum over c, r, s of w[k, c, r, s] * shifted x[n, c].
+
+    Each (image, output channel) plane is owned by one thread and accumulated
+    one kernel tap at a time: the inner loop runs along an output row, which
+    is contiguous (and vectorises) for stride 1.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t Kg = K // groups
+    cdef bint has_bias = bias is not None
+    cdef Py_ssize_t item, n, k, c, r, s, p, q, h, col_off, qa, qb, i
+    cdef floating wv
+    cdef floating *yp
+    cdef const floating *xp
+    cdef const floating *xrow
+    cdef floating *yrow
+    if N == 0 or K == 0:
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        for item in prange(N * K, schedule="static"):
+            n = item // K
+            k = item - n * K
+            yp = &y[n, k, 0, 0]
+            for i in range(P * Q):
+                yp[i] = bias[k] if has_bias else 0
+            for c in range(Cg):
+                xp = &x[n, (k // Kg) * Cg + c, 0, 0]
+                for r in range(R):
+                    for s in range(S):
+                        wv = w[k, c, r, s]
+                        col_off = s * dw - pl
+                        qa = first_valid(col_off, sw)
+                        qb = end_valid(col_off, sw, W, Q)
+                        for p in range(P):
+                            h = p * sh - pt + r * dh
+                            if h < 0 or h >= H:
+                                continue
+                            xrow = xp + h * W
+                            yrow = yp + p * Q
+                            if sw == 1:
+                                for q in range(qa, qb):
+                                    yrow[q] += wv * xrow[q + col_off]
+                            else:
+                                for q in range(qa, qb):
+                                    yrow[q] += wv * xrow[q * sw + col_off]
+    return 0
+
+
+def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                           floating[:, :, :, ::1] gw,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+    """grad_input as a transposed direct convolution, grad_weight as correlations.
+
+    Both are split so that every output element has exactly one writer:
+    grad_input by (image, input channel), grad_weight by (output channel,
+    input channel), which needs no per-thread copies and no reduction.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups
+    cdef Py_ssize_t item, n, k, c, cg, g, r, s, p, q, h, col_off, qa, qb, i
+    cdef floating wv, part
+    cdef double acc
+    cdef floating *gxp
+    cdef const floating *gyp
+    cdef const floating *xp
+    cdef const floating *xrow
+    cdef const floating *gyrow
+    cdef floating *gxrow
+    if N == 0:
+        memset(&gw[0, 0, 0, 0], 0, K * Cg * R * S * sizeof(floating))
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        # grad_input[n, c] = sum over k in c's group, r, s of w[k, c, r, s] * gy[n, k] scattered
+        for item in prange(N * C, schedule="static"):
+            n = item // C
+            c = item - n * C
+            g = c // Cg
+            cg = c - g * Cg
+            gxp = &gx[n, c, 0, 0]
+            for i in range(H * W):
+                gxp[i] = 0
+            for k in range(g * Kg, (g + 1) * Kg):
+                gyp = &gy[n, k, 0, 0]
+                for r in range(R):
+                    for s in range(S):
+                        wv = w[k, cg, r, s]
+                        col_off = s * dw - pl
+                        qa = first_valid(col_off, sw)
+                        qb = end_valid(col_off, sw, W, Q)
+                        for p in range(P):
+                            h = p * sh - pt + r * dh
+                            if h < 0 or h >= H:
+                                continue
+                            gxrow = gxp + h * W
+                            gyrow = gyp + p * Q
+                            if sw == 1:
+                                for q in range(qa, qb):
+                                    gxrow[q + col_off] += wv * gyrow[q]
+                            else:
+                                for q in range(qa, qb):
+                                    gxrow[q * sw + col_off] += wv * gyrow[q]
+    with nogil, parallel(num_threads=n_threads):
+        # grad_weight[k, cg, r, s] = sum over n, p, q of gy[n, k, p, q] * shifted x[n, c]
+        for item in prange(K * Cg, schedule="static"):
+            k = item // Cg
+            cg = item - k * Cg
+            c = (k // Kg) * Cg + cg
+            for r in range(R):
+                for s in range(S):
+                    col_off = s * dw - pl
+                    qa = first_valid(col_off, sw)
+                    qb = end_valid(col_off, sw, W, Q)
+                    acc = 0
+                    for n in range(N):
+                        gyp = &gy[n, k, 0, 0]
+                        xp = &x[n, c, 0, 0]
+                        for p in range(P):
+                            h = p * sh - pt + r * dh
+                            if h < 0 or h >= H:
+                                continue
+                            xrow = xp + h * W
+                            gyrow = gyp + p * Q
+                            # a short float partial sum per row, accumulated in double
+                            part = 0
+                            for q in range(qa, qb):
+                                part = part + gyrow[q] * xrow[q * sw + col_off]
+                            acc = acc + part
+                    gw[k, cg, r, s] = <floating>acc
+    return 0
+
+
+# --------------------------------------------------------------------------
+# im2col + GEMM, tiled over output pixels
+
+
+cdef void im2col_tile(const floating *x, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t Q, Py_ssize_t j0, Py_ssize_t jn,
+                      floating *col) noexcept nogil:
+    """col[(c, r, s), j - j0] = padded x[c, p*sh - pt + r*dh, q*sw - pl + s*dw]
+    for the output pixels j = p*Q + q in [j0, j0 + jn): a (Cg*R*S, jn) tile."""
+    cdef Py_ssize_t c, r, s, j, p, q, qe, h, col_off, qa, qb, base, qq
+    cdef const floating *xc
+    cdef floating *dst
+    for c in range(Cg):
+        xc = x + c * H * W
+        for r in range(R):
+            for s in range(S):
+                dst = col + ((c * R + r) * S + s) * jn
+                col_off = s * dw - pl
+                qa = first_valid(col_off, sw)
+                qb = end_valid(col_off, sw, W, Q)
+                j = j0
+                while j < j0 + jn:
+                    p = j // Q
+                    q = j - p * Q
+                    qe = Q if Q - q < j0 + jn - j else q + (j0 + jn - j)
+                    base = j - j0 - q  # dst[base + qq] holds output column qq of row p
+                    h = p * sh - pt + r * dh
+                    if h < 0 or h >= H:
+                        for qq in range(q, qe):
+                            dst[base + qq] = 0
+                    else:
+                        for qq in range(q, min(qa, qe)):
+                            dst[base + qq] = 0
+                        if sw == 1:
+                            for qq in range(max(q, qa), min(qb, qe)):
+                                dst[base + qq] = xc[h * W + qq + col_off]
+                        else:
+                            for qq in range(max(q, qa), min(qb, qe)):
+                                dst[base + qq] = xc[h * W + qq * sw + col_off]
+                        for qq in range(max(q, qb), qe):
+                            dst[base + qq] = 0
+                    j += qe - q
+
+
+cdef void col2im_tile(const floating *col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t Q, Py_ssize_t j0, Py_ssize_t jn,
+                      floating *x) noexcept nogil:
+    """The adjoint of im2col_tile: scatter-add the tile back into x (padding dropped)."""
+    cdef Py_ssize_t c, r, s, j, p, q, qe, h, col_off, qa, qb, base, qq
+    cdef floating *xc
+    cdef const floating *src
+    for c in range(Cg):
+        xc = x + c * H * W
+        for r in range(R):
+            for s in range(S):
+                src = col + ((c * R + r) * S + s) * jn
+                col_off = s * dw - pl
+                qa = first_valid(col_off, sw)
+                qb = end_valid(col_off, sw, W, Q)
+                j = j0
+                while j < j0 + jn:
+                    p = j // Q
+                    q = j - p * Q
+                    qe = Q if Q - q < j0 + jn - j else q + (j0 + jn - j)
+                    base = j - j0 - q
+                    h = p * sh - pt + r * dh
+                    if h >= 0 and h < H:
+                        if sw == 1:
+                            for qq in range(max(q, qa), min(qb, qe)):
+                                xc[h * W + qq + col_off] += src[base + qq]
+                        else:
+                            for qq in range(max(q, qa), min(qb, qe)):
+                                xc[h * W + qq * sw + col_off] += src[base + qq]
+                    j += qe - q
+
+
+cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t P, Py_ssize_t Q) noexcept nogil:
+    """A 1x1 kernel at stride 1 with no padding: im2col would be the identity."""
+    return R == 1 and S == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and P == H and Q == W
+
+
+def conv2d_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                const floating[::1] bias, floating[:, :, :, ::1] y,
+                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                Py_ssize_t tile, bint copy_free, int n_threads):
+    """Per image and group, Y[Kg, P*Q] = W[Kg, Cg*R*S] @ cols[Cg*R*S, P*Q], one tile
+    of ``tile`` output pixels at a time, written straight into NCHW ``y``.
+
+    ``copy_free``: for a pointwise (1x1, stride 1, unpadded) convolution the
+    image itself is the cols matrix, and no tile is copied.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q
+    cdef Py_ssize_t n_tiles = (PQ + tile - 1) // tile
+    cdef Py_ssize_t item, n, g, t, j0, jn, k, j
+    cdef bint has_bias = bias is not None
+    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef floating *col = NULL
+    cdef const floating *xg
+    cdef const floating *b_mat
+    cdef int ldb
+    cdef floating *yt
+    if N == 0 or K == 0:
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        col = NULL
+        if not pointwise:
+            col = <floating *> malloc(CRS * tile * sizeof(floating))
+            if col == NULL:
+                failed[0] = 1
+        for item in prange(N * groups * n_tiles, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // (groups * n_tiles)
+            g = (item // n_tiles) % groups
+            t = item % n_tiles
+            j0 = t * tile
+            jn = tile if PQ - j0 > tile else PQ - j0
+            xg = &x[n, g * Cg, 0, 0]
+            yt = &y[n, g * Kg, 0, 0] + j0
+            if pointwise:
+                b_mat = xg + j0
+                ldb = <int> PQ
+            else:
+                im2col_tile(xg, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn, col)
+                b_mat = col
+                ldb = <int> jn
+            gemm_rm(False, False, <int> Kg, <int> jn, <int> CRS, 1, &w[g * Kg, 0, 0, 0],
+                    <int> CRS, b_mat, ldb, 0, yt, <int> PQ)
+            if has_bias:
+                for k in range(Kg):
+                    for j in range(jn):
+                        yt[k * PQ + j] += bias[g * Kg + k]
+        free(col)
+    return -status
+
+
+def conv2d_backward_gemm(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                         const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                         floating[:, :, :, ::1] gw,
+                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                         Py_ssize_t tile, bint copy_free, int n_threads):
+    """grad_weight += dY_tile @ cols_tile^T per thread, reduced once at the end;
+    grad_input by dcols = W^T @ dY_tile then col2im, one (image, group) per thread
+    (tiles of one image overlap in grad_input, so they stay on one thread)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q, HW = H * W
+    cdef Py_ssize_t n_tiles = (PQ + tile - 1) // tile
+    cdef Py_ssize_t wsize = K * CRS
+    cdef Py_ssize_t item, n, g, t, j0, jn, i, tid
+    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef int nt = n_threads
+    cdef floating *col = NULL
+    cdef floating *acc
+    cdef floating *gw_sum
+    cdef floating *gwp = &gw[0, 0, 0, 0]
+    cdef const floating *xg
+    cdef const floating *gyt
+    cdef const floating *b_mat
+    cdef int ldb
+    if N == 0:
+        memset(gwp, 0, wsize * sizeof(floating))
+        return 0
+    # per-thread grad_weight accumulators, zeroed; summed into gw after the loop
+    acc = <floating *> calloc(nt * wsize, sizeof(floating))
+    if acc == NULL:
+        return -1
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        col = NULL
+        if not pointwise:
+            col = <floating *> malloc(CRS * tile * sizeof(floating))
+            if col == NULL:
+                failed[0] = 1
+        for item in prange(N * groups * n_tiles, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // (groups * n_tiles)
+            g = (item // n_tiles) % groups
+            t = item % n_tiles
+            j0 = t * tile
+            jn = tile if PQ - j0 > tile else PQ - j0
+            xg = &x[n, g * Cg, 0, 0]
+            gyt = &gy[n, g * Kg, 0, 0] + j0
+            if pointwise:
+                b_mat = xg + j0
+                ldb = <int> PQ
+            else:
+                im2col_tile(xg, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn, col)
+                b_mat = col
+                ldb = <int> jn
+            gemm_rm(False, True, <int> Kg, <int> CRS, <int> jn, 1, gyt, <int> PQ,
+                    b_mat, ldb, 1, acc + tid * wsize + g * Kg * CRS, <int> CRS)
+        free(col)
+    if status == 0:
+        with nogil:
+            for i in prange(wsize, schedule="static", num_threads=nt):
+                gwp[i] = 0
+                for t in range(nt):
+                    gwp[i] += acc[t * wsize + i]
+    free(acc)
+    if status:
+        return -1
+
+    if pointwise:
+        # grad_input is a plain GEMM per tile, and tiles do not overlap
+        with nogil:
+            for item in prange(N * groups * n_tiles, schedule="static", num_threads=nt):
+                n = item // (groups * n_tiles)
+                g = (item // n_tiles) % groups
+                t = item % n_tiles
+                j0 = t * tile
+                jn = tile if PQ - j0 > tile else PQ - j0
+                gemm_rm(True, False, <int> Cg, <int> jn, <int> Kg, 1, &w[g * Kg, 0, 0, 0],
+                        <int> CRS, &gy[n, g * Kg, 0, 0] + j0, <int> PQ, 0,
+                        &gx[n, g * Cg, 0, 0] + j0, <int> HW)
+        return 0
+
+    with nogil, parallel(num_threads=nt):
+        col = <floating *> malloc(CRS * tile * sizeof(floating))
+        if col == NULL:
+            failed[0] = 1
+        for item in prange(N * groups, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // groups
+            g = item - n * groups
+            memset(&gx[n, g * Cg, 0, 0], 0, Cg * HW * sizeof(floating))
+            for t in range(n_tiles):
+                j0 = t * tile
+                jn = tile if PQ - j0 > tile else PQ - j0
+                gemm_rm(True, False, <int> CRS, <int> jn, <int> Kg, 1, &w[g * Kg, 0, 0, 0],
+                        <int> CRS, &gy[n, g * Kg, 0, 0] + j0, <int> PQ, 0, col, <int> jn)
+                col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
+                            &gx[n, g * Cg, 0, 0])
+        free(col)
+    return -status

@@ -1,0 +1,404 @@
+"""Argument normalisation, output-size formulas and the dtype policy.
+
+Every public function goes through these helpers, so each rule (and each
+error message) exists exactly once.  Messages follow one format:
+``"<function>: <parameter> must be <rule>, got <value>"``.
+"""
+import numbers
+import operator
+import sys
+
+import numpy as np
+
+__all__ = [
+    "ConvGeometry",
+    "PoolGeometry",
+    "conv_geometry",
+    "pool_geometry",
+    "adaptive_pool_geometry",
+    "check_grad_output",
+    "check_out",
+    "check_indices",
+]
+
+# Largest element count we let an output or workspace reach: beyond it index
+# arithmetic in Py_ssize_t could overflow once multiplied by the item size.
+_MAX_ELEMENTS = sys.maxsize // 16
+
+
+# --------------------------------------------------------------------------
+# scalars and pairs
+
+
+def _int(value, func, name, minimum):
+    """Return ``value`` as a Python int >= ``minimum`` (bools are not ints here)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{func}: {name} must be an int, got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{func}: {name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _pair(value, func, name, minimum=1):
+    """Normalise an int or a pair of ints to a tuple ``(a, b)``, each >= minimum."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{func}: {name} must be an int >= {minimum} or a pair of them, got {value!r}"
+            )
+        items = value
+    else:
+        items = (value, value)
+    out = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
+            raise TypeError(
+                f"{func}: {name} must be an int >= {minimum} or a pair of them, got {value!r}"
+            )
+        if item < minimum:
+            raise ValueError(
+                f"{func}: {name} must be an int >= {minimum} or a pair of them, got {value!r}"
+            )
+        out.append(operator.index(item))
+    return tuple(out)
+
+
+def _bool(value, func, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------
+# dtypes and arrays
+
+
+def _float_dtype(dtype, func, name):
+    """The dtype policy: which float type an operand of ``dtype`` computes in."""
+    if dtype.kind == "f":
+        if dtype.itemsize <= 4:  # float16 computes (and returns) as float32
+            return np.dtype(np.float32)
+        if dtype.itemsize == 8:
+            return np.dtype(np.float64)
+    elif dtype.kind in "iu":  # integers convert to float64, as NumPy's mean does
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{func}: {name} must have a real floating or integer dtype, got dtype {dtype}"
+    )
+
+
+def _as_array(value, func, name):
+    """``np.asarray`` without copying; reject what cannot be a float array."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{func}: {name} must be an array-like of numbers ({exc})") from None
+    _float_dtype(arr.dtype, func, name)  # raise early for bool/complex/object/str
+    return arr
+
+
+def _result_dtype(func, **arrays):
+    """Common float dtype of the operands: float64 if any operand computes in float64."""
+    dtypes = [_float_dtype(a.dtype, func, n) for n, a in arrays.items() if a is not None]
+    return np.result_type(*dtypes)
+
+
+def _contiguous(arr, dtype):
+    """C-contiguous array of ``dtype``; copies at most once, never modifies ``arr``."""
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_size(func, shape, what="output"):
+    n = 1
+    for d in shape:
+        n *= d
+    if n > _MAX_ELEMENTS:
+        raise ValueError(
+            f"{func}: the {what} would have {n} elements (shape {tuple(shape)}), "
+            f"more than can be addressed"
+        )
+
+
+def _batched(arr, func, name="input"):
+    """Return ``(4-D view, unbatched)`` for an NCHW or unbatched CHW array."""
+    if arr.ndim == 4:
+        return arr, False
+    if arr.ndim == 3:
+        return arr[None], True
+    raise ValueError(
+        f"{func}: {name} must be 3-D (C, H, W) or 4-D (N, C, H, W), "
+        f"got {arr.ndim}-D array of shape {arr.shape}"
+    )
+
+
+# --------------------------------------------------------------------------
+# output sizes (the only copy of these formulas in the package)
+
+
+def conv_output_size(size, kernel, stride, pad_lo, pad_hi, dilation):
+    """floor((size + pad_lo + pad_hi - dilation*(kernel-1) - 1) / stride) + 1"""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's pooling size: in ceil mode the last window must start inside
+    the input or the left padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+# --------------------------------------------------------------------------
+# convolution
+
+
+class ConvGeometry:
+    """Everything a convolution kernel needs, normalised and validated."""
+
+    __slots__ = (
+        "x", "w", "b", "dtype", "unbatched", "N", "C", "H", "W", "K", "R", "S",
+        "P", "Q", "stride", "pad", "dilation", "groups",
+    )
+
+    @property
+    def out_shape(self):
+        return (self.N, self.K, self.P, self.Q)
+
+    @property
+    def flops(self):
+        return 2 * self.N * self.K * self.P * self.Q * (self.C // self.groups) * self.R * self.S
+
+
+def _conv_padding(padding, func, kernel, dilation, stride):
+    """Return ``(top, bottom, left, right)`` from any of conv2d's padding forms."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"{func}: padding='same' requires stride 1, got stride={stride}"
+                )
+            pads = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]  # extra at bottom/right
+            return tuple(pads)
+        raise ValueError(
+            f"{func}: padding must be an int, a pair, ((top, bottom), (left, right)), "
+            f"'valid' or 'same', got {padding!r}"
+        )
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
+    ):
+        top, bottom = _pair(padding[0], func, "padding", minimum=0)
+        left, right = _pair(padding[1], func, "padding", minimum=0)
+        return (top, bottom, left, right)
+    ph, pw = _pair(padding, func, "padding", minimum=0)
+    return (ph, ph, pw, pw)
+
+
+def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups):
+    """Validate conv2d's arguments; return a ConvGeometry with contiguous operands."""
+    x = _as_array(input, func, "input")
+    w = _as_array(weight, func, "weight")
+    b = None if bias is None else _as_array(bias, func, "bias")
+    x4, unbatched = _batched(x, func)
+    if w.ndim != 4:
+        raise ValueError(
+            f"{func}: weight must be 4-D (K, C/groups, R, S), got {w.ndim}-D array of shape {w.shape}"
+        )
+    g = ConvGeometry()
+    g.stride = _pair(stride, func, "stride")
+    g.dilation = _pair(dilation, func, "dilation")
+    g.groups = groups = _int(groups, func, "groups", 1)
+    N, C, H, W = x4.shape
+    K, Cg, R, S = w.shape
+    if min(K, Cg, R, S) < 1:
+        raise ValueError(f"{func}: weight must have no empty dimension, got shape {w.shape}")
+    if C % groups:
+        raise ValueError(
+            f"{func}: groups must divide the input channels, got groups={groups} "
+            f"and {C} input channels"
+        )
+    if K % groups:
+        raise ValueError(
+            f"{func}: groups must divide the output channels, got groups={groups} "
+            f"and weight of shape {w.shape}"
+        )
+    if C != Cg * groups:
+        raise ValueError(
+            f"{func}: input channels must equal weight.shape[1] * groups = {Cg} * {groups} "
+            f"= {Cg * groups}, got input of shape {x.shape}"
+        )
+    g.pad = pad = _conv_padding(padding, func, (R, S), g.dilation, g.stride)
+    if b is not None and b.shape != (K,):
+        raise ValueError(f"{func}: bias must have shape ({K},), got shape {b.shape}")
+    P = conv_output_size(H, R, g.stride[0], pad[0], pad[1], g.dilation[0])
+    Q = conv_output_size(W, S, g.stride[1], pad[2], pad[3], g.dilation[1])
+    if P < 1 or Q < 1:
+        raise ValueError(
+            f"{func}: the dilated kernel ({g.dilation[0] * (R - 1) + 1}, "
+            f"{g.dilation[1] * (S - 1) + 1}) must fit in the padded input "
+            f"({H + pad[0] + pad[1]}, {W + pad[2] + pad[3]}), got input of shape {x.shape}"
+        )
+    _check_size(func, (N, K, P, Q))
+    g.dtype = _result_dtype(func, input=x, weight=w, bias=b)
+    g.x = _contiguous(x4, g.dtype)
+    g.w = _contiguous(w, g.dtype)
+    g.b = None if b is None else _contiguous(b, g.dtype)
+    g.unbatched = unbatched
+    g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q = N, C, H, W, K, R, S, P, Q
+    return g
+
+
+def check_grad_output(func, grad_output, out_shape, unbatched, dtype):
+    """Validate grad_output against the forward output's shape; return it 4-D, contiguous."""
+    gy = _as_array(grad_output, func, "grad_output")
+    expected = out_shape[1:] if unbatched else out_shape
+    if gy.shape != tuple(expected):
+        raise ValueError(
+            f"{func}: grad_output must have the forward output's shape {tuple(expected)}, "
+            f"got shape {gy.shape}"
+        )
+    dtype = np.result_type(dtype, _float_dtype(gy.dtype, func, "grad_output"))
+    return _contiguous(gy.reshape(out_shape), dtype), dtype
+
+
+def check_out(func, out, shape, dtype, *inputs):
+    """Validate a user's ``out=`` array; return it, or a fresh array when None."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{func}: out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(
+            f"{func}: out must have shape {tuple(shape)} and dtype {dtype}, "
+            f"got shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{func}: out must be a writeable C-contiguous array")
+    for arr in inputs:
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(f"{func}: out must not overlap an input array")
+    return out
+
+
+# --------------------------------------------------------------------------
+# pooling
+
+
+class PoolGeometry:
+    """A pooling call, normalised: the operand and the window parameters."""
+
+    __slots__ = (
+        "x", "dtype", "unbatched", "N", "C", "H", "W", "P", "Q", "kernel", "stride",
+        "pad", "dilation", "ceil_mode", "adaptive",
+    )
+
+    @property
+    def out_shape(self):
+        return (self.N, self.C, self.P, self.Q)
+
+
+def _pool_input(func, input):
+    x = _as_array(input, func, "input")
+    x4, unbatched = _batched(x, func)
+    g = PoolGeometry()
+    g.N, g.C, g.H, g.W = x4.shape
+    if g.H < 1 or g.W < 1:
+        raise ValueError(f"{func}: input must have non-empty height and width, got shape {x.shape}")
+    g.dtype = _float_dtype(x.dtype, func, "input")
+    g.unbatched = unbatched
+    g.x = x4
+    return g
+
+
+def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate a max/avg pooling call (avg passes dilation=1)."""
+    g = _pool_input(func, input)
+    g.kernel = _pair(kernel_size, func, "kernel_size")
+    g.stride = g.kernel if stride is None else _pair(stride, func, "stride")
+    g.dilation = _pair(dilation, func, "dilation")
+    g.pad = _pair(padding, func, "padding", minimum=0)
+    g.ceil_mode = _bool(ceil_mode, func, "ceil_mode")
+    g.adaptive = False
+    for k, p, d in zip(g.kernel, g.pad, g.dilation):
+        if p > ((k - 1) * d + 1) // 2:
+            raise ValueError(
+                f"{func}: padding must be at most half of the (dilated) kernel size "
+                f"{(k - 1) * d + 1}, got padding={padding!r}"
+            )
+    g.P = pool_output_size(g.H, g.kernel[0], g.stride[0], g.pad[0], g.dilation[0], g.ceil_mode)
+    g.Q = pool_output_size(g.W, g.kernel[1], g.stride[1], g.pad[1], g.dilation[1], g.ceil_mode)
+    if g.P < 1 or g.Q < 1:
+        raise ValueError(
+            f"{func}: kernel_size {g.kernel} (dilation {g.dilation}) must fit in the padded "
+            f"input, got input of shape {g.x.shape[1:] if g.unbatched else g.x.shape} "
+            f"and padding={padding!r}"
+        )
+    _check_size(func, g.out_shape)
+    g.x = _contiguous(g.x, g.dtype)
+    return g
+
+
+def adaptive_pool_geometry(func, input, output_size):
+    """Validate an adaptive pooling call; ``None`` in output_size keeps that size."""
+    g = _pool_input(func, input)
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(
+                f"{func}: output_size must be an int >= 1 or a pair of ints/None, got {output_size!r}"
+            )
+        sizes = output_size
+    else:
+        sizes = (output_size, output_size)
+    out = []
+    for s, full in zip(sizes, (g.H, g.W)):
+        if s is None:
+            out.append(full)
+            continue
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(
+                f"{func}: output_size must be an int >= 1 or a pair of ints/None, got {output_size!r}"
+            )
+        if s < 1:
+            raise ValueError(
+                f"{func}: output_size must be an int >= 1 or a pair of ints/None, got {output_size!r}"
+            )
+        out.append(operator.index(s))
+    g.P, g.Q = out
+    g.kernel = g.stride = g.dilation = (1, 1)
+    g.pad = (0, 0)
+    g.ceil_mode = False
+    g.adaptive = True
+    _check_size(func, g.out_shape)
+    g.x = _contiguous(g.x, g.dtype)
+    return g
+
+
+def check_divisor(func, divisor_override):
+    if divisor_override is None:
+        return 0
+    return _int(divisor_override, func, "divisor_override", 1)
+
+
+def check_indices(func, indices, out_shape, unbatched):
+    """Validate user-given max-pooling indices; return them 4-D int64 contiguous."""
+    idx = np.asarray(indices)
+    expected = out_shape[1:] if unbatched else out_shape
+    if idx.shape != tuple(expected):
+        raise ValueError(
+            f"{func}: indices must have the forward output's shape {tuple(expected)}, "
+            f"got shape {idx.shape}"
+        )
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{func}: indices must have an integer dtype, got dtype {idx.dtype}")
+    return np.ascontiguousarray(idx.reshape(out_shape), dtype=np.int64)

@@ -1,0 +1,129 @@
+"""2-D convolution, forward and backward: validate, allocate, dispatch."""
+import numpy as np
+
+from . import _choose, _conv, _params, _threads
+
+__all__ = ["conv2d", "conv2d_backward"]
+
+
+def _call(kernel, *args):
+    """Run a kernel, mapping its status code to an exception."""
+    if kernel(*args) < 0:
+        raise MemoryError(f"fastconv: {kernel.__name__} could not allocate its workspace")
+
+
+def _geometry_args(g):
+    sh, sw = g.stride
+    dh, dw = g.dilation
+    return (sh, sw, g.pad[0], g.pad[2], dh, dw, g.groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algorithm="auto", out=None):
+    """2-D convolution (cross-correlation) of NCHW images, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    input : array_like of shape (N, C, H, W) or (C, H, W)
+        Images; a 3-D array is one unbatched image and gives a 3-D result.
+    weight : array_like of shape (K, C / groups, R, S)
+        Filters.
+    bias : array_like of shape (K,), optional
+        Added to each output channel.
+    stride : int or (int, int), default 1
+    padding : int, (int, int), ((int, int), (int, int)), 'valid' or 'same', default 0
+        Zero padding: one value for all sides, ``(ph, pw)`` for top/bottom and
+        left/right, ``((top, bottom), (left, right))``, none (``'valid'``), or
+        whatever keeps the size at stride 1 (``'same'``; for an even kernel the
+        extra row/column goes to the bottom/right, as in PyTorch).
+    dilation : int or (int, int), default 1
+    groups : int, default 1
+        Input and output channels are split into ``groups`` independent
+        convolutions; ``groups == C`` is a depthwise convolution.
+    algorithm : {'auto', 'direct', 'im2col', '1x1'}, default 'auto'
+        The strategy; see :mod:`fastconv._choose` for the rule ``'auto'`` follows.
+    out : ndarray, optional
+        C-contiguous array of the result's shape and dtype to write into.
+
+    Returns
+    -------
+    ndarray of shape (N, K, P, Q) or (K, P, Q)
+        ``P = (H + pad_top + pad_bottom - dilation[0] * (R - 1) - 1) // stride[0] + 1``,
+        likewise Q. float32 inputs give float32; see the README for the dtype rules.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 4, 4), dtype=np.float32)
+    >>> w = np.ones((1, 1, 3, 3), dtype=np.float32)
+    >>> fastconv.conv2d(x, w, padding=1)[0, 0]
+    array([[4., 6., 6., 4.],
+           [6., 9., 9., 6.],
+           [6., 9., 9., 6.],
+           [4., 6., 6., 4.]], dtype=float32)
+    """
+    func = "conv2d"
+    g = _params.conv_geometry(func, input, weight, bias, stride, padding, dilation, groups)
+    algo = _choose.resolve(func, algorithm, g)
+    shape = g.out_shape[1:] if g.unbatched else g.out_shape
+    y = _params.check_out(func, out, shape, g.dtype, input, weight, bias)
+    y4 = y.reshape(g.out_shape)
+    n_threads = _threads.get_num_threads()
+    if algo == "direct":
+        _call(_conv.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
+    else:
+        tile = _choose.tile_pixels(g, n_threads)
+        with _threads.blas_single_threaded():
+            _call(_conv.conv2d_gemm, g.x, g.w, g.b, y4, *_geometry_args(g),
+                  tile, algo == "1x1", n_threads)
+    return y
+
+
+def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    algorithm="auto"):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, K, P, Q) or (K, P, Q)
+        Gradient of the loss with respect to ``conv2d``'s output.
+    input, weight, stride, padding, dilation, groups, algorithm
+        As given to :func:`conv2d`.
+
+    Returns
+    -------
+    grad_input : ndarray of shape (N, C, H, W) or (C, H, W)
+    grad_weight : ndarray of shape (K, C / groups, R, S)
+    grad_bias : ndarray of shape (K,)
+        The sum of ``grad_output`` over N, P and Q.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 3, 3)); w = np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = fastconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> gb
+    array([4.])
+    """
+    func = "conv2d_backward"
+    g = _params.conv_geometry(func, input, weight, None, stride, padding, dilation, groups)
+    gy, dtype = _params.check_grad_output(func, grad_output, g.out_shape, g.unbatched, g.dtype)
+    if dtype != g.dtype:  # a float64 grad_output promotes float32 operands
+        g.dtype, g.x, g.w = dtype, g.x.astype(dtype), g.w.astype(dtype)
+    algo = _choose.resolve(func, algorithm, g)
+    gx = np.empty((g.N, g.C, g.H, g.W), dtype)
+    gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
+    n_threads = _threads.get_num_threads()
+    if algo == "direct":
+        _call(_conv.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
+    else:
+        tile = _choose.tile_pixels(g, n_threads)
+        with _threads.blas_single_threaded():
+            _call(_conv.conv2d_backward_gemm, gy, g.x, g.w, gx, gw, *_geometry_args(g),
+                  tile, algo == "1x1", n_threads)
+    gb = gy.sum(axis=(0, 2, 3))
+    return (gx[0] if g.unbatched else gx), gw, gb

@@ -1,0 +1,114 @@
+"""Build the Cython kernels.
+
+OpenMP is probed for, not assumed (as scikit-learn does): where the compiler
+cannot build an OpenMP program the kernels are built serially, with a warning.
+No -march=native: the extension must run on any x86-64; SIMD variants are
+chosen at run time inside the kernels.
+
+FASTCONV_DEBUG=1 turns Cython's bounds and initialisation checks back on.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("FASTCONV_DEBUG", "0") not in ("", "0")
+MODULES = ["_conv", "_pool", "_openmp"]
+
+OPENMP_TEST = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return n == omp_get_max_threads() ? 0 : 1;
+}
+"""
+
+
+def openmp_flags(compiler):
+    """Return (compile, link) flags for OpenMP, or None when it does not work."""
+    if sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "omp_test.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_TEST)
+        for cflags, lflags in candidates:
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                exe = os.path.join(tmp, "omp_test")
+                compiler.link_executable(objs, exe, extra_postargs=lflags)
+                subprocess.run([exe], check=True, capture_output=True)
+                return cflags, lflags
+            except Exception:
+                continue
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        flags = openmp_flags(self.compiler)
+        if flags is None:
+            warnings.warn(
+                "fastconv: the C compiler cannot build OpenMP code; "
+                "the kernels are built single-threaded."
+            )
+            cflags, lflags = [], []
+        else:
+            cflags, lflags = flags
+        for ext in self.extensions:
+            ext.extra_compile_args += cflags
+            ext.extra_link_args += lflags
+        super().build_extensions()
+
+
+def extension(name):
+    compile_args = []
+    if sys.platform != "win32":
+        # -fno-math-errno lets sqrt/fmax inline; NaN/inf semantics stay IEEE
+        # (no -ffast-math: max pooling must see NaNs).
+        compile_args = ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+        if DEBUG:
+            compile_args = ["-O0", "-g"]
+    return Extension(
+        f"fastconv.{name}",
+        [f"fastconv/{name}.pyx"],
+        include_dirs=[np.get_include(), "fastconv"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+    )
+
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+
+setup(
+    ext_modules=cythonize(
+        [extension(m) for m in MODULES],
+        compiler_directives=directives,
+        annotate=DEBUG,
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
