@@ -469,8 +469,9 @@ def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
 
     SciPy's BLAS wrappers are used when importable (fastconv calls BLAS
     through ``scipy.linalg.cython_blas``, which is SciPy's library, not
-    necessarily NumPy's); ``numpy.matmul`` otherwise.  Returns
-    ``(gflops, label)``.
+    necessarily NumPy's); ``numpy.matmul`` otherwise.  The rate is the best
+    of at least 5 calls: it stands for what the machine can do, so a burst of
+    load from elsewhere should not lower it.  Returns ``(gflops, label)``.
     """
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(2)
@@ -487,7 +488,7 @@ def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
         fn = functools.partial(np.matmul, a, b)
         label = f"{name} (numpy matmul)"
     fn()
-    t = float(np.median(measure(fn, repeat, min_time)))
+    t = min(measure(fn, max(repeat, 5), min_time))
     return 2.0 * n**3 / t / 1e9, label
 
 
@@ -579,20 +580,27 @@ def header_lines(env, dtype, gemm):
     versions += f", torch {env['torch']}" if env["torch"] else ", torch not used"
     lines.append(versions + f"; {env['platform']}")
     for pool in env["threadpools"]:
-        lib = os.path.basename(pool.get("filepath", "?"))
+        path = pool.get("filepath", "?")
+        lib = os.path.basename(path)
         if pool.get("user_api") == "blas":
+            # Which library serves whom: NumPy and SciPy wheels each bundle their own.
+            user = ""
+            if f"{os.sep}scipy" in path:
+                user = " [SciPy's: fastconv, %GEMM]"
+            elif f"{os.sep}numpy" in path:
+                user = " [NumPy's: numpy baseline]"
             lines.append(
-                f"# BLAS: {pool.get('internal_api')} {pool.get('version')} ({lib}), "
+                f"# BLAS: {pool.get('internal_api')} {pool.get('version')} ({lib}){user}, "
                 f"kernel {pool.get('architecture')}, {pool.get('threading_layer')} threading, "
                 f"{pool.get('num_threads')} thread(s)"
             )
         else:
             lines.append(
-                f"# {pool.get('user_api')}: {pool.get('internal_api')} ({lib}), "
+                f"# {pool.get('user_api')}: {lib} ({pool.get('internal_api')}), "
                 f"{pool.get('num_threads')} thread(s)"
             )
     if gemm is not None:
-        lines.append(f"# {gemm[1]}: {gemm[0]:.1f} GFLOP/s on {env['threads']} thread(s)")
+        lines.append(f"# {gemm[1]}: {gemm[0]:.1f} GFLOP/s on {env['threads']} thread(s), best run")
     set_vars = {v: env["env"][v] for v in _OPENBLAS_VARS if v in env["env"]}
     if set_vars:
         lines.append(
@@ -680,7 +688,7 @@ def _run_entries(entries, repeat, min_time):
     return records
 
 
-def _forward_shape(kind, layer, dtype):
+def forward_shape(kind, layer, dtype):
     """The output shape of a layer's forward (from fastconv), None if it fails."""
     try:
         if kind == "conv":
@@ -738,7 +746,7 @@ def run_benchmarks(shapes, *, dtype, compare_with, backward, repeat, min_time, t
         section_peers = [p for p in peers if p in _SECTION_PEERS[section]]
         kind = "conv" if section.startswith("conv2d") else "pool"
         if layer["name"] not in out_shapes:
-            out_shapes[layer["name"]] = _forward_shape(kind, layer, dtype)
+            out_shapes[layer["name"]] = forward_shape(kind, layer, dtype)
         out_shape = out_shapes[layer["name"]]
         entries = {}
         if section == "conv2d":

@@ -69,7 +69,9 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
     """y = window maxima; ``indices`` (may be None) gets each argmax as h * W + w.
 
     As in PyTorch, a NaN wins over any number (a later NaN over an earlier
-    one) and among equal maxima the first in row-major order wins.
+    one) and among equal maxima the first in row-major order wins. A window
+    holding only padding (possible with dilation) gives -inf and index -1,
+    where PyTorch gives an index outside the plane.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t P = y.shape[2], Q = y.shape[3]
@@ -92,6 +94,8 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                 for q in range(Q):
                     m = -INFINITY
                     best = rows.start[p] * W + cols.start[q]
+                    if rows.start[p] >= rows.stop[p] or cols.start[q] >= cols.stop[q]:
+                        best = -1  # a dilated window that holds only padding
                     # runtime-step ranges need the GIL in Cython: step by hand
                     h = rows.start[p]
                     while h < rows.stop[p]:
@@ -115,7 +119,8 @@ def max_pool_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :, :, ::
                       floating[:, :, :, ::1] gx, int n_threads):
     """gx[plane][indices[plane, p, q]] += gy[plane, p, q].
 
-    Returns the number of out-of-range indices (they are skipped): the caller
+    Index -1 (a window with no input element) receives no gradient. Returns
+    the number of other out-of-range indices (they are skipped): the caller
     raises, so user-supplied indices can never write out of bounds.
     """
     cdef Py_ssize_t N = gx.shape[0], C = gx.shape[1], HW = gx.shape[2] * gx.shape[3]
@@ -136,10 +141,10 @@ def max_pool_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :, :, ::
                 gxp[i] = 0
             for i in range(PQ):
                 j = ip[i]
-                if j < 0 or j >= HW:
-                    bad += 1
-                else:
+                if j >= 0 and j < HW:
                     gxp[j] += gyp[i]
+                elif j != -1:  # -1 marks a window with no input element
+                    bad += 1
     return bad
 
 

@@ -54,7 +54,7 @@ def _max_backward(func, g, grad_output, indices):
     if bad:
         raise ValueError(
             f"{func}: indices must be flat positions in [0, H*W) = [0, {g.H * g.W}) "
-            f"within each input plane, got {bad} outside that range"
+            f"within each input plane (or -1 for an empty window), got {bad} outside that range"
         )
     return _result(g, gx)
 

@@ -310,7 +310,11 @@ def _pool_output_size(size, k, s, p, d, ceil_mode):
 
 
 def _pool_setup(fn, x, kernel_size, stride, padding, dilation, ceil_mode):
-    """Normalised pairs and the output size (OH, OW) of a fixed-window pooling."""
+    """Normalised pairs and the output size (OH, OW) of a fixed-window pooling.
+
+    PyTorch's padding limit (pad <= kernel_size // 2) is left to the public
+    functions: the oracle gives a defined answer for any padding >= 0.
+    """
     kernel = _pair(fn, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else _pair(fn, "stride", stride, 1)
     padding = _pair(fn, "padding", padding, 0)
@@ -358,6 +362,7 @@ def _window_index(rows, cols, W):
 
 
 def _window_values(x, flat):
+    """Values of the windows of ``x`` (N, C, H, W): shape (N, C, OH, OW, L)."""
     N, C, H, W = x.shape
     return x.reshape(N, C, H * W)[:, :, flat]
 

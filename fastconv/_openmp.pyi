@@ -1,0 +1,3 @@
+have_openmp: bool
+
+def max_threads() -> int: ...

@@ -1,0 +1,120 @@
+"""Thread count: results do not depend on it, and the setters behave.
+
+Every test that changes the thread count uses the ``threads`` fixture, which
+restores the default afterwards.
+"""
+import os
+
+import numpy as np
+import pytest
+
+import fastconv
+
+TE = (TypeError, ValueError)
+
+
+def call(name, args, kwargs):
+    return getattr(fastconv, name)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_and_two_threads_agree(threads, sample_call, assert_same_results, func_name,
+                                   dtype):
+    name, args, kwargs = sample_call(func_name, dtype)
+    threads.set_num_threads(1)
+    one = call(name, args, kwargs)
+    threads.set_num_threads(2)
+    two = call(name, args, kwargs)
+    assert_same_results(two, one, err_msg=f"{func_name}: 1 vs 2 threads")
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "1x1", "auto"])
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_conv_thread_counts_agree_on_uneven_work(threads, rng, assert_close, algorithm, n):
+    """Batch, channel and row counts that do not divide evenly among threads."""
+    x = rng.standard_normal((3, 6, 11, 9))
+    R = 1 if algorithm == "1x1" else 3
+    w = rng.standard_normal((10, 3, R, R))
+    b = rng.standard_normal(10)
+    kw = dict(stride=(1, 2), padding=1, groups=2, algorithm=algorithm)
+    threads.set_num_threads(1)
+    y1 = fastconv.conv2d(x, w, b, **kw)
+    g = rng.standard_normal(y1.shape)
+    grads1 = fastconv.conv2d_backward(g, x, w, **kw)
+    threads.set_num_threads(n)
+    assert_close(fastconv.conv2d(x, w, b, **kw), y1, 3 * R * R)
+    grads = fastconv.conv2d_backward(g, x, w, **kw)
+    for got, exp, red in zip(grads, grads1, (5 * R * R, y1.size // 10, y1.size // 10)):
+        assert_close(got, exp, red)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_pool_thread_counts_agree_on_single_image(threads, rng, make_tie_free, n):
+    """One image with few channels: work split must not depend on N."""
+    x = make_tie_free(rng, (1, 3, 13, 10))
+    threads.set_num_threads(1)
+    r1 = [fastconv.max_pool2d(x, 3, 2, 1, return_indices=True),
+          fastconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+          fastconv.adaptive_max_pool2d(x, (5, 4), return_indices=True),
+          fastconv.adaptive_avg_pool2d(x, (5, 4))]
+    threads.set_num_threads(n)
+    rn = [fastconv.max_pool2d(x, 3, 2, 1, return_indices=True),
+          fastconv.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+          fastconv.adaptive_max_pool2d(x, (5, 4), return_indices=True),
+          fastconv.adaptive_avg_pool2d(x, (5, 4))]
+    for a, b in zip(r1, rn):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_allclose(u, v, rtol=1e-14, atol=0)
+
+
+def test_more_threads_than_work(threads, rng, assert_close):
+    x = rng.standard_normal((1, 1, 3, 3))
+    w = rng.standard_normal((1, 1, 2, 2))
+    expected = fastconv.conv2d(x, w)
+    threads.set_num_threads(8)
+    assert threads.get_num_threads() == 8
+    assert_close(fastconv.conv2d(x, w), expected, 4)
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, 2, 1), np.max(
+        np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(2, 3)), axis=(4, 5)))
+
+
+def test_set_and_get(threads):
+    threads.set_num_threads(1)
+    assert threads.get_num_threads() == 1
+    threads.set_num_threads(2)
+    assert threads.get_num_threads() == 2
+    threads.set_num_threads(np.int64(3))
+    assert threads.get_num_threads() == 3
+    assert isinstance(threads.get_num_threads(), int)
+
+
+def test_none_restores_default(threads):
+    threads.set_num_threads(None)
+    default = threads.get_num_threads()
+    assert isinstance(default, int) and default >= 1
+    threads.set_num_threads(1)
+    threads.set_num_threads(None)
+    assert threads.get_num_threads() == default
+
+
+def test_default_is_openmp_max_or_env(threads):
+    """Default: OMP_NUM_THREADS if set, else all cores (or 1 without OpenMP)."""
+    threads.set_num_threads(None)
+    default = threads.get_num_threads()
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) >= 1:
+        assert default in (int(env), 1)
+    else:
+        assert default in (os.cpu_count(), len(os.sched_getaffinity(0))
+                           if hasattr(os, "sched_getaffinity") else os.cpu_count(), 1)
+
+
+@pytest.mark.parametrize("bad, exc, shown", [
+    (0, ValueError, "0"), (-1, ValueError, "-1"), (1.5, TE, r"1\.5"), ("2", TE, "2"),
+    ([2], TE, r"\[2\]"),
+])
+def test_set_num_threads_rejects_bad_values(threads, bad, exc, shown):
+    before = threads.get_num_threads()
+    with pytest.raises(exc, match=rf"(?s)set_num_threads: .*n.*{shown}"):
+        threads.set_num_threads(bad)
+    assert threads.get_num_threads() == before
