@@ -77,7 +77,7 @@ def run_checked(benchmark, expected):
         stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
         if stats is not None:
             median = stats.stats.median
-            benchmark.extra_info["work"] = work
+            benchmark.extra_info["flops" if unit == "GFLOP/s" else "bytes"] = work
             benchmark.extra_info[unit] = work / median / 1e9 if median > 0 else None
         return result
 

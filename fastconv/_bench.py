@@ -16,9 +16,11 @@ here, so the two time exactly the same calls on exactly the same data:
 Conventions: FLOPs of a convolution are ``2*N*K*P*Q*(C/groups)*R*S`` and its
 backward (grad input + grad weight) counts twice that; a pooling layer moves
 ``input bytes + output bytes`` (its backward: grad_output + grad_input, the
-same amount).  Every time reported is a median.  Each entry's result is
-compared once per layer with fastconv's ``algorithm="auto"`` result, so a
-wrong answer is never timed silently.
+same amount).  Every time reported is a median; the entries of one layer
+are timed round-robin so that load from elsewhere hits them alike.  Each
+entry's result is compared once per layer with fastconv's ``algorithm="auto"``
+result, so a wrong answer is never timed silently, and inputs are read-only,
+so an entry that writes to its input fails instead of corrupting the others'.
 """
 import argparse
 import contextlib
@@ -59,6 +61,8 @@ _RTOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-9}
 # Environment variables that make OpenBLAS pick a kernel other than the best
 # one for this CPU (or mis-size its blocking).
 _OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# OpenMP settings that change multi-threaded timings (reported when set).
+_OMP_VARS = ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 # --------------------------------------------------------------------------
@@ -69,6 +73,11 @@ _CONV_DEFAULTS = {"stride": 1, "pad": 0, "dilation": 1, "groups": 1}
 _CONV_REQUIRED = ("name", "N", "C", "H", "W", "K", "R", "S")
 _POOL_DEFAULTS = {"pad": 0, "dilation": 1, "ceil_mode": False}
 _POOL_REQUIRED = ("name", "N", "C", "H", "W", "k", "kind")
+# Integer fields and their smallest valid value (ceil_mode is a bool).
+_MINIMUM = {
+    "N": 0, "C": 1, "H": 1, "W": 1, "K": 1, "R": 1, "S": 1, "k": 1,
+    "stride": 1, "pad": 0, "dilation": 1, "groups": 1,
+}
 
 
 def load_shapes(path=None):
@@ -105,7 +114,9 @@ def load_shapes(path=None):
                 raise ValueError(f"bench: {where}: {kind} layer {name} must be an object")
             missing = [key for key in required if key not in layer]
             if missing:
-                raise ValueError(f"bench: {where}: {kind} layer {name!r} lacks {', '.join(missing)}")
+                raise ValueError(
+                    f"bench: {where}: {kind} layer {name!r} lacks {', '.join(missing)}"
+                )
             if name in seen:
                 raise ValueError(f"bench: {where}: layer name {name!r} appears twice")
             seen.add(name)
@@ -113,10 +124,29 @@ def load_shapes(path=None):
             if kind == "pool":
                 full["stride"] = layer["k"]
             full.update(layer)
+            for key, value in full.items():
+                minimum = _MINIMUM.get(key)
+                if minimum is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                    raise ValueError(
+                        f"bench: {where}: {kind} layer {name!r}: {key} must be an int >= "
+                        f"{minimum}, got {value!r}"
+                    )
             if kind == "pool" and full["kind"] not in ("max", "avg"):
                 raise ValueError(
                     f"bench: {where}: pool layer {name!r}: kind must be 'max' or 'avg', "
                     f"got {full['kind']!r}"
+                )
+            if kind == "pool" and full["kind"] == "avg" and full["dilation"] != 1:
+                raise ValueError(
+                    f"bench: {where}: pool layer {name!r}: avg pooling has no dilation, "
+                    f"got {full['dilation']!r}"
+                )
+            if kind == "conv" and (full["C"] % full["groups"] or full["K"] % full["groups"]):
+                raise ValueError(
+                    f"bench: {where}: conv layer {name!r}: groups must divide C and K, "
+                    f"got groups={full['groups']}, C={full['C']}, K={full['K']}"
                 )
             shapes[kind].append(full)
     return shapes
@@ -146,7 +176,8 @@ def describe(layer):
         if layer["groups"] != 1:
             text += f" groups {layer['groups']}"
         return text
-    text = f"{shape} {layer['kind']} {layer['k']}x{layer['k']} stride {layer['stride']} pad {layer['pad']}"
+    text = f"{shape} {layer['kind']} {layer['k']}x{layer['k']}"
+    text += f" stride {layer['stride']} pad {layer['pad']}"
     if layer["dilation"] != 1:
         text += f" dilation {layer['dilation']}"
     if layer["ceil_mode"]:
@@ -307,14 +338,17 @@ def conv_backward_call(layer, impl, dtype, grad_output_shape, seed=0, torch=None
     go = _grad_like(grad_output_shape, x.dtype)
     st, pad, dil, g = layer["stride"], layer["pad"], layer["dilation"], layer["groups"]
     if impl in STRATEGIES:
-        return functools.partial(fastconv.conv2d_backward, go, x, w, st, pad, dil, g, algorithm=impl)
+        return functools.partial(
+            fastconv.conv2d_backward, go, x, w, st, pad, dil, g, algorithm=impl
+        )
     if impl == "torch":
         torch = torch or import_torch()
         if torch is None:
             return None
         got, xt, wt = (torch.from_numpy(a.copy()) for a in (go, x, w))
         op = torch.ops.aten.convolution_backward
-        args = ([layer["K"]], [st, st], [pad, pad], [dil, dil], False, [0, 0], g, [True, True, True])
+        # bias_sizes, stride, padding, dilation, transposed, output_padding, groups, output_mask
+        args = ([layer["K"]], [st, st], [pad, pad], [dil, dil], False, [0, 0], g, [True] * 3)
 
         def call():
             return tuple(t.numpy() for t in op(got, xt, wt, *args))
@@ -335,8 +369,6 @@ def pool_forward_call(layer, impl, dtype, seed=0, torch=None):
     if impl == "fastconv":
         if layer["kind"] == "max":
             return functools.partial(fastconv.max_pool2d, x, k, st, pad, dil, ceil)
-        if dil != 1:
-            raise ValueError(f"bench: avg pool layer {layer['name']!r} cannot have a dilation")
         return functools.partial(fastconv.avg_pool2d, x, k, st, pad, ceil)
     if impl == "torch":
         torch = torch or import_torch()
@@ -504,8 +536,11 @@ def _cpuinfo():
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip().lower()
-                if model is None and key in ("model name", "hardware", "cpu model", "processor") and not value.strip().isdigit():
-                    model = value.strip() or None
+                value = value.strip()
+                # x86: "model name"; ARM: "Hardware"/"Processor" (x86's "processor" is a number)
+                names = ("model name", "hardware", "cpu model", "processor")
+                if model is None and key in names and value and not value.isdigit():
+                    model = value
                 elif not flags and key in ("flags", "features"):
                     flags = set(value.split())
     except OSError:
@@ -520,25 +555,61 @@ _ISA_FLAGS = (
 
 
 def _available_cpus():
+    """CPUs this process may run on.
+
+    With OMP_PROC_BIND/OMP_PLACES set, the OpenMP runtime has already pinned
+    the main thread to one place, so the affinity mask no longer tells: count
+    the machine's CPUs then.
+    """
+    bound = any(
+        os.environ.get(v, "").lower() not in ("", "false") for v in ("OMP_PROC_BIND", "OMP_PLACES")
+    )
     try:
-        return len(os.sched_getaffinity(0))
+        if not bound:
+            return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        pass
+    return os.cpu_count() or 1
 
 
 def _fastconv_simd():
-    """Which SIMD variant fastconv's kernels run, where the package reports it."""
+    """The SIMD variant fastconv's kernels run, when the package reports one.
+
+    Looks for ``simd_variant`` (a string, or a function returning one) on
+    ``fastconv`` and then on ``fastconv._conv``.
+    """
     for owner in (fastconv, getattr(fastconv, "_conv", None)):
-        for name in ("simd_variant", "simd", "cpu_variant", "isa"):
-            value = getattr(owner, name, None)
-            if value is None:
-                continue
-            try:
-                value = value() if callable(value) else value
-            except Exception:
-                continue
-            return str(value)
+        value = getattr(owner, "simd_variant", None)
+        if value is None:
+            continue
+        try:
+            return str(value() if callable(value) else value)
+        except Exception:
+            return None
     return None
+
+
+def _busy_cpus(interval=0.25):
+    """CPUs kept busy by other processes over ``interval`` s while this one sleeps.
+
+    Read from /proc/stat (Linux); None elsewhere.  Unlike the load average,
+    it is not raised by a benchmark that just finished.
+    """
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # guest time is already in user/nice
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 def environment(threads, torch=None):
@@ -558,7 +629,8 @@ def environment(threads, torch=None):
         "torch": getattr(torch, "__version__", None),
         "threads": threads,
         "threadpools": [],
-        "env": {v: os.environ[v] for v in _OPENBLAS_VARS + ("OMP_NUM_THREADS",) if v in os.environ},
+        "busy_cpus": _busy_cpus(),
+        "env": {v: os.environ[v] for v in _OPENBLAS_VARS + _OMP_VARS if v in os.environ},
     }
     try:
         import threadpoolctl
@@ -570,7 +642,9 @@ def environment(threads, torch=None):
 
 
 def header_lines(env, dtype, gemm):
-    lines = [f"# fastconv {env['fastconv']} bench: {np.dtype(dtype).name}, {env['threads']} thread(s)"]
+    lines = [
+        f"# fastconv {env['fastconv']} bench: {np.dtype(dtype).name}, {env['threads']} thread(s)"
+    ]
     cpu = f"# CPU: {env['cpu']} ({env['cpus_available']} CPUs available"
     cpu += f"; {' '.join(env['isa'])})" if env["isa"] else ")"
     lines.append(cpu)
@@ -579,7 +653,8 @@ def header_lines(env, dtype, gemm):
     versions = f"# python {env['python']}, numpy {env['numpy']}"
     versions += f", torch {env['torch']}" if env["torch"] else ", torch not used"
     lines.append(versions + f"; {env['platform']}")
-    for pool in env["threadpools"]:
+    pools = sorted(env["threadpools"], key=lambda p: p.get("user_api") != "blas")
+    for pool in pools:
         path = pool.get("filepath", "?")
         lib = os.path.basename(path)
         if pool.get("user_api") == "blas":
@@ -601,6 +676,9 @@ def header_lines(env, dtype, gemm):
             )
     if gemm is not None:
         lines.append(f"# {gemm[1]}: {gemm[0]:.1f} GFLOP/s on {env['threads']} thread(s), best run")
+    omp_vars = [f"{v}={env['env'][v]}" for v in _OMP_VARS if v in env["env"]]
+    if omp_vars:
+        lines.append(f"# OpenMP settings: {' '.join(omp_vars)}")
     set_vars = {v: env["env"][v] for v in _OPENBLAS_VARS if v in env["env"]}
     if set_vars:
         lines.append(
@@ -608,6 +686,13 @@ def header_lines(env, dtype, gemm):
             + ", ".join(f"{k}={v}" for k, v in set_vars.items())
             + " is set: OpenBLAS may run an older kernel or mis-sized blocking; "
             "unset it for representative numbers"
+        )
+    busy = env["busy_cpus"]
+    if busy is not None and busy >= 0.2:
+        lines.append(
+            f"# WARNING: other processes keep {busy:.1f} of {os.cpu_count()} CPUs busy: "
+            "timings will be noisy, most on as many threads as CPUs (a thread team waits "
+            "for its slowest member)"
         )
     if env["threads"] > env["cpus_available"]:
         lines.append(
@@ -771,7 +856,9 @@ def run_benchmarks(shapes, *, dtype, compare_with, backward, repeat, min_time, t
             if "median_s" in rec and out_shape is not None:
                 if kind == "conv":
                     # backward = grad input + grad weight: twice the forward's FLOPs
-                    flops = conv_flops(layer, out_shape) * (2 if section == "conv2d_backward" else 1)
+                    flops = conv_flops(layer, out_shape)
+                    if section == "conv2d_backward":
+                        flops *= 2
                     rec["flops"] = flops
                     rec["gflops"] = flops / rec["median_s"] / 1e9
                 else:
@@ -789,8 +876,12 @@ def _ratio(peer_rec, rec):
     return peer_rec["median_s"] / rec["median_s"]
 
 
+def _percent(value):
+    return f"{value:.0f}%" if value >= 9.95 else f"{value:.1f}%"
+
+
 def _format_table(headers, rows, right):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    widths = [max([len(str(h))] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
     lines = []
     for row in [headers] + rows:
         cells = [
@@ -843,7 +934,7 @@ def report_lines(results, peers, gemm):
                 rate = rec.get("gflops" if conv else "gbps")
                 row.append(f"{rate:.2f}" if rate is not None else "-")
                 if conv and gemm is not None:
-                    row.append(f"{100 * rate / gemm[0]:.0f}%" if rate is not None else "-")
+                    row.append(_percent(100 * rate / gemm[0]) if rate is not None else "-")
             else:
                 row = [rec["layer"], rec["impl"], "error", "-"]
                 if conv and gemm is not None:
@@ -866,7 +957,7 @@ def report_lines(results, peers, gemm):
         lines.append(f"== {_SECTION_TITLES[section]}, {recs[0]['dtype']}")
         lines += _format_table(headers, rows, right)
         if present:
-            lines.append(f"   vs PEER = PEER time / this time (above 1: faster than PEER)")
+            lines.append("   vs PEER = PEER time / this time (above 1: faster than PEER)")
         means = geometric_means(results, section, present)
         base = "fastconv(auto)" if conv else "fastconv"
         for peer, (gm, count, (low, low_layer)) in means.items():
@@ -937,7 +1028,9 @@ def add_arguments(parser):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
         "--threads", type=_positive_int, metavar="N",
-        help="threads for fastconv, torch and BLAS (default: fastconv's default, all cores)",
+        help="threads for fastconv, torch and BLAS (default: fastconv's default, all cores). "
+        "Where the OS scheduler stacks threads on one core (seen on small VMs), "
+        "OMP_PROC_BIND=true steadies multi-threaded timings",
     )
     parser.add_argument(
         "--compare", metavar="PEER,...",
@@ -1019,7 +1112,8 @@ def _plot(results, path, title):
     for ax, section in zip(axes[:, 0], sections):
         recs = [r for r in results if r["section"] == section and "median_s" in r]
         layers = list(dict.fromkeys(r["layer"] for r in recs))
-        impls = list(dict.fromkeys(r["impl"] for r in recs))
+        order = ("fastconv",) + STRATEGIES + PEERS
+        impls = sorted({r["impl"] for r in recs}, key=order.index)
         key = "gflops" if section.startswith("conv2d") else "gbps"
         width = 0.8 / max(1, len(impls))
         for j, impl in enumerate(impls):
@@ -1049,7 +1143,8 @@ def run(args, stdout=None, stderr=None):
         shapes = _filter_layers(load_shapes(args.shapes), args.layers)
         peers, torch = _select_peers(args.compare, stderr)
     except (OSError, ValueError) as exc:
-        print(f"bench: error: {exc}" if not str(exc).startswith("bench:") else str(exc), file=stderr)
+        message = str(exc)
+        print(message if message.startswith("bench:") else f"bench: error: {message}", file=stderr)
         return 2
     if args.plot:
         try:

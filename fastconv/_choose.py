@@ -56,7 +56,7 @@ def tile_pixels(g, n_threads):
     depth = (g.C // g.groups) * g.R * g.S
     pq = g.P * g.Q
     tile = max(16, TILE_BYTES // (depth * g.dtype.itemsize))
-    items = g.N * g.groups
+    items = max(1, g.N * g.groups)  # N = 0 runs no tile at all
     if items < n_threads:  # too few images to share: split each image further
         tile = min(tile, -(-pq // -(-n_threads // items)))
     if tile >= pq:

@@ -401,4 +401,9 @@ def check_indices(func, indices, out_shape, unbatched):
         )
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{func}: indices must have an integer dtype, got dtype {idx.dtype}")
+    if idx.dtype == np.uint64 and idx.size and idx.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{func}: indices must be flat positions h * W + w within each input plane, "
+            f"got {idx.max()}"
+        )
     return np.ascontiguousarray(idx.reshape(out_shape), dtype=np.int64)

@@ -52,9 +52,11 @@ def _max_backward(func, g, grad_output, indices):
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
     bad = _pool.max_pool_backward(gy, indices, gx, _threads.get_num_threads())
     if bad:
+        hw = g.H * g.W
+        first = indices[(indices < -1) | (indices >= hw)].flat[0]
         raise ValueError(
-            f"{func}: indices must be flat positions in [0, H*W) = [0, {g.H * g.W}) "
-            f"within each input plane (or -1 for an empty window), got {bad} outside that range"
+            f"{func}: indices must be flat positions in [0, H*W) = [0, {hw}) within each "
+            f"input plane (or -1 for an empty window), got {first} ({bad} entries outside that range)"
         )
     return _result(g, gx)
 

@@ -186,6 +186,16 @@ FUNCTION_NAMES = [
 ]
 
 
+def pytest_configure(config):
+    # With filterwarnings=error, hypothesis's failure report can die on a
+    # DeprecationWarning raised while it imports an optional formatter
+    # (black -> mypy_extensions) and hide the falsifying example behind an
+    # INTERNALERROR. Ignore exactly that third-party warning.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+
+
 def pytest_generate_tests(metafunc):
     if "func_name" in metafunc.fixturenames:
         metafunc.parametrize("func_name", FUNCTION_NAMES)

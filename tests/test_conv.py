@@ -104,12 +104,15 @@ def accepts(p, algorithm):
     return algorithm != "1x1" or (p["R"] == 1 and p["S"] == 1)
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def with_algorithms(cases):
+    """Each case crossed with every algorithm that accepts it ("1x1": 1x1 kernels)."""
+    return [pytest.param(c.values[0], a, id=f"{c.id}-{a}")
+            for c in cases for a in ALGORITHMS if accepts(c.values[0], a)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("p", CASES)
+@pytest.mark.parametrize("p, algorithm", with_algorithms(CASES))
 def test_conv2d_matches_reference(rng, assert_close, p, dtype, algorithm):
-    if not accepts(p, algorithm):
-        pytest.skip("1x1 only takes 1x1 kernels (tested in test_errors)")
     x, w, b, kw = make_arrays(rng, p, dtype)
     expected = ref.conv2d(x, w, b, **kw)
     got = fastconv.conv2d(x, w, b, algorithm=algorithm, **kw)
@@ -118,12 +121,9 @@ def test_conv2d_matches_reference(rng, assert_close, p, dtype, algorithm):
     assert_close(got, expected, L)
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("p", CASES)
+@pytest.mark.parametrize("p, algorithm", with_algorithms(CASES))
 def test_conv2d_backward_matches_reference(rng, assert_close, p, dtype, algorithm):
-    if not accepts(p, algorithm):
-        pytest.skip("1x1 only takes 1x1 kernels (tested in test_errors)")
     x, w, _, kw = make_arrays(rng, p, dtype)
     y = ref.conv2d(x, w, None, **kw)
     g = rng.standard_normal(y.shape).astype(dtype)
@@ -149,17 +149,24 @@ def test_bias_is_added_per_channel(rng, assert_close, dtype):
     assert_close(with_b, without + b[:, None, None].astype(dtype), 27)
 
 
-def test_kernel_size_1_to_7_square_and_valid(rng, assert_close):
-    """Every kernel size on a 7x7 image with the largest padding it allows."""
-    x = rng.standard_normal((1, 2, 7, 7))
-    for k in range(1, 8):
-        w = rng.standard_normal((3, 2, k, k))
-        for padding in (0, k // 2, "same"):
-            expected = ref.conv2d(x, w, padding=padding)
-            for algorithm in ("direct", "im2col", "auto"):
-                got = fastconv.conv2d(x, w, padding=padding, algorithm=algorithm)
-                assert_close(got, expected, 2 * k * k,
-                             err_msg=f"k={k} padding={padding} {algorithm}")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", range(1, 8))
+def test_kernel_sizes_1_to_7(rng, assert_close, k, dtype):
+    """Each kernel size with stride, dilation, depthwise groups and every padding form."""
+    x = rng.standard_normal((2, 4, 9, 8)).astype(dtype)
+    for groups, K in ((1, 3), (4, 8)):
+        w = rng.standard_normal((K, 4 // groups, k, k)).astype(dtype)
+        for stride, dilation, padding in [
+                (1, 1, 0), (1, 1, k // 2), (1, 1, "same"), (2, 1, (k // 2, 0)),
+                (1, 2, "same"), (2, 1, ((k - 1, 0), (0, k // 2))), (3, 1, "valid")]:
+            if dilation * (k - 1) + 1 > 9 and padding in (0, "valid"):
+                continue
+            kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+            expected = ref.conv2d(x, w, **kw)
+            for algorithm in ("direct", "im2col", "auto") + (("1x1",) if k == 1 else ()):
+                got = fastconv.conv2d(x, w, algorithm=algorithm, **kw)
+                assert_close(got, expected, (4 // groups) * k * k,
+                             err_msg=f"{kw} {algorithm}")
 
 
 @pytest.mark.parametrize("padding, pads", [
@@ -237,11 +244,8 @@ FD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col", "1x1", "auto"])
-@pytest.mark.parametrize("p", FD_CASES)
+@pytest.mark.parametrize("p, algorithm", with_algorithms(FD_CASES))
 def test_conv2d_backward_finite_differences(rng, numerical_grad, p, algorithm):
-    if not accepts(p, algorithm):
-        pytest.skip("1x1 only takes 1x1 kernels")
     x, w, b, kw = make_arrays(rng, p, np.float64)
     b = rng.standard_normal(p["K"])
     y = fastconv.conv2d(x, w, b, algorithm=algorithm, **kw)

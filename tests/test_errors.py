@@ -251,14 +251,17 @@ add("maxb-grad-output-complex", TypeError, pat(f, "grad_output", "complex"),
     lambda: fastconv.max_pool2d_backward(GP.astype(complex), P, 2))
 add("maxb-indices-shape", ValueError, pat(f, "indices", shape(1, 2, 3, 2)),
     lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=IDX[..., :2]))
-add("maxb-indices-int32", TE, pat(f, "indices", "int32"),
-    lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=IDX.astype(np.int32)))
 add("maxb-indices-float", TE, pat(f, "indices", "float64"),
     lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=IDX.astype(np.float64)))
-add("maxb-indices-out-of-range", ValueError, pat(f, "indices", "36"),
-    lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=np.full(GP.shape, 36, np.int64)))
-add("maxb-indices-negative", ValueError, pat(f, "indices", "-1"),
-    lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=np.full(GP.shape, -1, np.int64)))
+# (integer indices of any dtype are accepted: test_pool.py; out-of-range ones are not)
+add("maxb-indices-out-of-range", ValueError, pat(f, "indices", "40"),
+    lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=np.full(GP.shape, 40, np.int64)))
+add("maxb-indices-uint64-wraps-to-minus-1", ValueError, pat(f, "indices", str(2**64 - 1)),
+    lambda: fastconv.max_pool2d_backward(
+        GP, P, 2, indices=np.full(GP.shape, 2**64 - 1, np.uint64)))
+# -1 marks a window that saw only padding (possible with dilation); below is invalid
+add("maxb-indices-negative", ValueError, pat(f, "indices", "-2"),
+    lambda: fastconv.max_pool2d_backward(GP, P, 2, indices=np.full(GP.shape, -2, np.int64)))
 f = "avg_pool2d_backward"
 add("avgb-grad-output-shape", ValueError, pat(f, "grad_output", shape(1, 2, 4, 3)),
     lambda: fastconv.avg_pool2d_backward(np.zeros((1, 2, 4, 3)), P, 2))
@@ -301,12 +304,12 @@ add("amaxb-grad-output-shape", ValueError, pat(f, "grad_output", shape(1, 2, 3, 
     lambda: fastconv.adaptive_max_pool2d_backward(GP, P, 2))
 add("amaxb-indices-shape", ValueError, pat(f, "indices", shape(1, 2, 2, 1)),
     lambda: fastconv.adaptive_max_pool2d_backward(GA, P, 2, indices=IDX[:, :, :2, :1]))
-add("amaxb-indices-int32", TE, pat(f, "indices", "int32"),
+add("amaxb-indices-float", TE, pat(f, "indices", "float32"),
     lambda: fastconv.adaptive_max_pool2d_backward(
-        GA, P, 2, indices=np.zeros(GA.shape, np.int32)))
-add("amaxb-indices-out-of-range", ValueError, pat(f, "indices", "36"),
+        GA, P, 2, indices=np.zeros(GA.shape, np.float32)))
+add("amaxb-indices-out-of-range", ValueError, pat(f, "indices", "40"),
     lambda: fastconv.adaptive_max_pool2d_backward(
-        GA, P, 2, indices=np.full(GA.shape, 36, np.int64)))
+        GA, P, 2, indices=np.full(GA.shape, 40, np.int64)))
 
 # --------------------------------------------------------------------------
 # shapes whose output or index arithmetic would overflow or exhaust memory:

@@ -77,6 +77,27 @@ def test_layout_does_not_change_result(sample_call, assert_same_results, func_na
     assert_same_results(got, expected, err_msg=f"{func_name} {layout}")
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("algorithm, R", [("direct", 3), ("im2col", 3), ("1x1", 1),
+                                          ("direct", 1), ("im2col", 1)])
+def test_conv_layouts_every_algorithm(rng, assert_close, algorithm, R, layout):
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 2, R, R)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    kw = dict(stride=(1, 2), padding=1, groups=2, algorithm=algorithm)
+    y = fastconv.conv2d(x, w, b, **kw)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    grads = fastconv.conv2d_backward(g, x, w, **kw)
+    fn = LAYOUTS[layout]
+    before = [x.copy(), w.copy(), b.copy(), g.copy()]
+    x2, w2, b2, g2 = fn(x), fn(w), fn(b), fn(g)
+    assert_close(fastconv.conv2d(x2, w2, b2, **kw), y, 2 * R * R)
+    for got, exp in zip(fastconv.conv2d_backward(g2, x2, w2, **kw), grads):
+        assert_close(got, exp, 64)
+    for a, a0 in zip((x2, w2, b2, g2), before):
+        np.testing.assert_array_equal(a, a0)
+
+
 def test_broadcast_inputs(rng, assert_close):
     """Zero-stride (broadcast, read-only) inputs give the same result as copies."""
     x = np.broadcast_to(rng.standard_normal((1, 3, 6, 5)), (4, 3, 6, 5))
@@ -310,16 +331,16 @@ def test_dtype_policy_single_dtype(assert_close, sample_call, func_name, func_dt
             assert_close(g_, e_, 64)
 
 
-@pytest.mark.parametrize("dtypes, expected", [
-    ((np.float32, np.float64, None), np.float64),
-    ((np.float64, np.float32, None), np.float64),
-    ((np.float32, np.float32, np.float64), np.float64),
-    ((np.float32, np.float16, np.float32), np.float32),
-    ((np.float16, np.float16, None), np.float32),
-    ((np.float32, np.int64, None), np.float64),
-    ((np.int32, np.float32, None), np.float64),
+@pytest.mark.parametrize("dtypes, expected, expected_backward", [
+    ((np.float32, np.float64, None), np.float64, np.float64),
+    ((np.float64, np.float32, None), np.float64, np.float64),
+    ((np.float32, np.float32, np.float64), np.float64, np.float32),   # backward has no bias
+    ((np.float32, np.float16, np.float32), np.float32, np.float32),
+    ((np.float16, np.float16, None), np.float32, np.float32),
+    ((np.float32, np.int64, None), np.float64, np.float64),
+    ((np.int32, np.float32, None), np.float64, np.float64),
 ])
-def test_dtype_policy_mixed_conv(rng, assert_close, dtypes, expected):
+def test_dtype_policy_mixed_conv(rng, assert_close, dtypes, expected, expected_backward):
     """Mixed operands are promoted (and computed) in NumPy's result type."""
     def make(shape, dtype):
         v = rng.standard_normal(shape)
@@ -334,12 +355,12 @@ def test_dtype_policy_mixed_conv(rng, assert_close, dtypes, expected):
         got = fastconv.conv2d(x, w, b, padding=1, algorithm=algorithm)
         assert got.dtype == np.dtype(expected)
         assert_close(got, exp, 27)
-    g = make(exp.shape, dtypes[0])
-    exp_grads = ref.conv2d_backward(g.astype(expected), x.astype(expected),
-                                    w.astype(expected), padding=1)
+    g = make(exp.shape, dtypes[0])     # grad_output has the input's dtype
+    exp_grads = ref.conv2d_backward(g.astype(expected_backward), x.astype(expected_backward),
+                                    w.astype(expected_backward), padding=1)
     grads = fastconv.conv2d_backward(g, x, w, padding=1)
     for got, exp_g, red in zip(grads, exp_grads, (18, 50, 50)):
-        assert got.dtype == np.dtype(expected)
+        assert got.dtype == np.dtype(expected_backward)
         assert_close(got, exp_g, red)
 
 

@@ -112,19 +112,33 @@ def test_max_pool2d_nan_wins_window(rng):
     np.testing.assert_array_equal(gi, ref.max_pool2d_backward(g, x, 2))
 
 
-def test_max_pool2d_window_with_only_padding_matches_reference():
-    """Dilation can make a window see padding only (value -inf in PyTorch).
+def test_max_pool2d_several_nans_pick_the_last_like_pytorch():
+    """PyTorch CPU replaces the running max by every NaN it meets (val > max or
+    isnan(val)), so the index is the last NaN in row-major window order."""
+    n = np.nan
+    x = np.array([[[[n, 1.0, n, 2.0],
+                    [0.0, n, 5.0, 1.0]]]])
+    for out, idx in (fastconv.max_pool2d(x, (2, 4), return_indices=True),
+                     fastconv.adaptive_max_pool2d(x, 1, return_indices=True),
+                     ref.max_pool2d(x, (2, 4), return_indices=True)):
+        assert np.isnan(out.item()) and idx.item() == 5
+    gi = fastconv.max_pool2d_backward(np.ones((1, 1, 1, 1)), x, (2, 4))
+    assert gi[0, 0, 1, 1] == 1.0 and gi.sum() == 1.0
 
-    Whatever index max_pool2d reports there, max_pool2d_backward must accept
-    it and give no gradient to any input pixel.
+
+def test_max_pool2d_window_with_only_padding_matches_reference():
+    """Dilation can make a window see padding only: value -inf (as PyTorch) and
+    index -1 (PyTorch reports an out-of-plane position there), and
+    max_pool2d_backward accepts that index and gives no gradient anywhere.
     """
     x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
     kw = dict(kernel_size=2, stride=1, padding=1, dilation=3)
     out, idx = fastconv.max_pool2d(x, return_indices=True, **kw)
-    exp = ref.max_pool2d(x, **kw)
+    exp, exp_idx = ref.max_pool2d(x, return_indices=True, **kw)
     assert out.shape == (1, 1, 1, 1)
     np.testing.assert_array_equal(out, exp)
-    assert out.item() == -np.inf
+    np.testing.assert_array_equal(idx, exp_idx)
+    assert out.item() == -np.inf and idx.item() == -1
     g = np.ones_like(out)
     np.testing.assert_array_equal(fastconv.max_pool2d_backward(g, x, **kw), np.zeros_like(x))
     np.testing.assert_array_equal(
@@ -156,6 +170,23 @@ def test_max_pool2d_backward_follows_given_indices(rng):
     expected[0, 0, 0, 0], expected[0, 0, 0, 2] = 1, 2
     expected[0, 0, 2, 0], expected[0, 0, 2, 2] = 3, 4
     np.testing.assert_array_equal(gi, expected)
+
+
+@pytest.mark.parametrize("idx_dtype", [np.int32, np.uint16, np.int64])
+def test_max_pool_backward_accepts_integer_indices(rng, make_tie_free, idx_dtype):
+    """Any integer dtype holding valid positions is accepted (cast to int64)."""
+    x = make_tie_free(rng, (2, 3, 6, 7))
+    _, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    g = rng.standard_normal(idx.shape)
+    expected = fastconv.max_pool2d_backward(g, x, 3, 2, 1)
+    np.testing.assert_array_equal(
+        fastconv.max_pool2d_backward(g, x, 3, 2, 1, indices=idx.astype(idx_dtype)), expected)
+    _, idx = fastconv.adaptive_max_pool2d(x, (4, 3), return_indices=True)
+    g = rng.standard_normal(idx.shape)
+    expected = fastconv.adaptive_max_pool2d_backward(g, x, (4, 3))
+    np.testing.assert_array_equal(
+        fastconv.adaptive_max_pool2d_backward(g, x, (4, 3), indices=idx.astype(idx_dtype)),
+        expected)
 
 
 def test_max_pool2d_backward_accumulates_overlapping_windows():
@@ -243,9 +274,9 @@ def test_avg_pool2d_backward_matches_reference(rng, assert_close, shape, kw, dty
 
 def test_avg_pool2d_known_values():
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
-    close = dict(rtol=1e-15, atol=0)
+    close = dict(rel=1e-15, abs=0)
     np.testing.assert_allclose(fastconv.avg_pool2d(x, 2), [[[[2.5, 4.5], [10.5, 12.5]]]],
-                               **close)
+                               rtol=1e-15)
     # padding 1, count_include_pad: the corner window holds x[0, 0] = 0 and three zeros
     y = fastconv.avg_pool2d(x, 2, padding=1)
     assert y[0, 0, 0, 0] == 0.0 and y[0, 0, 0, 1] == pytest.approx((1 + 2) / 4, **close)
@@ -376,12 +407,15 @@ POOL_FD = [
 ]
 
 
-@pytest.mark.parametrize("with_indices", [False, True], ids=["recompute", "indices"])
-@pytest.mark.parametrize("kind, shape, kw", POOL_FD)
+POOL_FD_INDICES = [
+    pytest.param(*c.values, with_indices, id=f"{c.id}-{'indices' if with_indices else 'recompute'}")
+    for c in POOL_FD for with_indices in (False, True)
+    if not with_indices or "max" in c.values[0]]
+
+
+@pytest.mark.parametrize("kind, shape, kw, with_indices", POOL_FD_INDICES)
 def test_pool_backward_finite_differences(rng, make_tie_free, numerical_grad, kind, shape, kw,
                                           with_indices):
-    if with_indices and kind not in ("max", "adaptive_max"):
-        pytest.skip("only max pooling takes indices=")
     forward = getattr(fastconv, f"{kind}_pool2d")
     backward = getattr(fastconv, f"{kind}_pool2d_backward")
     x = make_tie_free(rng, shape)
