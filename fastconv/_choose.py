@@ -62,3 +62,24 @@ def tile_pixels(g, n_threads):
     if tile >= pq:
         return pq
     return max(16, tile // 16 * 16)
+
+
+#: output pixels per work item of the packed GEMM (its pixel block is
+#: PIXEL_BLOCK x REDUCTION_BLOCK values: 384 KiB in float32, L2-resident)
+PIXEL_BLOCK = 768
+#: reduction rows (of C/groups * R * S) per packed block; the kernel's pixel
+#: panel (REDUCTION_BLOCK x 48 in float32) then stays in L1
+REDUCTION_BLOCK = 128
+
+
+def gemm_blocks(g, n_threads):
+    """``(pixels, reduction rows)`` per block of the packed-GEMM forward.
+
+    Pixel blocks shrink when there are fewer images x groups than threads,
+    so every thread gets work."""
+    pq = g.P * g.Q
+    nc = PIXEL_BLOCK
+    items = max(1, g.N * g.groups)
+    if items < n_threads:
+        nc = min(nc, -(-pq // -(-n_threads // items)))
+    return nc, REDUCTION_BLOCK

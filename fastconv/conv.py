@@ -72,10 +72,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if algo == "direct":
         _call(_conv.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
     else:
-        tile = _choose.tile_pixels(g, n_threads)
-        with _threads.blas_single_threaded():
-            _call(_conv.conv2d_gemm, g.x, g.w, g.b, y4, *_geometry_args(g),
-                  tile, algo == "1x1", n_threads)
+        _call(_conv.conv2d_packed, g.x, g.w, g.b, y4, *_geometry_args(g),
+              *_choose.gemm_blocks(g, n_threads), algo == "1x1", n_threads)
     return y
 
 

@@ -1,0 +1,117 @@
+/* GEMM micro-kernels for the packed convolution path, one source for every ISA.
+ *
+ * A micro-kernel computes one MR x NR block of the output,
+ *     C[i, j] (+)= sum_p A[p, i] * B[p, j],   0 <= p < kc,
+ * from a packed weight panel A ([kc][MR], output channels fastest) and a pixel
+ * panel B (kc rows of NR contiguous output pixels, ldb apart: a packed im2col
+ * panel, or for a pointwise convolution the image itself). C rows are output channels,
+ * C columns contiguous output pixels of an NCHW image (row stride ldc).
+ *
+ * The accumulators live in vector registers for the whole reduction; the body
+ * is written with GCC vector extensions and instantiated per instruction set
+ * with __attribute__((target)), so one binary carries AVX-512, AVX2+FMA and
+ * baseline SSE2 code and picks at run time (never -march=native). Blocking
+ * per ISA: MR output channels x NV vectors of pixels, sized to the register
+ * file (AVX-512: 8 x 3 zmm = 24 accumulators of 32; AVX2 and SSE2: 4 x 3 = 12 of 16).
+ */
+#ifndef FASTCONV_GEMM_KERNELS_H
+#define FASTCONV_GEMM_KERNELS_H
+
+#include <stddef.h>
+#include <string.h>
+
+typedef ptrdiff_t fc_index;
+
+/* kc, A panel, B panel, ldb, C, ldc, accumulate (0: overwrite), valid rows m, valid cols n */
+typedef void (*fc_kernel_f32)(fc_index, const float *, const float *, fc_index, float *, fc_index, int, fc_index, fc_index);
+typedef void (*fc_kernel_f64)(fc_index, const double *, const double *, fc_index, double *, fc_index, int, fc_index, fc_index);
+
+#define FC_DEFINE_KERNEL(NAME, T, VBYTES, MR, NV, TARGET)                              \
+TARGET static void NAME(fc_index kc, const T *a, const T *b, fc_index ldb, T *c,      \
+                        fc_index ldc,                                                 \
+                        int accumulate, fc_index m, fc_index n)                       \
+{                                                                                     \
+    typedef T vec __attribute__((vector_size(VBYTES), aligned(sizeof(T))));          \
+    enum { VL = VBYTES / sizeof(T), NR = NV * VL };                                   \
+    vec acc[MR][NV];                                                                  \
+    fc_index p;                                                                       \
+    int i, j;                                                                         \
+    _Pragma("GCC unroll 16")                                                          \
+    for (i = 0; i < MR; i++) {                                                        \
+        _Pragma("GCC unroll 16")                                                      \
+        for (j = 0; j < NV; j++) acc[i][j] = (vec){0};                                \
+    }                                                                                 \
+    for (p = 0; p < kc; p++) {                                                        \
+        vec bv[NV];                                                                   \
+        _Pragma("GCC unroll 16")                                                      \
+        for (j = 0; j < NV; j++) bv[j] = *(const vec *)(b + p * ldb + j * VL);        \
+        _Pragma("GCC unroll 16")                                                      \
+        for (i = 0; i < MR; i++) {                                                    \
+            vec av = a[p * MR + i] - (vec){0}; /* x - 0 == x: a pure broadcast */ \
+            _Pragma("GCC unroll 16")                                                  \
+            for (j = 0; j < NV; j++) acc[i][j] += av * bv[j];                         \
+        }                                                                             \
+    }                                                                                 \
+    if (m == MR && n == NR) {                                                         \
+        _Pragma("GCC unroll 16")                                                      \
+        for (i = 0; i < MR; i++) {                                                    \
+            _Pragma("GCC unroll 16")                                                  \
+            for (j = 0; j < NV; j++) {                                                \
+                vec *cp = (vec *)(c + i * ldc + j * VL);                              \
+                *cp = accumulate ? *cp + acc[i][j] : acc[i][j];                       \
+            }                                                                         \
+        }                                                                             \
+    } else { /* a partial block at the edge of the output */                          \
+        T buf[MR * NR];                                                               \
+        fc_index ii, jj;                                                              \
+        memcpy(buf, acc, sizeof(buf));                                                \
+        for (ii = 0; ii < m; ii++)                                                    \
+            for (jj = 0; jj < n; jj++)                                                \
+                c[ii * ldc + jj] = accumulate ? c[ii * ldc + jj] + buf[ii * NR + jj]  \
+                                              : buf[ii * NR + jj];                    \
+    }                                                                                 \
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_X86 1
+#define FC_TARGET_AVX512 __attribute__((target("avx512f")))
+#define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+FC_DEFINE_KERNEL(fc_kernel_avx512_f32, float, 64, 8, 3, FC_TARGET_AVX512)
+FC_DEFINE_KERNEL(fc_kernel_avx512_f64, double, 64, 8, 3, FC_TARGET_AVX512)
+FC_DEFINE_KERNEL(fc_kernel_avx2_f32, float, 32, 4, 3, FC_TARGET_AVX2)
+FC_DEFINE_KERNEL(fc_kernel_avx2_f64, double, 32, 4, 3, FC_TARGET_AVX2)
+#else
+#define FC_X86 0
+#endif
+FC_DEFINE_KERNEL(fc_kernel_base_f32, float, 16, 4, 3, )
+FC_DEFINE_KERNEL(fc_kernel_base_f64, double, 16, 4, 3, )
+
+/* The variant in use, chosen once at import (fc_select) and switchable for tests. */
+typedef struct {
+    const char *name;
+    fc_kernel_f32 f32;
+    fc_kernel_f64 f64;
+    int mr;             /* output channels per block */
+    int nr_f32, nr_f64; /* output pixels per block */
+} fc_isa;
+
+static const fc_isa fc_isas[] = {
+#if FC_X86
+    {"avx512", fc_kernel_avx512_f32, fc_kernel_avx512_f64, 8, 48, 24},
+    {"avx2", fc_kernel_avx2_f32, fc_kernel_avx2_f64, 4, 24, 12},
+#endif
+    {"baseline", fc_kernel_base_f32, fc_kernel_base_f64, 4, 12, 6},
+};
+enum { FC_N_ISAS = sizeof(fc_isas) / sizeof(fc_isas[0]) };
+
+static int fc_isa_supported(int i)
+{
+#if FC_X86
+    __builtin_cpu_init();
+    if (i == 0) return __builtin_cpu_supports("avx512f");
+    if (i == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return i == FC_N_ISAS - 1;
+}
+
+#endif
