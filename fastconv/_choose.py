@@ -83,3 +83,38 @@ def gemm_blocks(g, n_threads):
     if items < n_threads:
         nc = min(nc, -(-pq // -(-n_threads // items)))
     return nc, REDUCTION_BLOCK
+
+
+#: bytes of the grad_output tile the grad_weight kernel keeps in L2
+WEIGHT_TILE_BYTES = 1024 * 1024
+
+
+def backward_blocks(g, n_threads):
+    """``(pixels per grad_weight tile, output rows per grad_input band,
+    reduction block)`` of the packed-GEMM backward."""
+    pq = g.P * g.Q
+    kg = g.K // g.groups
+    tw = max(64, WEIGHT_TILE_BYTES // (kg * g.dtype.itemsize))
+    items = max(1, g.N * g.groups)
+    if items < n_threads:
+        tw = min(tw, max(64, -(-pq // -(-n_threads // items))))
+    return (min(tw, pq), *_backward_bands(g, n_threads))
+
+
+def _backward_bands(g, n_threads):
+    """``(output rows per tile, reduction block)`` of the grad_input pass.
+
+    A tile is a band of whole output rows: about TILE_BYTES of im2col, but at
+    least enough rows that bands two apart never touch the same input row
+    (so even and odd bands can each run in parallel), and small enough that
+    the threads share the work.
+    """
+    sh, dh = g.stride[0], g.dilation[0]
+    extent = (g.R - 1) * dh + 1
+    min_rows = max(1, -(-extent // sh) - 1)
+    depth = (g.C // g.groups) * g.R * g.S
+    rows = max(1, TILE_BYTES // (depth * g.Q * g.dtype.itemsize))
+    items = max(1, g.N * g.groups)
+    if items < 2 * n_threads:  # each phase runs every other band
+        rows = min(rows, -(-g.P // (2 * -(-n_threads // items))))
+    return max(min_rows, min(rows, g.P)), REDUCTION_BLOCK

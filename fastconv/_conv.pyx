@@ -167,46 +167,49 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
 # im2col + GEMM, tiled over output pixels
 
 
-cdef void im2col_tile(const floating *x, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
+cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
                       Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
                       Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
-                      Py_ssize_t Q, Py_ssize_t j0, Py_ssize_t jn,
-                      floating *col) noexcept nogil:
-    """col[(c, r, s), j - j0] = padded x[c, p*sh - pt + r*dh, q*sw - pl + s*dw]
-    for the output pixels j = p*Q + q in [j0, j0 + jn): a (Cg*R*S, jn) tile."""
-    cdef Py_ssize_t c, r, s, j, p, q, qe, h, col_off, qa, qb, base, qq
+                      Py_ssize_t Q, Py_ssize_t crs0, Py_ssize_t n_rows, Py_ssize_t j0,
+                      Py_ssize_t jn, Py_ssize_t ld, floating *col) noexcept nogil:
+    """col[i, j - j0] = padded x[c, p*sh - pt + r*dh, q*sw - pl + s*dw] for the
+    im2col rows i = (c, r, s) - crs0 in [0, n_rows) and the output pixels
+    j = p*Q + q in [j0, j0 + jn); rows are ``ld`` apart."""
+    cdef Py_ssize_t i, crs, c, r, s, j, p, q, qe, h, col_off, qa, qb, base, qq
     cdef const floating *xc
     cdef floating *dst
-    for c in range(Cg):
+    for i in range(n_rows):
+        crs = crs0 + i
+        c = crs // (R * S)
+        r = (crs // S) % R
+        s = crs - (crs // S) * S
         xc = x + c * H * W
-        for r in range(R):
-            for s in range(S):
-                dst = col + ((c * R + r) * S + s) * jn
-                col_off = s * dw - pl
-                qa = first_valid(col_off, sw)
-                qb = end_valid(col_off, sw, W, Q)
-                j = j0
-                while j < j0 + jn:
-                    p = j // Q
-                    q = j - p * Q
-                    qe = Q if Q - q < j0 + jn - j else q + (j0 + jn - j)
-                    base = j - j0 - q  # dst[base + qq] holds output column qq of row p
-                    h = p * sh - pt + r * dh
-                    if h < 0 or h >= H:
-                        for qq in range(q, qe):
-                            dst[base + qq] = 0
-                    else:
-                        for qq in range(q, min(qa, qe)):
-                            dst[base + qq] = 0
-                        if sw == 1:
-                            for qq in range(max(q, qa), min(qb, qe)):
-                                dst[base + qq] = xc[h * W + qq + col_off]
-                        else:
-                            for qq in range(max(q, qa), min(qb, qe)):
-                                dst[base + qq] = xc[h * W + qq * sw + col_off]
-                        for qq in range(max(q, qb), qe):
-                            dst[base + qq] = 0
-                    j += qe - q
+        dst = col + i * ld
+        col_off = s * dw - pl
+        qa = first_valid(col_off, sw)
+        qb = end_valid(col_off, sw, W, Q)
+        j = j0
+        while j < j0 + jn:
+            p = j // Q
+            q = j - p * Q
+            qe = Q if Q - q < j0 + jn - j else q + (j0 + jn - j)
+            base = j - j0 - q  # dst[base + qq] holds output column qq of row p
+            h = p * sh - pt + r * dh
+            if h < 0 or h >= H:
+                for qq in range(q, qe):
+                    dst[base + qq] = 0
+            else:
+                for qq in range(q, min(qa, qe)):
+                    dst[base + qq] = 0
+                if sw == 1:
+                    for qq in range(max(q, qa), min(qb, qe)):
+                        dst[base + qq] = xc[h * W + qq + col_off]
+                else:
+                    for qq in range(max(q, qa), min(qb, qe)):
+                        dst[base + qq] = xc[h * W + qq * sw + col_off]
+                for qq in range(max(q, qb), qe):
+                    dst[base + qq] = 0
+            j += qe - q
 
 
 cdef void col2im_tile(const floating *col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
@@ -214,7 +217,8 @@ cdef void col2im_tile(const floating *col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize
                       Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
                       Py_ssize_t Q, Py_ssize_t j0, Py_ssize_t jn,
                       floating *x) noexcept nogil:
-    """The adjoint of im2col_tile: scatter-add the tile back into x (padding dropped)."""
+    """The adjoint of im2col_rows (all rows, ld = jn): scatter-add the tile back into
+    x, dropping what falls in the padding."""
     cdef Py_ssize_t c, r, s, j, p, q, qe, h, col_off, qa, qb, base, qq
     cdef floating *xc
     cdef const floating *src
@@ -248,67 +252,6 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
                                Py_ssize_t P, Py_ssize_t Q) noexcept nogil:
     """A 1x1 kernel at stride 1 with no padding: im2col would be the identity."""
     return R == 1 and S == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and P == H and Q == W
-
-
-def conv2d_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                const floating[::1] bias, floating[:, :, :, ::1] y,
-                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
-                Py_ssize_t tile, bint copy_free, int n_threads):
-    """Per image and group, Y[Kg, P*Q] = W[Kg, Cg*R*S] @ cols[Cg*R*S, P*Q], one tile
-    of ``tile`` output pixels at a time, written straight into NCHW ``y``.
-
-    ``copy_free``: for a pointwise (1x1, stride 1, unpadded) convolution the
-    image itself is the cols matrix, and no tile is copied.
-    """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
-    cdef Py_ssize_t P = y.shape[2], Q = y.shape[3]
-    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q
-    cdef Py_ssize_t n_tiles = (PQ + tile - 1) // tile
-    cdef Py_ssize_t item, n, g, t, j0, jn, k, j
-    cdef bint has_bias = bias is not None
-    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
-    cdef int status = 0
-    cdef int *failed = &status
-    cdef floating *col = NULL
-    cdef const floating *xg
-    cdef const floating *b_mat
-    cdef int ldb
-    cdef floating *yt
-    if N == 0 or K == 0:
-        return 0
-    with nogil, parallel(num_threads=n_threads):
-        col = NULL
-        if not pointwise:
-            col = <floating *> malloc(CRS * tile * sizeof(floating))
-            if col == NULL:
-                failed[0] = 1
-        for item in prange(N * groups * n_tiles, schedule="static"):
-            if failed[0]:
-                continue
-            n = item // (groups * n_tiles)
-            g = (item // n_tiles) % groups
-            t = item % n_tiles
-            j0 = t * tile
-            jn = tile if PQ - j0 > tile else PQ - j0
-            xg = &x[n, g * Cg, 0, 0]
-            yt = &y[n, g * Kg, 0, 0] + j0
-            if pointwise:
-                b_mat = xg + j0
-                ldb = <int> PQ
-            else:
-                im2col_tile(xg, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn, col)
-                b_mat = col
-                ldb = <int> jn
-            gemm_rm(False, False, <int> Kg, <int> jn, <int> CRS, 1, &w[g * Kg, 0, 0, 0],
-                    <int> CRS, b_mat, ldb, 0, yt, <int> PQ)
-            if has_bias:
-                for k in range(Kg):
-                    for j in range(jn):
-                        yt[k * PQ + j] += bias[g * Kg + k]
-        free(col)
-    return -status
 
 
 def conv2d_backward_gemm(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
@@ -367,7 +310,7 @@ def conv2d_backward_gemm(const floating[:, :, :, ::1] gy, const floating[:, :, :
                 b_mat = xg + j0
                 ldb = <int> PQ
             else:
-                im2col_tile(xg, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn, col)
+                im2col_rows(xg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, 0, CRS, j0, jn, jn, col)
                 b_mat = col
                 ldb = <int> jn
             gemm_rm(False, True, <int> Kg, <int> CRS, <int> jn, 1, gyt, <int> PQ,
@@ -426,6 +369,10 @@ cdef extern from "_gemm_kernels.h":
                                    float *, Py_ssize_t, int, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_kernel_f64)(Py_ssize_t, const double *, const double *, Py_ssize_t,
                                    double *, Py_ssize_t, int, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_dot_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_dot_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
+                                Py_ssize_t, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef struct fc_isa:
         const char *name
         fc_kernel_f32 f32
@@ -433,6 +380,10 @@ cdef extern from "_gemm_kernels.h":
         int mr
         int nr_f32
         int nr_f64
+        fc_dot_f32 dot_f32
+        fc_dot_f64 dot_f64
+        int dr
+        int dc
     const fc_isa fc_isas[]
     int FC_N_ISAS
     int fc_isa_supported(int i) nogil
@@ -472,6 +423,26 @@ cdef inline void _micro(Py_ssize_t kc, const floating *a, const floating *b, Py_
         _isa.f32(kc, a, b, ldb, c, ldc, accumulate, m, n)
     else:
         _isa.f64(kc, a, b, ldb, c, ldc, accumulate, m, n)
+
+
+cdef inline void _dot(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
+                      Py_ssize_t ldb, floating *c, Py_ssize_t ldc, Py_ssize_t m,
+                      Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        _isa.dot_f32(kc, a, lda, b, ldb, c, ldc, m, n)
+    else:
+        _isa.dot_f64(kc, a, lda, b, ldb, c, ldc, m, n)
+
+
+cdef void pack_weights_t(const floating *w, Py_ssize_t K, Py_ssize_t CRS, Py_ssize_t mr,
+                         floating *out) noexcept nogil:
+    """w[K, CRS]^T -> panels of mr columns, each [K][mr] (columns past CRS zero)."""
+    cdef Py_ssize_t b, cb, k, i
+    for b in range((CRS + mr - 1) // mr):
+        cb = b * mr
+        for k in range(K):
+            for i in range(mr):
+                out[cb * K + k * mr + i] = w[k * CRS + cb + i] if cb + i < CRS else 0
 
 
 cdef void pack_weights(const floating *w, Py_ssize_t K, Py_ssize_t CRS, Py_ssize_t mr,
@@ -689,4 +660,185 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         free(seg)
         free(rows)
     free(apack)
+    return -status
+
+
+def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                           floating[:, :, :, ::1] gw,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                           Py_ssize_t tw, Py_ssize_t band_rows, Py_ssize_t kc_max,
+                           bint copy_free, int n_threads):
+    """Backward convolution with our micro-kernels, tile by tile of output rows.
+
+    grad_weight[Kg, CRS] = sum over tiles of dY_tile[Kg, tw] @ cols_tile[CRS, tw]^T:
+    both operands are rows of pixels, so the "dot" kernel runs along them; per
+    tile the dY rows are copied once and the im2col rows built a few at a time
+    (both zero-padded to whole vectors, so the kernel has no scalar tail); each
+    thread accumulates its own copy of grad_weight, summed once at the end.
+
+    grad_input: dcols[CRS, T] = W^T @ dY_tile (the GEMM kernel, dY read in place
+    as its pixel panel, W^T packed once), then col2im into grad_input. Tiles
+    are bands of ``band_rows`` output rows whose input footprints overlap only
+    their neighbours' (the caller makes band_rows * sh >= the kernel's extent
+    minus sh), so even bands run in parallel, then odd bands: no two threads
+    ever add into the same grad_input element. A pointwise convolution writes
+    grad_input straight from the GEMM, with no col2im.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q, HW = H * W
+    cdef Py_ssize_t mr = _isa.mr, dr = _isa.dr, dc = _isa.dc
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t CRS_pad = (CRS + mr - 1) // mr * mr
+    cdef Py_ssize_t n_bands = (P + band_rows - 1) // band_rows
+    cdef Py_ssize_t T = band_rows * Q
+    cdef Py_ssize_t wsize = K * CRS
+    cdef Py_ssize_t item, n, g, b, j0, jn, i, t, tid, cb, kb, pb, pc, kc, jb, jr, mb_i, mb
+    cdef Py_ssize_t phase, n_phases, stride_b, per_phase, ldb, ldc
+    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef int nt = n_threads
+    cdef floating *col = NULL
+    cdef floating *tail = NULL
+    cdef floating *abuf = NULL
+    cdef floating *bbuf = NULL
+    cdef Py_ssize_t n_wtiles = (N * PQ + tw - 1) // tw
+    cdef Py_ssize_t jt
+    cdef const floating *gyp = &gy[0, 0, 0, 0]
+    cdef Py_ssize_t tw_pad = (tw + 15) // 16 * 16
+    cdef Py_ssize_t jn_pad
+    cdef floating *acc
+    cdef floating *accp
+    cdef floating *wt
+    cdef floating *gwp = &gw[0, 0, 0, 0]
+    cdef floating *cp
+    cdef const floating *xg
+    cdef const floating *gyt
+    cdef const floating *bmat
+    cdef const floating *bp
+    cdef const floating *ap
+    if N == 0:
+        memset(gwp, 0, wsize * sizeof(floating))
+        return 0
+
+    # ---- grad_weight
+    acc = <floating *> calloc(nt * wsize, sizeof(floating))
+    if acc == NULL:
+        return -1
+    with nogil, parallel(num_threads=nt):
+        tid = threadid()
+        # a tile of dY and dc im2col rows, zero-padded to whole vectors
+        abuf = <floating *> malloc(Kg * tw_pad * sizeof(floating))
+        bbuf = <floating *> malloc(dc * tw_pad * sizeof(floating))
+        if abuf == NULL or bbuf == NULL:
+            failed[0] = 1
+        for item in prange(groups * n_wtiles, schedule="static"):
+            if failed[0]:
+                continue
+            # the tile: pixels [j0, j0 + jn) of all images' pixels, end to end
+            g = item // n_wtiles
+            j0 = (item % n_wtiles) * tw
+            jn = tw if N * PQ - j0 > tw else N * PQ - j0
+            jn_pad = (jn + 15) // 16 * 16
+            for kb in range(Kg):
+                for i in range(jn_pad):
+                    n = (j0 + i) // PQ
+                    abuf[kb * jn_pad + i] = gyp[(n * K + g * Kg + kb) * PQ + j0 + i - n * PQ] \
+                        if i < jn else 0
+            accp = acc + tid * wsize + g * Kg * CRS
+            for cb in range((CRS + dc - 1) // dc):
+                # im2col rows for the tile, one image's stretch of pixels at a time
+                i = 0
+                while i < jn:
+                    n = (j0 + i) // PQ
+                    jt = min(jn - i, (n + 1) * PQ - (j0 + i))
+                    im2col_rows(&x[n, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl, dh, dw, Q,
+                                cb * dc, min(dc, CRS - cb * dc), j0 + i - n * PQ, jt, jn_pad,
+                                bbuf + i)
+                    i = i + jt
+                for i in range(jn, jn_pad):
+                    for kb in range(min(dc, CRS - cb * dc)):
+                        bbuf[kb * jn_pad + i] = 0
+                for kb in range((Kg + dr - 1) // dr):
+                    _dot(jn_pad, abuf + kb * dr * jn_pad, jn_pad, bbuf, jn_pad,
+                         accp + kb * dr * CRS + cb * dc, CRS,
+                         min(dr, Kg - kb * dr), min(dc, CRS - cb * dc))
+        free(abuf)
+        free(bbuf)
+    if status == 0:
+        with nogil:
+            for i in prange(wsize, schedule="static", num_threads=nt):
+                gwp[i] = 0
+                for t in range(nt):
+                    gwp[i] += acc[t * wsize + i]
+    free(acc)
+    if status:
+        return -1
+
+    # ---- grad_input
+    wt = <floating *> malloc(groups * CRS_pad * Kg * sizeof(floating))
+    if wt == NULL:
+        return -1
+    with nogil:
+        for g in range(groups):
+            pack_weights_t(&w[g * Kg, 0, 0, 0], Kg, CRS, mr, wt + g * CRS_pad * Kg)
+        if not pointwise:
+            memset(&gx[0, 0, 0, 0], 0, N * C * HW * sizeof(floating))
+    # pointwise tiles never overlap: one phase over every band
+    n_phases = 1 if pointwise else 2
+    stride_b = 1 if pointwise else 2
+    for phase in range(n_phases):
+        per_phase = (n_bands - phase + stride_b - 1) // stride_b
+        with nogil, parallel(num_threads=nt):
+            col = NULL
+            if not pointwise:
+                col = <floating *> malloc(CRS_pad * T * sizeof(floating))
+            tail = <floating *> malloc(kc_max * nr * sizeof(floating))
+            if tail == NULL or (col == NULL and not pointwise):
+                failed[0] = 1
+            for item in prange(N * groups * per_phase, schedule="static"):
+                if failed[0]:
+                    continue
+                n = item // (groups * per_phase)
+                g = (item // per_phase) % groups
+                b = (item % per_phase) * stride_b + phase
+                j0 = b * T
+                jn = T if PQ - j0 > T else PQ - j0
+                for pb in range((Kg + kc_max - 1) // kc_max):
+                    pc = pb * kc_max
+                    kc = kc_max if Kg - pc > kc_max else Kg - pc
+                    gyt = &gy[n, g * Kg + pc, 0, 0] + j0
+                    if jn % nr:  # the last partial panel is copied: never read past dY
+                        pack_tail(gyt + jn // nr * nr, PQ, kc, jn % nr, nr, tail)
+                    for jb in range((jn + nr - 1) // nr):
+                        jr = jb * nr
+                        if jr + nr <= jn:
+                            bp = gyt + jr
+                            ldb = PQ
+                        else:
+                            bp = tail
+                            ldb = nr
+                        for mb_i in range((CRS + mr - 1) // mr):
+                            mb = mb_i * mr
+                            ap = wt + g * CRS_pad * Kg + mb * Kg + pc * mr
+                            if pointwise:
+                                cp = &gx[n, g * Cg, 0, 0] + mb * HW + j0 + jr
+                                ldc = HW
+                            else:
+                                cp = col + mb * jn + jr
+                                ldc = jn
+                            _micro(kc, ap, bp, ldb, cp, ldc, pc > 0,
+                                   min(mr, CRS - mb), min(nr, jn - jr))
+                if not pointwise:
+                    col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
+                                &gx[n, g * Cg, 0, 0])
+            free(col)
+            free(tail)
+        if status:
+            break
+    free(wt)
     return -status

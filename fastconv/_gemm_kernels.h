@@ -72,6 +72,58 @@ TARGET static void NAME(fc_index kc, const T *a, const T *b, fc_index ldb, T *c,
     }                                                                                 \
 }
 
+/* The "dot" micro-kernel for products whose reduction dimension is the
+ * contiguous one in both operands (grad_weight = grad_output @ cols^T, both
+ * rows of pixels):
+ *     C[i, j] += sum_p A[i * lda + p] * B[j * ldb + p],   i < m <= DR, j < n <= DC,
+ * vectorised along p with DR x DC vector accumulators and one horizontal sum
+ * per output at the end; the pixels past the last full vector go scalar. */
+#define FC_DEFINE_DOT(NAME, T, VBYTES, DR, DC, TARGET)                                 \
+TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,             \
+                        fc_index ldb, T *c, fc_index ldc, fc_index m, fc_index n)      \
+{                                                                                      \
+    typedef T vec __attribute__((vector_size(VBYTES), aligned(sizeof(T))));           \
+    enum { VL = VBYTES / sizeof(T) };                                                  \
+    vec acc[DR][DC];                                                                   \
+    const T *ar[DR], *br[DC];                                                          \
+    fc_index p, kv = kc - kc % VL;                                                     \
+    int i, j, l;                                                                       \
+    /* rows past m / n repeat row 0: harmless reads, their sums are dropped */         \
+    for (i = 0; i < DR; i++) ar[i] = a + (i < m ? i : 0) * lda;                        \
+    for (j = 0; j < DC; j++) br[j] = b + (j < n ? j : 0) * ldb;                        \
+    _Pragma("GCC unroll 16")                                                           \
+    for (i = 0; i < DR; i++) {                                                         \
+        _Pragma("GCC unroll 16")                                                       \
+        for (j = 0; j < DC; j++) acc[i][j] = (vec){0};                                 \
+    }                                                                                  \
+    for (p = 0; p < kv; p += VL) {                                                     \
+        vec av[DR], bv[DC];                                                            \
+        _Pragma("GCC unroll 16")                                                       \
+        for (i = 0; i < DR; i++) av[i] = *(const vec *)(ar[i] + p);                    \
+        _Pragma("GCC unroll 16")                                                       \
+        for (j = 0; j < DC; j++) bv[j] = *(const vec *)(br[j] + p);                    \
+        _Pragma("GCC unroll 16")                                                       \
+        for (i = 0; i < DR; i++) {                                                     \
+            _Pragma("GCC unroll 16")                                                   \
+            for (j = 0; j < DC; j++) acc[i][j] += av[i] * bv[j];                       \
+        }                                                                              \
+    }                                                                                  \
+    for (i = 0; i < m; i++) {                                                          \
+        for (j = 0; j < n; j++) {                                                      \
+            /* horizontal sum: fold to one 16-byte vector, then its 2 or 4 lanes */    \
+            typedef T v16 __attribute__((vector_size(16)));                            \
+            union { vec v; v16 part[VBYTES / 16]; } u;                                 \
+            v16 folded = {0};                                                          \
+            T sum = 0;                                                                 \
+            u.v = acc[i][j];                                                           \
+            for (l = 0; l < VBYTES / 16; l++) folded += u.part[l];                     \
+            for (l = 0; l < (int)(16 / sizeof(T)); l++) sum += folded[l];              \
+            for (p = kv; p < kc; p++) sum += ar[i][p] * br[j][p];                      \
+            c[i * ldc + j] += sum;                                                     \
+        }                                                                              \
+    }                                                                                  \
+}
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FC_X86 1
 #define FC_TARGET_AVX512 __attribute__((target("avx512f")))
@@ -80,27 +132,42 @@ FC_DEFINE_KERNEL(fc_kernel_avx512_f32, float, 64, 8, 3, FC_TARGET_AVX512)
 FC_DEFINE_KERNEL(fc_kernel_avx512_f64, double, 64, 8, 3, FC_TARGET_AVX512)
 FC_DEFINE_KERNEL(fc_kernel_avx2_f32, float, 32, 4, 3, FC_TARGET_AVX2)
 FC_DEFINE_KERNEL(fc_kernel_avx2_f64, double, 32, 4, 3, FC_TARGET_AVX2)
+FC_DEFINE_DOT(fc_dot_avx512_f32, float, 64, 4, 6, FC_TARGET_AVX512)
+FC_DEFINE_DOT(fc_dot_avx512_f64, double, 64, 4, 6, FC_TARGET_AVX512)
+FC_DEFINE_DOT(fc_dot_avx2_f32, float, 32, 3, 4, FC_TARGET_AVX2)
+FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 #else
 #define FC_X86 0
 #endif
 FC_DEFINE_KERNEL(fc_kernel_base_f32, float, 16, 4, 3, )
 FC_DEFINE_KERNEL(fc_kernel_base_f64, double, 16, 4, 3, )
+FC_DEFINE_DOT(fc_dot_base_f32, float, 16, 3, 4, )
+FC_DEFINE_DOT(fc_dot_base_f64, double, 16, 3, 4, )
 
 /* The variant in use, chosen once at import (fc_select) and switchable for tests. */
+typedef void (*fc_dot_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, fc_index, fc_index);
+typedef void (*fc_dot_f64)(fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, fc_index, fc_index);
+
 typedef struct {
     const char *name;
     fc_kernel_f32 f32;
     fc_kernel_f64 f64;
     int mr;             /* output channels per block */
     int nr_f32, nr_f64; /* output pixels per block */
+    fc_dot_f32 dot_f32;
+    fc_dot_f64 dot_f64;
+    int dr, dc;         /* the dot kernel's block: rows of A x rows of B */
 } fc_isa;
 
 static const fc_isa fc_isas[] = {
 #if FC_X86
-    {"avx512", fc_kernel_avx512_f32, fc_kernel_avx512_f64, 8, 48, 24},
-    {"avx2", fc_kernel_avx2_f32, fc_kernel_avx2_f64, 4, 24, 12},
+    {"avx512", fc_kernel_avx512_f32, fc_kernel_avx512_f64, 8, 48, 24,
+     fc_dot_avx512_f32, fc_dot_avx512_f64, 4, 6},
+    {"avx2", fc_kernel_avx2_f32, fc_kernel_avx2_f64, 4, 24, 12,
+     fc_dot_avx2_f32, fc_dot_avx2_f64, 3, 4},
 #endif
-    {"baseline", fc_kernel_base_f32, fc_kernel_base_f64, 4, 12, 6},
+    {"baseline", fc_kernel_base_f32, fc_kernel_base_f64, 4, 12, 6,
+     fc_dot_base_f32, fc_dot_base_f64, 3, 4},
 };
 enum { FC_N_ISAS = sizeof(fc_isas) / sizeof(fc_isas[0]) };
 

@@ -119,9 +119,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     if algo == "direct":
         _call(_conv.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
     else:
-        tile = _choose.tile_pixels(g, n_threads)
-        with _threads.blas_single_threaded():
-            _call(_conv.conv2d_backward_gemm, gy, g.x, g.w, gx, gw, *_geometry_args(g),
-                  tile, algo == "1x1", n_threads)
+        _call(_conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
+              *_choose.backward_blocks(g, n_threads), algo == "1x1", n_threads)
     gb = gy.sum(axis=(0, 2, 3))
     return (gx[0] if g.unbatched else gx), gw, gb

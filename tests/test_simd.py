@@ -61,3 +61,21 @@ def test_forward_matches_reference(variant, dtype, case, algorithm, rng, assert_
     want = reference.conv2d(x, w, b, stride, padding, dilation, groups)
     assert got.dtype == dtype
     assert_close(got, want, reduction=C // groups * R * S)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case, algorithm", RUNS, ids=str)
+def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert_close):
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
+    y = reference.conv2d(x, w, None, stride, padding, dilation, groups)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    got = fastconv.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
+                                   algorithm=algorithm)
+    want = reference.conv2d_backward(gy, x, w, stride, padding, dilation, groups)
+    P, Q = y.shape[2:]
+    assert_close(got[0], want[0], reduction=K // groups * R * S)
+    assert_close(got[1], want[1], reduction=N * P * Q)
+    assert_close(got[2], want[2], reduction=N * P * Q)
