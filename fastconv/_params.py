@@ -205,8 +205,10 @@ def _conv_padding(padding, func, kernel, dilation, stride):
     return (ph, ph, pw, pw)
 
 
-def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups):
-    """Validate conv2d's arguments; return a ConvGeometry with contiguous operands."""
+def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups,
+                  operands=True):
+    """Validate conv2d's arguments; return a ConvGeometry with contiguous operands
+    (``operands=False``: the shapes and dtype only, nothing is copied)."""
     x = _as_array(input, func, "input")
     w = _as_array(weight, func, "weight")
     b = None if bias is None else _as_array(bias, func, "bias")
@@ -251,9 +253,11 @@ def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups):
         )
     _check_size(func, (N, K, P, Q))
     g.dtype = _result_dtype(func, input=x, weight=w, bias=b)
-    g.x = _contiguous(x4, g.dtype)
-    g.w = _contiguous(w, g.dtype)
-    g.b = None if b is None else _contiguous(b, g.dtype)
+    g.x = g.w = g.b = None
+    if operands:
+        g.x = _contiguous(x4, g.dtype)
+        g.w = _contiguous(w, g.dtype)
+        g.b = None if b is None else _contiguous(b, g.dtype)
     g.unbatched = unbatched
     g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q = N, C, H, W, K, R, S, P, Q
     return g

@@ -1,0 +1,50 @@
+"""Extra memory of one call stays bounded (tiles, not a full im2col), whatever the batch.
+
+Each case runs in a fresh interpreter so its peak resident set size
+(ru_maxrss) belongs to that one call: peak - (baseline + inputs + outputs)
+is the memory the call itself allocated.
+"""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+LIMIT_MIB = 32
+
+SCRIPT = textwrap.dedent(
+    """
+    import resource, sys
+    import numpy as np
+    import fastconv
+
+    fastconv.set_num_threads(2)
+    kind, algorithm = sys.argv[1], sys.argv[2]
+    # VGG's 3x3 layer at 224x224: a full im2col of it would be 110 MiB
+    x = np.ones((1, 64, 224, 224), np.float32)
+    w = np.ones((64, 64, 3, 3), np.float32)
+    y = np.ones((1, 64, 224, 224), np.float32)
+    gx = np.ones_like(x)
+    gw = np.ones_like(w)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kind == "forward":
+        fastconv.conv2d(x, w, padding=1, algorithm=algorithm, out=y)
+    else:
+        # the results are fresh arrays of the size of gx and gw, held above
+        del gx, gw
+        fastconv.conv2d_backward(y, x, w, padding=1, algorithm=algorithm)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024)  # KiB -> MiB
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["forward", "backward"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_extra_memory_is_bounded(kind, algorithm):
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, kind, algorithm],
+        capture_output=True, text=True, check=True,
+    )
+    extra_mib = float(out.stdout.strip())
+    assert extra_mib <= LIMIT_MIB, f"{kind} {algorithm} allocated {extra_mib:.1f} MiB"
