@@ -457,99 +457,6 @@ cdef void pack_weights(const floating *w, Py_ssize_t K, Py_ssize_t CRS, Py_ssize
                 out[mb * CRS + p * mr + i] = w[k * CRS + p] if k < K else 0
 
 
-cdef struct Segment:
-    # a run of output pixels within one output row and one nr-wide panel
-    Py_ssize_t p, q, run, dst
-
-
-cdef Py_ssize_t plan_segments(Py_ssize_t Q, Py_ssize_t j0, Py_ssize_t jn, Py_ssize_t nr,
-                              Py_ssize_t kc, Segment *seg) noexcept nogil:
-    """Split output pixels [j0, j0 + jn) into runs that stay within one output row
-    and one panel; ``dst`` is each run's offset in a packed block of kc rows.
-    Returns the number of runs (at most jn // min(Q, nr) + jn // nr + 2)."""
-    cdef Py_ssize_t jl = 0, count = 0, j, p, q, run
-    while jl < jn:
-        j = j0 + jl
-        p = j // Q
-        q = j - p * Q
-        run = min(Q - q, nr - jl % nr, jn - jl)
-        seg[count].p = p
-        seg[count].q = q
-        seg[count].run = run
-        seg[count].dst = (jl // nr) * kc * nr + jl % nr
-        count += 1
-        jl += run
-    return count
-
-
-cdef struct RowInfo:
-    # what one im2col row (c, r, s) reads: plane offset, row shift, column shift, valid q range
-    Py_ssize_t plane, dh_r, col_off, qa, qb
-
-
-cdef void plan_rows(Py_ssize_t H, Py_ssize_t W, Py_ssize_t R, Py_ssize_t S, Py_ssize_t sw,
-                    Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Q,
-                    Py_ssize_t pc, Py_ssize_t kc, RowInfo *rows) noexcept nogil:
-    """Decode im2col rows [pc, pc + kc) once, so packing does no division."""
-    cdef Py_ssize_t row, crs, c, r, s
-    for row in range(kc):
-        crs = pc + row
-        c = crs // (R * S)
-        r = (crs // S) % R
-        s = crs - (crs // S) * S
-        rows[row].plane = c * H * W
-        rows[row].dh_r = r * dh
-        rows[row].col_off = s * dw - pl
-        rows[row].qa = first_valid(rows[row].col_off, sw)
-        rows[row].qb = end_valid(rows[row].col_off, sw, W, Q)
-
-
-cdef void pack_pixels(const floating *x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh,
-                      Py_ssize_t sw, Py_ssize_t pt, const RowInfo *rows, Py_ssize_t kc,
-                      Py_ssize_t jn, Py_ssize_t nr, const Segment *seg, Py_ssize_t n_seg,
-                      floating *out) noexcept nogil:
-    """im2col rows (decoded by plan_rows) x the block's output pixels (split into
-    runs by plan_segments), straight into panels of nr pixels, each [kc][nr];
-    pixels past jn are zero. Panel by panel, so the stores run sequentially;
-    every inner loop is a contiguous copy at stride 1."""
-    cdef Py_ssize_t i0, i1, i, row, h, q, e, qq, lo, hi, jl, panel
-    cdef Py_ssize_t n_panels = (jn + nr - 1) // nr
-    cdef const floating *xr
-    cdef floating *dst
-    i0 = 0
-    for panel in range(n_panels):
-        i1 = i0
-        while i1 < n_seg and seg[i1].dst < (panel + 1) * kc * nr:
-            i1 += 1
-        for row in range(kc):
-            for i in range(i0, i1):
-                q = seg[i].q
-                e = q + seg[i].run
-                dst = out + seg[i].dst + row * nr - q  # dst[qq] for qq in [q, e)
-                h = seg[i].p * sh - pt + rows[row].dh_r
-                if h < 0 or h >= H:
-                    for qq in range(q, e):
-                        dst[qq] = 0
-                    continue
-                lo = max(q, min(rows[row].qa, e))
-                hi = max(lo, min(rows[row].qb, e))
-                for qq in range(q, lo):
-                    dst[qq] = 0
-                xr = x + rows[row].plane + h * W + rows[row].col_off
-                if sw == 1:
-                    for qq in range(lo, hi):
-                        dst[qq] = xr[qq]
-                else:
-                    for qq in range(lo, hi):
-                        dst[qq] = xr[qq * sw]
-                for qq in range(hi, e):
-                    dst[qq] = 0
-            if panel == n_panels - 1:  # zero the last panel's tail: the kernel reads it
-                for jl in range(jn - panel * nr, nr):
-                    out[panel * kc * nr + row * nr + jl] = 0
-        i0 = i1
-
-
 cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t n,
                     Py_ssize_t nr, floating *out) noexcept nogil:
     """Copy a kc x n block (rows ld apart) into one [kc][nr] panel, zero-padded."""
@@ -569,11 +476,11 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
 
     The weights are packed once per call into mr-row panels. Each work item
     is a block of ``nc`` output pixels of one image and group; for each slice
-    of ``kc_max`` reduction rows, its im2col is built directly in packed form
-    (a [kc][nr] panel per nr pixels, kept in L1 while every channel block
-    of the weights streams past it from L2), and the micro-kernel accumulates
-    into the NCHW output. Extra memory: the packed weights plus one
-    kc_max x nc pixel block per thread.
+    of ``kc_max`` reduction rows its im2col rows are built in a per-thread
+    block (L2), and for each nr-pixel column of it (kept in L1 while every
+    channel panel of the weights streams past it) the micro-kernel
+    accumulates into the NCHW output. Extra memory: the packed weights plus
+    one kc_max x nc block per thread.
 
     ``copy_free``: a pointwise (1x1, stride 1, unpadded) convolution reads the
     image in place as the B operand; only a last partial panel is copied.
@@ -585,15 +492,13 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
-    cdef Py_ssize_t n_blocks, item, n, g, t, j0, jn, pb, pc, kc, jb, jr, mb_i, mb, k, j
+    cdef Py_ssize_t n_blocks, item, n, g, t, j0, jn, pb, pc, kc, jb, jr, mb_i, mb, k, j, i, ld
     cdef bint has_bias = bias is not None
     cdef int status = 0
     cdef int *failed = &status
     cdef floating *apack
     cdef floating *bpack = NULL
-    cdef Segment *seg = NULL
-    cdef RowInfo *rows = NULL
-    cdef Py_ssize_t n_seg, ldb
+    cdef Py_ssize_t ldb
     cdef const floating *xg
     cdef const floating *bp
     cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
@@ -611,9 +516,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
             pack_weights(&w[g * Kg, 0, 0, 0], Kg, CRS, mr, apack + g * Kg_pad * CRS)
     with nogil, parallel(num_threads=n_threads):
         bpack = <floating *> malloc(kc_max * nc * sizeof(floating))
-        seg = <Segment *> malloc((2 * nc + 2) * sizeof(Segment))
-        rows = <RowInfo *> malloc(kc_max * sizeof(RowInfo))
-        if bpack == NULL or seg == NULL or rows == NULL:
+        if bpack == NULL:
             failed[0] = 1
         for item in prange(N * groups * n_blocks, schedule="static"):
             if failed[0]:
@@ -633,9 +536,12 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                 kc = kc_max if CRS - pc > kc_max else CRS - pc
                 xg = &x[n, g * Cg, 0, 0]
                 if not pointwise:
-                    n_seg = plan_segments(Q, j0, jn, nr, kc, seg)
-                    plan_rows(H, W, R, S, sw, pl, dh, dw, Q, pc, kc, rows)
-                    pack_pixels(xg, H, W, sh, sw, pt, rows, kc, jn, nr, seg, n_seg, bpack)
+                    ld = (jn + nr - 1) // nr * nr
+                    im2col_rows(xg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, pc, kc, j0, jn,
+                                ld, bpack)
+                    for i in range(kc):  # the last panel's tail: read, results dropped
+                        for j in range(jn, ld):
+                            bpack[i * ld + j] = 0
                 elif jn % nr:
                     # the image is the B operand, read in place, except the last
                     # partial panel, copied so the kernel never reads past the array
@@ -643,8 +549,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                 for jb in range((jn + nr - 1) // nr):
                     jr = jb * nr
                     if not pointwise:
-                        bp = bpack + jb * kc * nr
-                        ldb = nr
+                        bp = bpack + jr
+                        ldb = ld
                     elif jr + nr <= jn:
                         bp = xg + pc * PQ + j0 + jr
                         ldb = PQ
@@ -657,8 +563,6 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                         _micro(kc, ap, bp, ldb, yt + mb * PQ + jr, PQ,
                                pc > 0 or has_bias, min(mr, Kg - mb), min(nr, jn - jr))
         free(bpack)
-        free(seg)
-        free(rows)
     free(apack)
     return -status
 
