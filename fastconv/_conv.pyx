@@ -174,42 +174,43 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
                       Py_ssize_t jn, Py_ssize_t ld, floating *col) noexcept nogil:
     """col[i, j - j0] = padded x[c, p*sh - pt + r*dh, q*sw - pl + s*dw] for the
     im2col rows i = (c, r, s) - crs0 in [0, n_rows) and the output pixels
-    j = p*Q + q in [j0, j0 + jn); rows are ``ld`` apart."""
-    cdef Py_ssize_t i, crs, c, r, s, j, p, q, qe, h, col_off, qa, qb, base, qq
-    cdef const floating *xc
-    cdef floating *dst
+    j = p*Q + q in [j0, j0 + jn); rows are ``ld`` apart.
+
+    Each row is copied one output row p at a time: zeros where the tap falls
+    in the padding, a contiguous copy (stride 1) or a strided gather between."""
+    cdef Py_ssize_t i, crs, c, r, s, p, p0, p1, q, qe, h, col_off, qa, qb, qq, lo, hi, d, xo
+    p0 = j0 // Q
+    p1 = (j0 + jn - 1) // Q
     for i in range(n_rows):
         crs = crs0 + i
         c = crs // (R * S)
         r = (crs // S) % R
         s = crs - (crs // S) * S
-        xc = x + c * H * W
-        dst = col + i * ld
         col_off = s * dw - pl
         qa = first_valid(col_off, sw)
         qb = end_valid(col_off, sw, W, Q)
-        j = j0
-        while j < j0 + jn:
-            p = j // Q
-            q = j - p * Q
-            qe = Q if Q - q < j0 + jn - j else q + (j0 + jn - j)
-            base = j - j0 - q  # dst[base + qq] holds output column qq of row p
+        for p in range(p0, p1 + 1):
+            q = j0 - p0 * Q if p == p0 else 0
+            qe = j0 + jn - p * Q if p == p1 else Q
+            d = i * ld + p * Q - j0  # col[d + qq] holds output column qq of row p
             h = p * sh - pt + r * dh
             if h < 0 or h >= H:
                 for qq in range(q, qe):
-                    dst[base + qq] = 0
+                    col[d + qq] = 0
+                continue
+            lo = max(q, min(qa, qe))
+            hi = max(lo, min(qb, qe))
+            for qq in range(q, lo):
+                col[d + qq] = 0
+            xo = (c * H + h) * W + col_off  # x[xo + qq * sw] is tap (r, s) of column qq
+            if sw == 1:
+                for qq in range(lo, hi):
+                    col[d + qq] = x[xo + qq]
             else:
-                for qq in range(q, min(qa, qe)):
-                    dst[base + qq] = 0
-                if sw == 1:
-                    for qq in range(max(q, qa), min(qb, qe)):
-                        dst[base + qq] = xc[h * W + qq + col_off]
-                else:
-                    for qq in range(max(q, qa), min(qb, qe)):
-                        dst[base + qq] = xc[h * W + qq * sw + col_off]
-                for qq in range(max(q, qb), qe):
-                    dst[base + qq] = 0
-            j += qe - q
+                for qq in range(lo, hi):
+                    col[d + qq] = x[xo + qq * sw]
+            for qq in range(hi, qe):
+                col[d + qq] = 0
 
 
 cdef void col2im_tile(const floating *col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
