@@ -4,7 +4,7 @@ NCHW arrays, float32 and float64, with PyTorch's argument names, order and
 semantics. ``fastconv.reference`` holds pure-NumPy versions of every function.
 """
 from ._threads import get_num_threads, set_num_threads
-from .conv import conv2d, conv2d_backward
+from .conv import conv2d, conv2d_backward, explain
 from .pool import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "explain",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

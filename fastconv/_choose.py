@@ -1,27 +1,64 @@
-"""Which strategy ``algorithm="auto"`` runs, and how large its tiles are.
+"""Which strategy ``algorithm="auto"`` runs, and how each strategy is blocked.
 
-The rule (documented in the README and returned by :func:`fastconv.explain`):
+``auto`` picks the strategy with the lowest estimated cost, in core cycles on
+one thread (threads divide every strategy alike). The model, whose constants
+were measured on the yardstick layers (see the README's Performance section):
 
-1. a 1x1 kernel runs as a GEMM with no im2col ("1x1");
-2. depthwise and other thin convolutions, whose GEMM would have fewer than
-   ``DIRECT_MAX_DEPTH`` reduction terms per output (C/groups * R * S), run
-   "direct": a GEMM that short cannot amortise copying the image into tiles;
-3. everything else runs "im2col" (tiled im2col + GEMM);
-4. shapes beyond BLAS's 32-bit dimensions always run "direct".
+* ``peak``: floating-point operations per cycle of the SIMD variant in use
+  (two FMA units: 4 x the vector width in elements; the baseline has no FMA).
+* ``"im2col"``: ``flops / (peak * GEMM_EFFICIENCY * fill) + PACK_CYCLES *
+  N * C * R * S * P * Q``: the micro-kernel's rate, discounted for the output
+  channels that do not fill its last register block (``fill``), plus copying
+  the im2col rows.
+* ``"1x1"`` (1x1 kernels only): the same GEMM; a stride-1 unpadded
+  convolution reads the image in place, with no copy at all.
+* ``"direct"``: ``flops / (peak * efficiency)``, where the efficiency grows
+  with the work per output (C/groups * R * S taps) and the number of output
+  channels sharing each input load (K/groups), up to DIRECT_EFFICIENCY.
 """
+import math
+from dataclasses import dataclass, field
+
+from . import _conv
+
 ALGORITHMS = ("auto", "direct", "im2col", "1x1")
 
-#: reduction length below which the direct kernel beats im2col + GEMM
-DIRECT_MAX_DEPTH = 32
+#: fraction of peak the packed-GEMM micro-kernel sustains inside a convolution
+GEMM_EFFICIENCY = 0.75
+#: cycles per im2col element copied (a contiguous copy through L1/L2)
+PACK_CYCLES = 0.35
+#: best fraction of peak the direct kernel reaches (many taps, many channels)
+DIRECT_EFFICIENCY = 0.6
+#: taps per output and channels per input load at which direct saturates
+DIRECT_TAPS, DIRECT_CHANNELS = 64, 8
 #: bytes of one thread's im2col tile: about half of a typical L2 cache
 TILE_BYTES = 512 * 1024
-#: BLAS takes 32-bit int dimensions and leading dimensions
-_BLAS_MAX = 2**31 - 1
+
+_LANES = {"avx512": 64, "avx2": 32, "baseline": 16}  # bytes per vector
 
 
-def _fits_blas(g):
-    depth = (g.C // g.groups) * g.R * g.S
-    return max(depth, g.P * g.Q, g.H * g.W, g.K) <= _BLAS_MAX
+def _peak(dtype):
+    """Floating-point operations per cycle per core of the current SIMD variant."""
+    lanes = _LANES[_conv.simd_variant()] // dtype.itemsize
+    return 2 * lanes if _conv.simd_variant() == "baseline" else 4 * lanes
+
+
+def _costs(g):
+    """Estimated cycles of every strategy that can run geometry ``g``."""
+    peak = _peak(g.dtype)
+    flops = max(1, g.flops)
+    kg, depth = g.K // g.groups, (g.C // g.groups) * g.R * g.S
+    mr = _conv.gemm_block()[0]
+    fill = kg / (math.ceil(kg / mr) * mr)
+    copied = g.N * g.C * g.R * g.S * g.P * g.Q
+    gemm = flops / (peak * GEMM_EFFICIENCY * fill)
+    costs = {"im2col": gemm + PACK_CYCLES * copied}
+    if (g.R, g.S) == (1, 1):
+        pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0)
+        costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
+    efficiency = DIRECT_EFFICIENCY * min(1, depth / DIRECT_TAPS) * min(1, kg / DIRECT_CHANNELS)
+    costs["direct"] = flops / (peak * max(efficiency, 1e-3))
+    return costs
 
 
 def resolve(func, algorithm, g):
@@ -31,23 +68,70 @@ def resolve(func, algorithm, g):
             f"{func}: algorithm must be one of {', '.join(map(repr, ALGORITHMS))}, got {algorithm!r}"
         )
     if algorithm == "auto":
-        if not _fits_blas(g):
-            return "direct"
-        if g.R == 1 and g.S == 1:
-            return "1x1"
-        if (g.C // g.groups) * g.R * g.S < DIRECT_MAX_DEPTH:
-            return "direct"
-        return "im2col"
+        costs = _costs(g)
+        return min(costs, key=costs.get)
     if algorithm == "1x1" and (g.R, g.S) != (1, 1):
         raise ValueError(
             f"{func}: algorithm '1x1' needs a 1x1 kernel, got kernel size {(g.R, g.S)}"
         )
-    if algorithm != "direct" and not _fits_blas(g):
-        raise ValueError(
-            f"{func}: algorithm {algorithm!r} calls BLAS, whose dimensions are 32-bit; "
-            f"this shape needs algorithm='direct', got input of shape {(g.N, g.C, g.H, g.W)}"
-        )
     return algorithm
+
+
+@dataclass
+class Explanation:
+    """What ``algorithm="auto"`` runs for one convolution, and why.
+
+    Attributes
+    ----------
+    algorithm : str
+        The strategy auto picks.
+    costs : dict of str to float
+        Estimated cost of every strategy that can run the shape, in millions
+        of core cycles on one thread (lower is better).
+    reason : str
+        One sentence on the choice.
+    simd : str
+        The SIMD variant of the micro-kernels in use.
+    output_shape : tuple of int
+    flops : int
+        Floating-point operations of the forward pass.
+    """
+
+    algorithm: str
+    costs: dict = field(repr=False)
+    reason: str
+    simd: str
+    output_shape: tuple
+    flops: int
+
+    def __str__(self):
+        rows = "\n".join(
+            f"  {name:7s} {cost:10.2f} Mcycles" + ("  <- auto" if name == self.algorithm else "")
+            for name, cost in sorted(self.costs.items(), key=lambda kv: kv[1])
+        )
+        return (
+            f"conv2d -> {self.output_shape}, {self.flops / 1e9:.3f} GFLOP, "
+            f"SIMD {self.simd}\n{rows}\n{self.reason}"
+        )
+
+
+def explain(g):
+    """The Explanation for geometry ``g`` (see fastconv.explain)."""
+    costs = {k: v / 1e6 for k, v in _costs(g).items()}
+    best = min(costs, key=costs.get)
+    others = sorted((v, k) for k, v in costs.items() if k != best)
+    depth = (g.C // g.groups) * g.R * g.S
+    if best == "direct":
+        why = (f"direct: {depth} taps per output and {g.K // g.groups} output channels per "
+               f"group make im2col's copy cost more than a GEMM would save")
+    elif best == "1x1":
+        why = "1x1: a pointwise convolution is a GEMM on the image itself"
+    else:
+        why = (f"im2col: {depth} taps per output feed the GEMM micro-kernel well enough "
+               f"to pay for copying the im2col rows")
+    if others:
+        why += f" (next best: {others[0][1]}, {others[0][0] / costs[best]:.1f}x the cost)"
+    return Explanation(best, costs, why, _conv.simd_variant(), g.out_shape, g.flops)
 
 
 def tile_pixels(g, n_threads):
@@ -86,19 +170,21 @@ def gemm_blocks(g, n_threads):
 
 
 #: bytes of the grad_output tile the grad_weight kernel keeps in L2
-WEIGHT_TILE_BYTES = 1024 * 1024
+WEIGHT_TILE_BYTES = 512 * 1024
+#: pixels per grad_weight tile at most: the kernel's few im2col rows of the
+#: tile (6 x 1024 floats = 24 KiB) then stay in L1
+WEIGHT_TILE_MAX = 1024
 
 
 def backward_blocks(g, n_threads):
     """``(pixels per grad_weight tile, output rows per grad_input band,
     reduction block)`` of the packed-GEMM backward."""
-    pq = g.P * g.Q
+    pixels = max(1, g.N * g.P * g.Q)  # grad_weight tiles run across images
     kg = g.K // g.groups
-    tw = max(64, WEIGHT_TILE_BYTES // (kg * g.dtype.itemsize))
-    items = max(1, g.N * g.groups)
-    if items < n_threads:
-        tw = min(tw, max(64, -(-pq // -(-n_threads // items))))
-    return (min(tw, pq), *_backward_bands(g, n_threads))
+    tw = max(64, min(WEIGHT_TILE_MAX, WEIGHT_TILE_BYTES // (kg * g.dtype.itemsize)))
+    if g.groups * -(-pixels // tw) < n_threads:
+        tw = min(tw, max(64, -(-pixels // -(-n_threads // g.groups))))
+    return (min(tw, pixels), *_backward_bands(g, n_threads))
 
 
 def _backward_bands(g, n_threads):

@@ -13,7 +13,7 @@ Conventions shared by every kernel:
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastconv._blas cimport gemm_rm
 from fastconv._types cimport end_valid, first_valid, floating
@@ -402,6 +402,11 @@ def simd_variant():
     return _isa.name.decode()
 
 
+def gemm_block():
+    """``(mr, nr_float32, nr_float64)``: the micro-kernel's register block in use."""
+    return _isa.mr, _isa.nr_f32, _isa.nr_f64
+
+
 def set_simd_variant(name):
     """Switch the micro-kernel variant (for tests and benchmarks; not thread-safe)."""
     global _isa
@@ -613,7 +618,6 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef floating *bbuf = NULL
     cdef Py_ssize_t n_wtiles = (N * PQ + tw - 1) // tw
     cdef Py_ssize_t jt
-    cdef const floating *gyp = &gy[0, 0, 0, 0]
     cdef Py_ssize_t tw_pad = (tw + 15) // 16 * 16
     cdef Py_ssize_t jn_pad
     cdef floating *acc
@@ -649,11 +653,18 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
             j0 = (item % n_wtiles) * tw
             jn = tw if N * PQ - j0 > tw else N * PQ - j0
             jn_pad = (jn + 15) // 16 * 16
+            # dY rows of the tile, one image's stretch of pixels at a time
+            i = 0
+            while i < jn:
+                n = (j0 + i) // PQ
+                jt = min(jn - i, (n + 1) * PQ - (j0 + i))
+                for kb in range(Kg):
+                    memcpy(abuf + kb * jn_pad + i, &gy[n, g * Kg + kb, 0, 0] + j0 + i - n * PQ,
+                           jt * sizeof(floating))
+                i = i + jt
             for kb in range(Kg):
-                for i in range(jn_pad):
-                    n = (j0 + i) // PQ
-                    abuf[kb * jn_pad + i] = gyp[(n * K + g * Kg + kb) * PQ + j0 + i - n * PQ] \
-                        if i < jn else 0
+                for i in range(jn, jn_pad):
+                    abuf[kb * jn_pad + i] = 0
             accp = acc + tid * wsize + g * Kg * CRS
             for cb in range((CRS + dc - 1) // dc):
                 # im2col rows for the tile, one image's stretch of pixels at a time

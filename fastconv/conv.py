@@ -1,9 +1,11 @@
 """2-D convolution, forward and backward: validate, allocate, dispatch."""
+import operator
+
 import numpy as np
 
 from . import _choose, _conv, _params, _threads
 
-__all__ = ["conv2d", "conv2d_backward"]
+__all__ = ["conv2d", "conv2d_backward", "explain"]
 
 
 def _call(kernel, *args):
@@ -123,3 +125,52 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
               *_choose.backward_blocks(g, n_threads), algo == "1x1", n_threads)
     gb = gy.sum(axis=(0, 2, 3))
     return (gx[0] if g.unbatched else gx), gw, gb
+
+
+def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+            dtype="float32"):
+    """What ``conv2d(..., algorithm="auto")`` runs for these shapes, and why.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, C, H, W)`` or ``(C, H, W)``.
+    weight_shape : tuple of int
+        ``(K, C / groups, R, S)``.
+    stride, padding, dilation, groups
+        As for :func:`conv2d`.
+    dtype : dtype, default float32
+
+    Returns
+    -------
+    Explanation
+        ``.algorithm`` (the strategy auto picks), ``.costs`` (the estimated
+        cost of every strategy that can run the shape, millions of core
+        cycles on one thread), ``.reason``, ``.simd`` (the SIMD variant in
+        use); ``print()`` it for a summary.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.explain((8, 256, 56, 56), (64, 256, 1, 1)).algorithm
+    '1x1'
+    """
+    func = "explain"
+    shapes = []
+    for name, shape in (("input_shape", input_shape), ("weight_shape", weight_shape)):
+        try:
+            shape = tuple(operator.index(d) for d in shape)
+        except TypeError:
+            raise TypeError(f"{func}: {name} must be a tuple of ints, got {shape!r}") from None
+        if any(d < 0 for d in shape):
+            raise ValueError(f"{func}: {name} must hold no negative size, got {shape!r}")
+        shapes.append(shape)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{func}: dtype must be a NumPy dtype, got {dtype!r}") from None
+    # zero-strided views: validated like arrays, but no memory behind them
+    x, w = (np.broadcast_to(np.zeros((), dtype), shape) for shape in shapes)
+    g = _params.conv_geometry(func, x, w, None, stride, padding, dilation, groups,
+                              operands=False)
+    return _choose.explain(g)

@@ -1,0 +1,67 @@
+"""fastconv.explain: what algorithm="auto" runs, and the cost model behind it."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastconv
+
+SHAPES = json.loads((Path(fastconv.__file__).parent / "shapes.json").read_text())["conv"]
+
+
+def _args(layer):
+    x = (layer["N"], layer["C"], layer["H"], layer["W"])
+    w = (layer["K"], layer["C"] // layer["groups"], layer["R"], layer["S"])
+    return x, w, layer["stride"], layer["pad"], 1, layer["groups"]
+
+
+@pytest.mark.parametrize("layer", SHAPES, ids=[s["name"] for s in SHAPES])
+def test_explain_yardstick(layer):
+    e = fastconv.explain(*_args(layer))
+    assert e.algorithm in e.costs
+    assert e.costs[e.algorithm] == min(e.costs.values())
+    assert all(np.isfinite(v) and v > 0 for v in e.costs.values())
+    assert ("1x1" in e.costs) == (layer["R"] == layer["S"] == 1)
+    assert e.simd == fastconv._conv.simd_variant()
+    assert e.algorithm in str(e) and e.reason in str(e)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 3, 9, 9), (4, 3, 3, 3), dict(padding=1)),
+        ((1, 8, 12, 10), (8, 1, 3, 3), dict(groups=8, padding="same")),
+        ((2, 16, 7, 7), (6, 16, 1, 1), {}),
+        ((5, 6, 6), (2, 5, 2, 2), dict(stride=2)),  # unbatched
+    ],
+)
+def test_auto_runs_what_explain_says(x_shape, w_shape, kwargs, rng):
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    e = fastconv.explain(x_shape, w_shape, **kwargs)
+    auto = fastconv.conv2d(x, w, **kwargs)
+    chosen = fastconv.conv2d(x, w, **kwargs, algorithm=e.algorithm)
+    np.testing.assert_array_equal(auto, chosen)
+    # explain reports the batched (N, K, P, Q) shape, also for one unbatched image
+    assert e.output_shape == (auto.shape if auto.ndim == 4 else (1, *auto.shape))
+
+
+def test_explain_uses_no_memory_for_huge_shapes():
+    e = fastconv.explain((1024, 512, 512, 512), (512, 512, 3, 3), padding=1)
+    assert e.flops == 2 * 1024 * 512 * 512 * 512 * 512 * 9
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        (((2, 3, 9, 9), (4, 2, 3, 3)), {}, ValueError, r"explain: input channels"),
+        (((2, 3, 9, 9), (4, 3, 3, 3)), dict(stride=0), ValueError, r"explain: stride .* got 0"),
+        (((2, 3, 9, 9), "abc"), {}, TypeError, r"explain: weight_shape must be a tuple of ints, got 'abc'"),
+        (((2, 3, -9, 9), (4, 3, 3, 3)), {}, ValueError, r"explain: input_shape .* got \(2, 3, -9, 9\)"),
+        (((2, 3, 9, 9), (4, 3, 3, 3)), dict(dtype="complex64"), TypeError, r"explain: .*dtype complex64"),
+    ],
+)
+def test_explain_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastconv.explain(*args, **kwargs)
