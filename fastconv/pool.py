@@ -15,8 +15,15 @@ __all__ = [
 
 
 def _call(func, kernel, *args):
-    if kernel(*args) < 0:
+    status = kernel(*args)
+    if status == -2:
+        raise ValueError(
+            f"{func}: input must have windows spanning fewer than 2**31 elements to return "
+            f"indices, got input of shape {args[0].shape}"
+        )
+    if status < 0:
         raise MemoryError(f"{func}: could not allocate the window tables")
+    return status
 
 
 def _window_args(g):
@@ -50,7 +57,8 @@ def _max_backward(func, g, grad_output, indices):
     else:
         indices = _params.check_indices(func, indices, g.out_shape, g.unbatched)
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
-    bad = _pool.max_pool_backward(gy, indices, gx, _threads.get_num_threads())
+    bad = _call(func, _pool.max_pool_backward, gy, indices, gx, *_window_args(g), *g.dilation,
+                g.adaptive, _threads.get_num_threads())
     if bad:
         hw = g.H * g.W
         first = indices[(indices < -1) | (indices >= hw)].flat[0]

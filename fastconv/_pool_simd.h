@@ -1,0 +1,736 @@
+/* Row primitives of the pooling kernels, one source for every ISA and dtype.
+ *
+ * The kernels in _pool.pyx walk planes and output rows; everything that
+ * touches a whole row lives here as plain C loops that GCC vectorises at -O3
+ * (contiguous or constant-stride accesses, `restrict` pointers, selects
+ * instead of branches). The body below is compiled six times - float and
+ * double, each for AVX-512, AVX2+FMA and the baseline - by including this
+ * file into itself with FP_T / FP_FN / FP_TGT defined, and one variant is
+ * picked at run time (fp_use; never -march=native). One routine is written
+ * with intrinsics, for AVX-512 only: fp_max2x2_back_row_avx512i (see there).
+ *
+ * Max pooling follows PyTorch's update rule: v replaces the running maximum
+ * m when v > m or v is NaN. Written as the nested select
+ * (v != v) ? v : (v > m ? v : m), which GCC turns into compare + blend;
+ * the equivalent `(v > m) | (v != v)` does not vectorise (GCC 12).
+ * Argmax positions are kept as int32 offsets from a row base (int64 selects
+ * would not vectorise either) and widened once per output row.
+ *
+ * FP_K3S2: for 3-tap windows at stride 2 GCC reads b[2q + 2], past the last
+ * pair it loads, so it peels the last vector iteration into its scalar
+ * remainder ("data access with gaps"); with Q a multiple of the vector length
+ * nothing would be left for the vector loop. Those loops therefore compute one
+ * window more (Q + 1): callers give room for out[Q] (m, best, cdiv) and b[2Q + 2].
+ *
+ * Row buffers: a padded row holds the input row at offset `pw` with -inf
+ * (max) or 0 (average) around it, so every window reads k taps at
+ * q * s + j * d with no bounds checks. Padding taps never win a max: -inf
+ * is never > anything and is not NaN.
+ */
+#ifndef FP_BODY
+
+#ifndef FASTCONV_POOL_SIMD_H
+#define FASTCONV_POOL_SIMD_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef ptrdiff_t fp_index;
+
+#define FP_NMAX(m, v) (((v) != (v)) ? (v) : ((v) > (m) ? (v) : (m)))
+
+/* Software prefetch of the cache lines of [p, p + bytes), for reading or (with
+ * write intent, so the line is owned before the stores reach it) for writing.
+ * Rows of pooling layers are short (LeNet: 112 bytes); measured on a Xeon VM,
+ * the hardware prefetchers leave a cold (DRAM-bound) call about 2x slower than
+ * a call over the same data when it sits in the last-level cache, and writes to
+ * cold lines are the worst. The kernels prefetch a few KiB ahead of each row,
+ * at most fp_prefetch_max bytes of it: a longer burst stalls on the line fill
+ * buffers, and long rows are streams the hardware prefetchers do follow.
+ * Prefetches never fault, so addresses past the data are harmless. */
+static fp_index fp_prefetch_max = 1024;  /* 0 turns prefetching off (benchmarks) */
+static fp_index fp_ahead = 4096;  /* bytes: how far ahead of the current row to prefetch */
+
+static inline void fp_prefetch(const void *p, fp_index bytes)
+{
+#if defined(__GNUC__)
+    const char *end = (const char *)p + (bytes < fp_prefetch_max ? bytes : fp_prefetch_max);
+    const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63);
+    for (; c < end; c += 64) __builtin_prefetch(c, 0, 3);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
+static inline void fp_prefetchw(void *p, fp_index bytes)
+{
+#if defined(__GNUC__)
+    char *end = (char *)p + (bytes < fp_prefetch_max ? bytes : fp_prefetch_max);
+    char *c = (char *)((uintptr_t)p & ~(uintptr_t)63);
+    for (; c < end; c += 64) __builtin_prefetch(c, 1, 3);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
+/* Every variant fills one of these; the kernels call through fp_cur. */
+typedef struct {
+    const char *name;
+#define FP_SIGS(T, S)                                                                        \
+    void (*colmax_##S)(const T *, fp_index, fp_index, fp_index, T *);                        \
+    void (*hmax_##S)(const T *, fp_index, fp_index, fp_index, fp_index, const fp_index *,    \
+                     const fp_index *, T *);                                                 \
+    void (*max2x2_##S)(const T *, const T *, fp_index, T *);                                 \
+    void (*hargmax_##S)(const T *, int32_t, fp_index, fp_index, fp_index, fp_index,          \
+                        const fp_index *, const fp_index *, T *, int32_t *);                 \
+    void (*colsum_##S)(const T *, fp_index, fp_index, fp_index, T *);                        \
+    void (*hsum_##S)(const T *, fp_index, fp_index, fp_index, const fp_index *,              \
+                     const fp_index *, T, const T *, T *);                                   \
+    void (*avg2x2_##S)(const T *, const T *, fp_index, T, T *);                              \
+    void (*vsum_div_##S)(const T *, fp_index, fp_index, const T *, const T *, T *);          \
+    void (*hspread_##S)(const T *, fp_index, fp_index, fp_index, const fp_index *,           \
+                        const fp_index *, T *);                                              \
+    void (*fill_##S)(T *, fp_index, T);                                                      \
+    fp_index (*scatter_##S)(const T *, const int64_t *, fp_index, T *, fp_index, fp_index,   \
+                            fp_index, fp_index);                                             \
+    fp_index (*max2x2_back_##S)(const T *, const int64_t *, fp_index, fp_index, fp_index,    \
+                                fp_index, T *);                                              \
+    void (*avg2x2_back_##S)(const T *, fp_index, fp_index, fp_index, fp_index, T, T *);      \
+    void (*gap_##S)(const T *, fp_index, fp_index, T, T *);                                  \
+    void (*gap_back_##S)(const T *, fp_index, fp_index, T, T *);
+    FP_SIGS(float, f32)
+    FP_SIGS(double, f64)
+#undef FP_SIGS
+    void (*widen)(const int32_t *, fp_index, int64_t, int64_t *);
+} fp_ops;
+
+#define FP_BODY 1
+#define FP_OPS_ENTRY(ISA)                                                                    \
+    fp_colmax_##ISA##_f32, fp_hmax_##ISA##_f32, fp_max2x2_##ISA##_f32,                       \
+    fp_hargmax_##ISA##_f32, fp_colsum_##ISA##_f32, fp_hsum_##ISA##_f32,                      \
+    fp_avg2x2_##ISA##_f32, fp_vsum_div_##ISA##_f32,                                          \
+    fp_hspread_##ISA##_f32, fp_fill_##ISA##_f32, fp_scatter_##ISA##_f32,                     \
+    FP_BACK2_##ISA##_f32, fp_avg2x2_back_##ISA##_f32, fp_gap_##ISA##_f32,                    \
+    fp_gap_back_##ISA##_f32,                                                                 \
+    fp_colmax_##ISA##_f64, fp_hmax_##ISA##_f64, fp_max2x2_##ISA##_f64,                       \
+    fp_hargmax_##ISA##_f64, fp_colsum_##ISA##_f64, fp_hsum_##ISA##_f64,                      \
+    fp_avg2x2_##ISA##_f64, fp_vsum_div_##ISA##_f64,                                          \
+    fp_hspread_##ISA##_f64, fp_fill_##ISA##_f64, fp_scatter_##ISA##_f64,                     \
+    FP_BACK2_##ISA##_f64, fp_avg2x2_back_##ISA##_f64, fp_gap_##ISA##_f64,                    \
+    fp_gap_back_##ISA##_f64,                                                                 \
+    fp_widen_##ISA##_f32
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FP_X86 1
+#include <immintrin.h>
+
+/* One output row of fp_max2x2_back_avx512 (below), by hand: small layers' rows
+ * (LeNet: 14 windows) are shorter than one vector, where GCC's loop would run
+ * only its scalar and half-width remainders; masks cover the tail instead. */
+__attribute__((target("avx512f"))) static fp_index
+fp_max2x2_back_row_avx512i_f32(const float *g, const int64_t *idx, int64_t base, fp_index Q,
+                               fp_index W, float *r0, float *r1)
+{
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
+    const __m512i vw = _mm512_set1_epi64(W), vw1 = _mm512_set1_epi64(W + 1);
+    /* interleave a[0:8] with b[0:8], and a[8:16] with b[8:16] */
+    const __m512i ilo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i ihi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                         24, 8);
+    fp_index q, miss = 0;
+    for (q = 0; q < Q; q += 16) {
+        unsigned n = (unsigned)(Q - q < 16 ? Q - q : 16);
+        __mmask16 k = (__mmask16)((1u << n) - 1);
+        __mmask16 slo = (__mmask16)(n >= 8 ? 0xFFFFu : (1u << (2 * n)) - 1);
+        __mmask16 shi = (__mmask16)(n > 8 ? (1u << (2 * n - 16)) - 1 : 0u);
+        __m512 v = _mm512_maskz_loadu_ps(k, g + q);
+        __m512i t0 = _mm512_add_epi64(_mm512_set1_epi64(base + 2 * q), even);
+        __m512i t1 = _mm512_add_epi64(t0, _mm512_set1_epi64(16));
+        __m512i o0 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)k, idx + q), t0);
+        __m512i o1 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)(k >> 8), idx + q + 8),
+                                      t1);
+#define FP_EQ16(c) _mm512_kunpackb(_mm512_cmpeq_epi64_mask(o1, c), _mm512_cmpeq_epi64_mask(o0, c))
+        __mmask16 e0 = FP_EQ16(zero), e1 = FP_EQ16(one), e2 = FP_EQ16(vw), e3 = FP_EQ16(vw1);
+#undef FP_EQ16
+        __m512 a, b;
+        miss += __builtin_popcount((unsigned)(k & ~(e0 | e1 | e2 | e3)));
+        a = _mm512_maskz_mov_ps(e0, v);
+        b = _mm512_maskz_mov_ps(e1, v);
+        _mm512_mask_storeu_ps(r0 + 2 * q, slo, _mm512_permutex2var_ps(a, ilo, b));
+        _mm512_mask_storeu_ps(r0 + 2 * q + 16, shi, _mm512_permutex2var_ps(a, ihi, b));
+        a = _mm512_maskz_mov_ps(e2, v);
+        b = _mm512_maskz_mov_ps(e3, v);
+        _mm512_mask_storeu_ps(r1 + 2 * q, slo, _mm512_permutex2var_ps(a, ilo, b));
+        _mm512_mask_storeu_ps(r1 + 2 * q + 16, shi, _mm512_permutex2var_ps(a, ihi, b));
+    }
+    return miss;
+}
+
+__attribute__((target("avx512f"))) static fp_index
+fp_max2x2_back_row_avx512i_f64(const double *g, const int64_t *idx, int64_t base, fp_index Q,
+                               fp_index W, double *r0, double *r1)
+{
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
+    const __m512i vw = _mm512_set1_epi64(W), vw1 = _mm512_set1_epi64(W + 1);
+    const __m512i ilo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+    const __m512i ihi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+    fp_index q, miss = 0;
+    for (q = 0; q < Q; q += 8) {
+        unsigned n = (unsigned)(Q - q < 8 ? Q - q : 8);
+        __mmask8 k = (__mmask8)((1u << n) - 1);
+        __mmask8 slo = (__mmask8)(n >= 4 ? 0xFFu : (1u << (2 * n)) - 1);
+        __mmask8 shi = (__mmask8)(n > 4 ? (1u << (2 * n - 8)) - 1 : 0u);
+        __m512d v = _mm512_maskz_loadu_pd(k, g + q);
+        __m512i o = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(k, idx + q),
+                                     _mm512_add_epi64(_mm512_set1_epi64(base + 2 * q), even));
+        __mmask8 e0 = _mm512_cmpeq_epi64_mask(o, zero), e1 = _mm512_cmpeq_epi64_mask(o, one);
+        __mmask8 e2 = _mm512_cmpeq_epi64_mask(o, vw), e3 = _mm512_cmpeq_epi64_mask(o, vw1);
+        __m512d a, b;
+        miss += __builtin_popcount((unsigned)(k & ~(e0 | e1 | e2 | e3)));
+        a = _mm512_maskz_mov_pd(e0, v);
+        b = _mm512_maskz_mov_pd(e1, v);
+        _mm512_mask_storeu_pd(r0 + 2 * q, slo, _mm512_permutex2var_pd(a, ilo, b));
+        _mm512_mask_storeu_pd(r0 + 2 * q + 8, shi, _mm512_permutex2var_pd(a, ihi, b));
+        a = _mm512_maskz_mov_pd(e2, v);
+        b = _mm512_maskz_mov_pd(e3, v);
+        _mm512_mask_storeu_pd(r1 + 2 * q, slo, _mm512_permutex2var_pd(a, ilo, b));
+        _mm512_mask_storeu_pd(r1 + 2 * q + 8, shi, _mm512_permutex2var_pd(a, ihi, b));
+    }
+    return miss;
+}
+
+/* 2x2 windows, stride 2, inside the input: output rows [p0, p1) of a plane give input
+ * rows 2 p0 to 2 p1, each element written once (gy where the stored index points
+ * at it, else 0; 0 in an odd last column). Returns how many indices point outside
+ * their window (the caller then redoes the call as a scatter). Only AVX-512 has it:
+ * elsewhere, and on rows under 8 windows, zeroing and scattering measures as fast. */
+#define FP_DEFINE_BACK2(T, S)                                                                 \
+__attribute__((target("avx512f"))) static fp_index                                          \
+fp_max2x2_back_avx512_##S(const T *g, const int64_t *idx, fp_index p0, fp_index p1,          \
+                          fp_index Q, fp_index W, T *gx)                                     \
+{                                                                                            \
+    fp_index p, miss = 0;                                                                    \
+    for (p = p0; p < p1; p++) {                                                              \
+        fp_prefetch((const char *)(g + p * Q) + fp_ahead / 4, Q * (fp_index)sizeof(T));      \
+        fp_prefetch((const char *)(idx + p * Q) + fp_ahead / 2, Q * 8);                      \
+        fp_prefetchw((char *)(gx + 2 * p * W) + fp_ahead, 2 * W * (fp_index)sizeof(T));     \
+        miss += fp_max2x2_back_row_avx512i_##S(g + p * Q, idx + p * Q, 2 * p * W, Q, W,      \
+                                               gx + 2 * p * W, gx + (2 * p + 1) * W);        \
+        if (2 * Q < W) {                                                                     \
+            gx[2 * p * W + 2 * Q] = 0;                                                       \
+            gx[(2 * p + 1) * W + 2 * Q] = 0;                                                 \
+        }                                                                                    \
+    }                                                                                        \
+    return miss;                                                                             \
+}
+FP_DEFINE_BACK2(float, f32)
+FP_DEFINE_BACK2(double, f64)
+#define FP_BACK2_avx512_f32 fp_max2x2_back_avx512_f32
+#define FP_BACK2_avx512_f64 fp_max2x2_back_avx512_f64
+#define FP_BACK2_avx2_f32 NULL
+#define FP_BACK2_avx2_f64 NULL
+
+#define FP_TGT __attribute__((target("avx512f")))
+#define FP_VBYTES 64
+#define FP_T float
+#define FP_FN(name) fp_##name##_avx512_f32
+#include "_pool_simd.h"
+#undef FP_T
+#undef FP_FN
+#define FP_T double
+#define FP_FN(name) fp_##name##_avx512_f64
+#include "_pool_simd.h"
+#undef FP_T
+#undef FP_FN
+#undef FP_TGT
+#undef FP_VBYTES
+
+#define FP_TGT __attribute__((target("avx2,fma")))
+#define FP_VBYTES 32
+#define FP_T float
+#define FP_FN(name) fp_##name##_avx2_f32
+#include "_pool_simd.h"
+#undef FP_T
+#undef FP_FN
+#define FP_T double
+#define FP_FN(name) fp_##name##_avx2_f64
+#include "_pool_simd.h"
+#undef FP_T
+#undef FP_FN
+#undef FP_TGT
+#undef FP_VBYTES
+#else
+#define FP_X86 0
+#endif
+
+#define FP_BACK2_base_f32 NULL
+#define FP_BACK2_base_f64 NULL
+#define FP_TGT
+#define FP_VBYTES 16
+#define FP_T float
+#define FP_FN(name) fp_##name##_base_f32
+#include "_pool_simd.h"
+#undef FP_T
+#undef FP_FN
+#define FP_T double
+#define FP_FN(name) fp_##name##_base_f64
+#include "_pool_simd.h"
+#undef FP_T
+#undef FP_FN
+#undef FP_TGT
+#undef FP_VBYTES
+#undef FP_BODY
+
+static const fp_ops fp_table[] = {
+#if FP_X86
+    {"avx512", FP_OPS_ENTRY(avx512)},
+    {"avx2", FP_OPS_ENTRY(avx2)},
+#endif
+    {"baseline", FP_OPS_ENTRY(base)},
+};
+enum { FP_N_VARIANTS = sizeof(fp_table) / sizeof(fp_table[0]) };
+
+static const fp_ops *fp_cur = &fp_table[FP_N_VARIANTS - 1];
+
+static int fp_supported(int i)
+{
+    if (i < 0 || i >= FP_N_VARIANTS) return 0;
+#if FP_X86
+    __builtin_cpu_init();
+    if (i == 0) return __builtin_cpu_supports("avx512f");
+    if (i == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 1;
+}
+
+static const char *fp_name(int i) { return (i >= 0 && i < FP_N_VARIANTS) ? fp_table[i].name : ""; }
+
+/* Use variant i (0 = widest); returns -1 (and changes nothing) if the CPU lacks it. */
+static int fp_use(int i)
+{
+    if (!fp_supported(i)) return -1;
+    fp_cur = &fp_table[i];
+    return 0;
+}
+
+#endif /* FASTCONV_POOL_SIMD_H */
+
+#else /* FP_BODY: one instantiation, for FP_T under FP_TGT */
+
+#define T FP_T
+
+/* ---------------------------------------------------------------- max --- */
+
+/* out[i] = max over nr rows x[r * step + i] (any NaN wins). */
+FP_TGT static void FP_FN(colmax)(const T *x, fp_index step, fp_index nr, fp_index n,
+                                 T *restrict out)
+{
+    const T *restrict a = x, *restrict b = x + step, *restrict c = x + 2 * step;
+    fp_index i, r;
+    if (nr == 1) {
+        memcpy(out, a, (size_t)n * sizeof(T));
+        return;
+    }
+    if (nr == 2) {
+        for (i = 0; i < n; i++) {
+            T u = a[i], v = b[i];
+            out[i] = FP_NMAX(u, v);
+        }
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        T u = a[i], v = b[i], w = c[i];
+        T m = FP_NMAX(u, v);
+        out[i] = FP_NMAX(m, w);
+    }
+    for (r = 3; r < nr; r++) {
+        const T *restrict e = x + r * step;
+        for (i = 0; i < n; i++) {
+            T u = out[i], v = e[i];
+            out[i] = FP_NMAX(u, v);
+        }
+    }
+}
+
+/* out[q] = max_j b[q * s + j * d], j < k; or over b[cs[q]:ce[q]] when cs is given. */
+FP_TGT static void FP_FN(hmax)(const T *restrict b, fp_index Q, fp_index k, fp_index s, fp_index d,
+                               const fp_index *cs, const fp_index *ce, T *restrict out)
+{
+    fp_index q, j;
+    if (cs) {
+        for (q = 0; q < Q; q++) {
+            T m = b[cs[q]];
+            for (j = cs[q] + 1; j < ce[q]; j++) {
+                T v = b[j];
+                m = FP_NMAX(m, v);
+            }
+            out[q] = m;
+        }
+        return;
+    }
+    if (d == 1 && s == 2 && k == 2) {
+        for (q = 0; q < Q; q++) {
+            T u = b[2 * q], v = b[2 * q + 1];
+            out[q] = FP_NMAX(u, v);
+        }
+        return;
+    }
+    if (d == 1 && s == 2 && k == 3) {
+        for (q = 0; q < Q + 1; q++) {  /* one window more: see FP_K3S2 */
+            T u = b[2 * q], v = b[2 * q + 1], w = b[2 * q + 2];
+            T m = FP_NMAX(u, v);
+            out[q] = FP_NMAX(m, w);
+        }
+        return;
+    }
+    if (s == 1) {
+        for (q = 0; q < Q; q++) out[q] = b[q];
+        for (j = 1; j < k; j++) {
+            const T *restrict bj = b + j * d;
+            for (q = 0; q < Q; q++) {
+                T u = out[q], v = bj[q];
+                out[q] = FP_NMAX(u, v);
+            }
+        }
+        return;
+    }
+    for (q = 0; q < Q; q++) out[q] = b[q * s];
+    for (j = 1; j < k; j++) {
+        const T *restrict bj = b + j * d;
+        for (q = 0; q < Q; q++) {
+            T u = out[q], v = bj[q * s];
+            out[q] = FP_NMAX(u, v);
+        }
+    }
+}
+
+/* 2x2 windows, stride 2, both rows inside the input: out[q] = max of a[2q:2q+2], b[2q:2q+2]. */
+FP_TGT static void FP_FN(max2x2)(const T *restrict a, const T *restrict b, fp_index Q,
+                                 T *restrict out)
+{
+    fp_index q;
+    for (q = 0; q < Q; q++) {
+        T a0 = a[2 * q], a1 = a[2 * q + 1], b0 = b[2 * q], b1 = b[2 * q + 1];
+        T u = FP_NMAX(a0, a1);
+        T v = FP_NMAX(b0, b1);
+        out[q] = FP_NMAX(u, v);
+    }
+}
+
+/* One input row's taps of every window, in window order, folded into the running
+ * (m, best): best holds positions as offsets base + (index into b). Visiting the
+ * rows of a window top to bottom reproduces PyTorch's row-major scan exactly
+ * (first maximum wins a tie, the last NaN wins). */
+FP_TGT static void FP_FN(hargmax)(const T *restrict b, int32_t base, fp_index Q, fp_index k,
+                                  fp_index s, fp_index d, const fp_index *cs, const fp_index *ce,
+                                  T *restrict m, int32_t *restrict best)
+{
+    fp_index q, j;
+    if (cs) {
+        for (q = 0; q < Q; q++) {
+            T mq = m[q];
+            int32_t bq = best[q];
+            for (j = cs[q]; j < ce[q]; j++) {
+                T v = b[j];
+                if (v > mq || v != v) {
+                    mq = v;
+                    bq = base + (int32_t)j;
+                }
+            }
+            m[q] = mq;
+            best[q] = bq;
+        }
+        return;
+    }
+#define FP_ARG_TAP(v, p)                                                                     \
+    do {                                                                                     \
+        bq = ((v) != (v)) ? (p) : ((v) > mq ? (p) : bq);                                     \
+        mq = FP_NMAX(mq, (v));                                                               \
+    } while (0)
+    if (d == 1 && s == 2 && k == 2) {
+        for (q = 0; q < Q; q++) {
+            T mq = m[q], v0 = b[2 * q], v1 = b[2 * q + 1];
+            int32_t bq = best[q], p = base + 2 * (int32_t)q;
+            FP_ARG_TAP(v0, p);
+            FP_ARG_TAP(v1, p + 1);
+            m[q] = mq;
+            best[q] = bq;
+        }
+        return;
+    }
+    if (d == 1 && s == 2 && k == 3) {
+        for (q = 0; q < Q + 1; q++) {  /* one window more: see FP_K3S2 */
+            T mq = m[q], v0 = b[2 * q], v1 = b[2 * q + 1], v2 = b[2 * q + 2];
+            int32_t bq = best[q], p = base + 2 * (int32_t)q;
+            FP_ARG_TAP(v0, p);
+            FP_ARG_TAP(v1, p + 1);
+            FP_ARG_TAP(v2, p + 2);
+            m[q] = mq;
+            best[q] = bq;
+        }
+        return;
+    }
+#undef FP_ARG_TAP
+    for (j = 0; j < k; j++) {
+        const T *restrict bj = b + j * d;
+        int32_t pj = base + (int32_t)(j * d);
+        for (q = 0; q < Q; q++) {
+            T v = bj[q * s], mq = m[q];
+            int32_t p = pj + (int32_t)(q * s);
+            best[q] = (v != v) ? p : (v > mq ? p : best[q]);
+            m[q] = FP_NMAX(mq, v);
+        }
+    }
+}
+
+/* --------------------------------------------------------------- mean --- */
+
+/* out[i] = sum over nr rows x[r * step + i], rows added in order. */
+FP_TGT static void FP_FN(colsum)(const T *x, fp_index step, fp_index nr, fp_index n,
+                                 T *restrict out)
+{
+    const T *restrict a = x, *restrict b = x + step, *restrict c = x + 2 * step;
+    fp_index i, r;
+    if (nr == 1) {
+        memcpy(out, a, (size_t)n * sizeof(T));
+        return;
+    }
+    if (nr == 2) {
+        for (i = 0; i < n; i++) out[i] = a[i] + b[i];
+        return;
+    }
+    for (i = 0; i < n; i++) out[i] = (a[i] + b[i]) + c[i];
+    for (r = 3; r < nr; r++) {
+        const T *restrict e = x + r * step;
+        for (i = 0; i < n; i++) out[i] += e[i];
+    }
+}
+
+/* out[q] = (sum_j b[q * s + j], j < k; or over b[cs[q]:ce[q]]) / (rdiv * cdiv[q]). */
+FP_TGT static void FP_FN(hsum)(const T *restrict b, fp_index Q, fp_index k, fp_index s,
+                               const fp_index *cs, const fp_index *ce, T rdiv,
+                               const T *restrict cdiv, T *restrict out)
+{
+    fp_index q, j;
+    if (cs) {
+        for (q = 0; q < Q; q++) {
+            T acc = 0;
+            for (j = cs[q]; j < ce[q]; j++) acc += b[j];
+            out[q] = acc / (rdiv * cdiv[q]);
+        }
+        return;
+    }
+    if (s == 2 && k == 2) {
+        for (q = 0; q < Q; q++) out[q] = (b[2 * q] + b[2 * q + 1]) / (rdiv * cdiv[q]);
+        return;
+    }
+    if (s == 2 && k == 3) {
+        for (q = 0; q < Q + 1; q++)  /* one window more: see FP_K3S2 */
+            out[q] = ((b[2 * q] + b[2 * q + 1]) + b[2 * q + 2]) / (rdiv * cdiv[q]);
+        return;
+    }
+    if (s == 1) {
+        for (q = 0; q < Q; q++) out[q] = b[q];
+        for (j = 1; j < k; j++) {
+            const T *restrict bj = b + j;
+            for (q = 0; q < Q; q++) out[q] += bj[q];
+        }
+    } else {
+        for (q = 0; q < Q; q++) out[q] = b[q * s];
+        for (j = 1; j < k; j++) {
+            const T *restrict bj = b + j;
+            for (q = 0; q < Q; q++) out[q] += bj[q * s];
+        }
+    }
+    for (q = 0; q < Q; q++) out[q] = out[q] / (rdiv * cdiv[q]);
+}
+
+/* 2x2 windows, stride 2, inside the input, one divisor: summed in PyTorch's row-major order. */
+FP_TGT static void FP_FN(avg2x2)(const T *restrict a, const T *restrict b, fp_index Q, T div,
+                                 T *restrict out)
+{
+    fp_index q;
+    for (q = 0; q < Q; q++) out[q] = (((a[2 * q] + a[2 * q + 1]) + b[2 * q]) + b[2 * q + 1]) / div;
+}
+
+/* sum of x[0:n] with vector accumulators (global average pooling). */
+FP_TGT static T FP_FN(sum)(const T *x, fp_index n)
+{
+    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
+    enum { VL = FP_VBYTES / sizeof(T) };
+    vec a0 = {0}, a1 = {0};
+    T acc = 0;
+    fp_index i = 0;
+    int l;
+    for (; i + 2 * VL <= n; i += 2 * VL) {
+        a0 += *(const vec *)(x + i);
+        a1 += *(const vec *)(x + i + VL);
+    }
+    if (i + VL <= n) {
+        a0 += *(const vec *)(x + i);
+        i += VL;
+    }
+    a0 += a1;
+    {   /* pairwise over the lanes: a chain of log2(VL) adds, not VL */
+        T lanes[VL];
+        int w;
+        memcpy(lanes, &a0, sizeof(lanes));
+        for (w = VL / 2; w >= 1; w /= 2)
+            for (l = 0; l < w; l++) lanes[l] += lanes[l + w];
+        acc = lanes[0];
+    }
+    for (; i < n; i++) acc += x[i];
+    return acc;
+}
+
+/* One output row of avg2x2_back: g[q] / div to the four inputs of window q. */
+FP_TGT __attribute__((noinline)) static void FP_FN(avg2x2_back_row)(const T *restrict g,
+                                                                    fp_index Q, T div,
+                                                                    T *restrict r0,
+                                                                    T *restrict r1)
+{
+    fp_index q;
+    for (q = 0; q < Q; q++) {
+        T v = g[q] / div;
+        r0[2 * q] = v;
+        r0[2 * q + 1] = v;
+        r1[2 * q] = v;
+        r1[2 * q + 1] = v;
+    }
+}
+
+/* The adjoint of avg2x2 for output rows [p0, p1) of a plane: input rows 2 p0 to 2 p1
+ * (0 in an odd last column). */
+FP_TGT static void FP_FN(avg2x2_back)(const T *g, fp_index p0, fp_index p1, fp_index Q,
+                                      fp_index W, T div, T *gx)
+{
+    fp_index p;
+    for (p = p0; p < p1; p++) {
+        fp_prefetch((const char *)(g + p * Q) + fp_ahead / 4, Q * (fp_index)sizeof(T));
+        fp_prefetchw((char *)(gx + 2 * p * W) + fp_ahead, 2 * W * (fp_index)sizeof(T));
+        FP_FN(avg2x2_back_row)(g + p * Q, Q, div, gx + 2 * p * W, gx + (2 * p + 1) * W);
+        if (2 * Q < W) {
+            gx[2 * p * W + 2 * Q] = 0;
+            gx[(2 * p + 1) * W + 2 * Q] = 0;
+        }
+    }
+}
+
+/* Global average pooling of n planes of hw elements each: y[i] = sum(plane i) / div. */
+FP_TGT static void FP_FN(gap)(const T *x, fp_index n, fp_index hw, T div, T *restrict y)
+{
+    fp_index i;
+    for (i = 0; i < n; i++) {
+        fp_prefetch((const char *)(x + i * hw) + fp_ahead, hw * (fp_index)sizeof(T));
+        y[i] = FP_FN(sum)(x + i * hw, hw);
+    }
+    for (i = 0; i < n; i++) y[i] = y[i] / div;
+}
+
+/* Its adjoint: every element of plane i is g[i] / div. */
+FP_TGT static void FP_FN(gap_back)(const T *g, fp_index n, fp_index hw, T div, T *restrict gx)
+{
+    fp_index i, j;
+    for (i = 0; i < n; i++) {
+        T v = g[i] / div;
+        T *restrict o = gx + i * hw;
+        fp_prefetchw((char *)o + fp_ahead, hw * (fp_index)sizeof(T));
+        for (j = 0; j < hw; j++) o[j] = v;
+    }
+}
+
+/* ----------------------------------------------------------- backward --- */
+
+/* t[q] = sum over np output rows g[r * Q + q] / (rdiv[r] * cdiv[q]). */
+FP_TGT static void FP_FN(vsum_div)(const T *restrict g, fp_index Q, fp_index np,
+                                   const T *restrict rdiv, const T *restrict cdiv, T *restrict t)
+{
+    fp_index q, r;
+    for (q = 0; q < Q; q++) t[q] = g[q] / (rdiv[0] * cdiv[q]);
+    for (r = 1; r < np; r++) {
+        const T *restrict gr = g + r * Q;
+        T rd = rdiv[r];
+        for (q = 0; q < Q; q++) t[q] += gr[q] / (rd * cdiv[q]);
+    }
+}
+
+/* The adjoint of hsum without the division: b[q * s + j] += t[q] for j < k (or over
+ * b[cs[q]:ce[q]]). b must be zero where windows leave gaps; where windows do not
+ * overlap (k == s) the taps are assigned, not added. */
+FP_TGT static void FP_FN(hspread)(const T *restrict t, fp_index Q, fp_index k, fp_index s,
+                                  const fp_index *cs, const fp_index *ce, T *restrict b)
+{
+    fp_index q, j;
+    if (cs) {
+        for (q = 0; q < Q; q++)
+            for (j = cs[q]; j < ce[q]; j++) b[j] += t[q];
+        return;
+    }
+    if (k == 2 && s == 2) {
+        for (q = 0; q < Q; q++) {
+            b[2 * q] = t[q];
+            b[2 * q + 1] = t[q];
+        }
+        return;
+    }
+    if (k == 3 && s == 2) {  /* taps 2q share with the window before: gather them */
+        if (Q > 0) b[0] = t[0];
+        for (q = 1; q < Q; q++) b[2 * q] = t[q] + t[q - 1];
+        for (q = 0; q < Q; q++) b[2 * q + 1] = t[q];
+        if (Q > 0) b[2 * Q] = t[Q - 1];
+        return;
+    }
+    if (k == s) {
+        for (j = 0; j < k; j++) {
+            T *restrict bj = b + j;
+            for (q = 0; q < Q; q++) bj[q * s] = t[q];
+        }
+        return;
+    }
+    for (j = 0; j < k; j++) {
+        T *restrict bj = b + j;
+        if (s == 1)
+            for (q = 0; q < Q; q++) bj[q] += t[q];
+        else
+            for (q = 0; q < Q; q++) bj[q * s] += t[q];
+    }
+}
+
+FP_TGT static void FP_FN(fill)(T *restrict out, fp_index n, T v)
+{
+    fp_index i;
+    for (i = 0; i < n; i++) out[i] = v;
+}
+
+/* gx[j] += g[q] for j = idx[q] in [lo, hi) (rows this thread owns and has zeroed).
+ * Other positions inside [blo, bhi) (the windows' rows, owned by another thread)
+ * and -1 (a window with no input element) are skipped; anything else is counted. */
+FP_TGT static fp_index FP_FN(scatter)(const T *restrict g, const int64_t *restrict idx, fp_index Q,
+                                      T *restrict gx, fp_index lo, fp_index hi, fp_index blo,
+                                      fp_index bhi)
+{
+    fp_index q, odd = 0;
+    for (q = 0; q < Q; q++) {
+        int64_t j = idx[q];
+        if ((uint64_t)(j - lo) < (uint64_t)(hi - lo))
+            gx[j] += g[q];
+        else if (j != -1 && (j < blo || j >= bhi))
+            odd++;
+    }
+    return odd;
+}
+
+/* out[q] = base + code[q], or -1 where code[q] < 0 (a window with no input element). */
+FP_TGT static void FP_FN(widen)(const int32_t *restrict code, fp_index Q, int64_t base,
+                                int64_t *restrict out)
+{
+    fp_index q;
+    for (q = 0; q < Q; q++) out[q] = code[q] < 0 ? -1 : base + code[q];
+}
+
+#undef T
+#endif /* FP_BODY */
