@@ -497,31 +497,21 @@ def compare(result, expected):
 
 
 def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
-    """GFLOP/s of an ``n x n x n`` GEMM through the BLAS fastconv calls.
-
-    SciPy's BLAS wrappers are used when importable (fastconv calls BLAS
-    through ``scipy.linalg.cython_blas``, which is SciPy's library, not
-    necessarily NumPy's); ``numpy.matmul`` otherwise.  The rate is the best
-    of at least 5 calls: it stands for what the machine can do, so a burst of
-    load from elsewhere should not lower it.  Returns ``(gflops, label)``.
+    """GFLOP/s of an ``n x n x n`` GEMM through NumPy's BLAS: the machine's
+    matrix-multiply rate, the yardstick for "% of SGEMM" (fastconv itself
+    calls no BLAS). The rate is the best of at least 5 calls: it stands for
+    what the machine can do, so a burst of load from elsewhere should not
+    lower it. Returns ``(gflops, label)``.
     """
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(2)
-    a = np.asfortranarray(rng.uniform(-1, 1, (n, n)).astype(dtype))
-    b = np.asfortranarray(rng.uniform(-1, 1, (n, n)).astype(dtype))
+    a = rng.uniform(-1, 1, (n, n)).astype(dtype)
+    b = rng.uniform(-1, 1, (n, n)).astype(dtype)
     name = ("SGEMM" if dtype == np.float32 else "DGEMM") + f" {n}^3"
-    try:
-        from scipy.linalg import blas
-
-        gemm = blas.sgemm if dtype == np.float32 else blas.dgemm
-        fn = functools.partial(gemm, 1.0, a, b)
-        label = f"{name} (scipy BLAS)"
-    except ImportError:
-        fn = functools.partial(np.matmul, a, b)
-        label = f"{name} (numpy matmul)"
+    fn = functools.partial(np.matmul, a, b)
     fn()
     t = min(measure(fn, max(repeat, 5), min_time))
-    return 2.0 * n**3 / t / 1e9, label
+    return 2.0 * n**3 / t / 1e9, f"{name} (numpy matmul)"
 
 
 # --------------------------------------------------------------------------
@@ -573,20 +563,22 @@ def _available_cpus():
 
 
 def _fastconv_simd():
-    """The SIMD variant fastconv's kernels run, when the package reports one.
+    """The SIMD variant each kernel module runs, with the CPU's choices:
+    e.g. "_conv avx512, _pool avx512 (of avx512, avx2, baseline)"."""
+    import importlib
 
-    Looks for ``simd_variant`` (a string, or a function returning one) on
-    ``fastconv`` and then on ``fastconv._conv``.
-    """
-    for owner in (fastconv, getattr(fastconv, "_conv", None)):
-        value = getattr(owner, "simd_variant", None)
-        if value is None:
-            continue
+    parts, choices = [], None
+    for name in ("_conv", "_direct", "_pool"):
         try:
-            return str(value() if callable(value) else value)
-        except Exception:
-            return None
-    return None
+            module = importlib.import_module(f"fastconv.{name}")
+        except ImportError:
+            continue
+        if hasattr(module, "simd_variant"):
+            parts.append(f"{name} {module.simd_variant()}")
+            choices = choices or module.simd_variants()
+    if not parts:
+        return None
+    return ", ".join(parts) + (f" (of {', '.join(choices)})" if choices else "")
 
 
 def _busy_cpus(interval=0.25):
@@ -658,12 +650,8 @@ def header_lines(env, dtype, gemm):
         path = pool.get("filepath", "?")
         lib = os.path.basename(path)
         if pool.get("user_api") == "blas":
-            # Which library serves whom: NumPy and SciPy wheels each bundle their own.
-            user = ""
-            if f"{os.sep}scipy" in path:
-                user = " [SciPy's: fastconv, %GEMM]"
-            elif f"{os.sep}numpy" in path:
-                user = " [NumPy's: numpy baseline]"
+            # NumPy's BLAS serves the numpy baseline and the %GEMM yardstick
+            user = " [NumPy's: numpy baseline, %GEMM]" if f"{os.sep}numpy" in path else ""
             lines.append(
                 f"# BLAS: {pool.get('internal_api')} {pool.get('version')} ({lib}){user}, "
                 f"kernel {pool.get('architecture')}, {pool.get('threading_layer')} threading, "

@@ -134,20 +134,6 @@ def explain(g):
     return Explanation(best, costs, why, _conv.simd_variant(), g.out_shape, g.flops)
 
 
-def tile_pixels(g, n_threads):
-    """Output pixels per im2col tile: the tile (depth x pixels) fills TILE_BYTES,
-    but tiles stay small enough that every thread gets work."""
-    depth = (g.C // g.groups) * g.R * g.S
-    pq = g.P * g.Q
-    tile = max(16, TILE_BYTES // (depth * g.dtype.itemsize))
-    items = max(1, g.N * g.groups)  # N = 0 runs no tile at all
-    if items < n_threads:  # too few images to share: split each image further
-        tile = min(tile, -(-pq // -(-n_threads // items)))
-    if tile >= pq:
-        return pq
-    return max(16, tile // 16 * 16)
-
-
 #: output pixels per work item of the packed GEMM (its pixel block is
 #: PIXEL_BLOCK x REDUCTION_BLOCK values: 384 KiB in float32, L2-resident)
 PIXEL_BLOCK = 768

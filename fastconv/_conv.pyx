@@ -15,7 +15,6 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from fastconv._blas cimport gemm_rm
 from fastconv._types cimport end_valid, first_valid, floating
 
 
@@ -253,113 +252,6 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
                                Py_ssize_t P, Py_ssize_t Q) noexcept nogil:
     """A 1x1 kernel at stride 1 with no padding: im2col would be the identity."""
     return R == 1 and S == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and P == H and Q == W
-
-
-def conv2d_backward_gemm(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
-                         const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
-                         floating[:, :, :, ::1] gw,
-                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
-                         Py_ssize_t tile, bint copy_free, int n_threads):
-    """grad_weight += dY_tile @ cols_tile^T per thread, reduced once at the end;
-    grad_input by dcols = W^T @ dY_tile then col2im, one (image, group) per thread
-    (tiles of one image overlap in grad_input, so they stay on one thread)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
-    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
-    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q, HW = H * W
-    cdef Py_ssize_t n_tiles = (PQ + tile - 1) // tile
-    cdef Py_ssize_t wsize = K * CRS
-    cdef Py_ssize_t item, n, g, t, j0, jn, i, tid
-    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
-    cdef int status = 0
-    cdef int *failed = &status
-    cdef int nt = n_threads
-    cdef floating *col = NULL
-    cdef floating *acc
-    cdef floating *gw_sum
-    cdef floating *gwp = &gw[0, 0, 0, 0]
-    cdef const floating *xg
-    cdef const floating *gyt
-    cdef const floating *b_mat
-    cdef int ldb
-    if N == 0:
-        memset(gwp, 0, wsize * sizeof(floating))
-        return 0
-    # per-thread grad_weight accumulators, zeroed; summed into gw after the loop
-    acc = <floating *> calloc(nt * wsize, sizeof(floating))
-    if acc == NULL:
-        return -1
-    with nogil, parallel(num_threads=nt):
-        tid = threadid()
-        col = NULL
-        if not pointwise:
-            col = <floating *> malloc(CRS * tile * sizeof(floating))
-            if col == NULL:
-                failed[0] = 1
-        for item in prange(N * groups * n_tiles, schedule="static"):
-            if failed[0]:
-                continue
-            n = item // (groups * n_tiles)
-            g = (item // n_tiles) % groups
-            t = item % n_tiles
-            j0 = t * tile
-            jn = tile if PQ - j0 > tile else PQ - j0
-            xg = &x[n, g * Cg, 0, 0]
-            gyt = &gy[n, g * Kg, 0, 0] + j0
-            if pointwise:
-                b_mat = xg + j0
-                ldb = <int> PQ
-            else:
-                im2col_rows(xg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, 0, CRS, j0, jn, jn, col)
-                b_mat = col
-                ldb = <int> jn
-            gemm_rm(False, True, <int> Kg, <int> CRS, <int> jn, 1, gyt, <int> PQ,
-                    b_mat, ldb, 1, acc + tid * wsize + g * Kg * CRS, <int> CRS)
-        free(col)
-    if status == 0:
-        with nogil:
-            for i in prange(wsize, schedule="static", num_threads=nt):
-                gwp[i] = 0
-                for t in range(nt):
-                    gwp[i] += acc[t * wsize + i]
-    free(acc)
-    if status:
-        return -1
-
-    if pointwise:
-        # grad_input is a plain GEMM per tile, and tiles do not overlap
-        with nogil:
-            for item in prange(N * groups * n_tiles, schedule="static", num_threads=nt):
-                n = item // (groups * n_tiles)
-                g = (item // n_tiles) % groups
-                t = item % n_tiles
-                j0 = t * tile
-                jn = tile if PQ - j0 > tile else PQ - j0
-                gemm_rm(True, False, <int> Cg, <int> jn, <int> Kg, 1, &w[g * Kg, 0, 0, 0],
-                        <int> CRS, &gy[n, g * Kg, 0, 0] + j0, <int> PQ, 0,
-                        &gx[n, g * Cg, 0, 0] + j0, <int> HW)
-        return 0
-
-    with nogil, parallel(num_threads=nt):
-        col = <floating *> malloc(CRS * tile * sizeof(floating))
-        if col == NULL:
-            failed[0] = 1
-        for item in prange(N * groups, schedule="static"):
-            if failed[0]:
-                continue
-            n = item // groups
-            g = item - n * groups
-            memset(&gx[n, g * Cg, 0, 0], 0, Cg * HW * sizeof(floating))
-            for t in range(n_tiles):
-                j0 = t * tile
-                jn = tile if PQ - j0 > tile else PQ - j0
-                gemm_rm(True, False, <int> CRS, <int> jn, <int> Kg, 1, &w[g * Kg, 0, 0, 0],
-                        <int> CRS, &gy[n, g * Kg, 0, 0] + j0, <int> PQ, 0, col, <int> jn)
-                col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
-                            &gx[n, g * Cg, 0, 0])
-        free(col)
-    return -status
 
 
 # --------------------------------------------------------------------------

@@ -1,20 +1,12 @@
-"""Thread count for the kernels, and BLAS kept single-threaded inside them.
+"""Thread count for the kernels (OpenMP over images, channel blocks or tiles).
 
-The kernels parallelise with OpenMP over images, channel blocks or tiles and
-call BLAS from inside those parallel regions, so BLAS itself must run on one
-thread (as scikit-learn does) or the two pools would oversubscribe the cores.
+The kernels call no BLAS, so there is no second thread pool to keep in step.
 """
-import contextlib
 import numbers
-import threading
 
 from . import _openmp
 
 _num_threads = None  # None: OpenMP's default, which honours OMP_NUM_THREADS
-_controller = None
-_limiter = None
-_blas_users = 0
-_lock = threading.Lock()
 
 
 def set_num_threads(n):
@@ -40,29 +32,3 @@ def get_num_threads():
     """Return the number of threads fastconv's kernels use."""
     n = _num_threads
     return _openmp.max_threads() if n is None else n
-
-
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Limit BLAS to one thread while a kernel runs.
-
-    Reference-counted so that concurrent calls from several Python threads
-    restore the user's BLAS setting only when the last of them finishes.
-    """
-    global _controller, _limiter, _blas_users
-    with _lock:
-        if _blas_users == 0:
-            if _controller is None:
-                from threadpoolctl import ThreadpoolController
-
-                _controller = ThreadpoolController()
-            _limiter = _controller.limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
