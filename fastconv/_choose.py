@@ -136,10 +136,12 @@ def explain(g):
 
 #: output pixels per work item of the packed GEMM (its pixel block is
 #: PIXEL_BLOCK x REDUCTION_BLOCK values: 384 KiB in float32, L2-resident)
-PIXEL_BLOCK = 768
-#: reduction rows (of C/groups * R * S) per packed block; the kernel's pixel
-#: panel (REDUCTION_BLOCK x 48 in float32) then stays in L1
-REDUCTION_BLOCK = 128
+PIXEL_BLOCK = 384
+#: reduction rows (of C/groups * R * S) per packed block: the kernel's pixel
+#: panel (REDUCTION_BLOCK x 48 in float32, 48 KiB) streams from L2 with the
+#: weights, and fewer blocks mean fewer passes over the output (measured
+#: best of 64/128/256 on the yardstick, AVX-512)
+REDUCTION_BLOCK = 256
 
 
 def gemm_blocks(g, n_threads):
