@@ -20,7 +20,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("FASTCONV_DEBUG", "0") not in ("", "0")
-MODULES = ["_conv", "_pool", "_openmp"]
+MODULES = ["_conv", "_pool", "_openmp", "_direct"]
 
 OPENMP_TEST = r"""
 #include <omp.h>

@@ -10,52 +10,83 @@
  * cpuid (__builtin_cpu_supports, which also checks that the OS saves the
  * wide registers). Compilers without GCC vector extensions get scalar code.
  *
- * The tile shapes (channels x pixel vectors for pband, channels x taps for
- * gband) fill the register file: KB * NV accumulators plus the NV input
- * vectors and one broadcast stay within 32 (or 16) registers.
+ * The fc_*_f32 / fc_*_f64 entry points at the end take the variant as
+ * their first argument. The tile shapes (the lists below) fill the register
+ * file: accumulators plus the vectors they are fed from stay within 32 (or
+ * 16) registers.
  */
 #ifndef FASTCONV_DIRECT_SIMD_H
 #define FASTCONV_DIRECT_SIMD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define FC_ISA_BASELINE 0
 #define FC_ISA_AVX2 1
 #define FC_ISA_AVX512 2
 
-#if defined(__GNUC__)
+#if defined(__GNUC__) && !defined(FC_FORCE_SCALAR)
 #define FC_INLINE inline __attribute__((always_inline))
+#define FC_NOINLINE __attribute__((noinline))
 #define FC_RESTRICT __restrict__
 #else
+/* no GCC vector extensions (or FC_FORCE_SCALAR, to test this path with GCC):
+ * the same kernels on scalars */
 #define FC_INLINE inline
+#if defined(_MSC_VER)
+#define FC_NOINLINE __declspec(noinline)
+#else
+#define FC_NOINLINE
+#endif
 #define FC_RESTRICT
 #define FC_SCALAR 1
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(FC_SCALAR)
 #define FC_X86 1
+#include <immintrin.h>
 #else
 #define FC_X86 0
 #endif
 
 /* Tile lists X(KB, largest NV) for pband and X(KB, largest NT) for gband,
  * and the array bounds they need. */
-#define FC_PLIST32(X) X(1, 8) X(2, 8) X(3, 7) X(4, 6) X(5, 5) X(6, 4) X(7, 3) X(8, 3)
+#define FC_PLIST32(X) X(1, 16) X(2, 8) X(3, 7) X(4, 6) X(5, 5) X(6, 4) X(7, 3) X(8, 3)
 #define FC_GLIST32(X) X(1, 9) X(2, 9) X(3, 7) X(4, 6)
 #define FC_PLIST16(X) X(1, 6) X(2, 4) X(3, 3) X(4, 3)
 #define FC_GLIST16(X) X(1, 6) X(2, 4) X(3, 3)
+#define FC_KLIST32(X) X(1, 24) X(2, 12) X(4, 6)
+#define FC_KGLIST32(X) X(1, 9) X(2, 9) X(4, 5)
+#define FC_KLIST16(X) X(1, 12) X(2, 5)
+/* depthwise 3x3 tiles: X(rows, largest NV) for the full and the single-row tiles */
+#define FC_DWLIST32(X) X(4, 4) X(1, 4)
+#define FC_DWLIST16(X) X(2, 2) X(1, 2)
+#define FC_KGLIST16(X) X(1, 6) X(2, 4)
 
 /* ---- baseline ---------------------------------------------------------- */
 #define FC_TARGET
 #define FC_PLIST FC_PLIST16
 #define FC_GLIST FC_GLIST16
+#define FC_KLIST FC_KLIST16
+#define FC_KGLIST FC_KGLIST16
+#define FC_DWLIST FC_DWLIST16
+#define FC_DWNR 2
+#define FC_DWNV 2
+#define FC_KKV 2
+#define FC_KNP 12
+#define FC_KNT 6
 #define FC_PKB 4
-#define FC_PNV 6
+#define FC_PNV 8
+#define FC_PACC 12
+#define FC_PREG 14
 #define FC_GKB 3
 #define FC_GNT 6
 
 #define FC_T float
+#define FC_UINT uint32_t
+#define FC_ELEM 4
+#define FC_EXP_MASK 0x7f800000u
 #define FC_SFX f32_base
 #ifdef FC_SCALAR
 #define FC_VB 4
@@ -64,10 +95,16 @@
 #endif
 #include "_direct_simd_tmpl.h"
 #undef FC_T
+#undef FC_UINT
+#undef FC_ELEM
+#undef FC_EXP_MASK
 #undef FC_SFX
 #undef FC_VB
 
 #define FC_T double
+#define FC_UINT uint64_t
+#define FC_ELEM 8
+#define FC_EXP_MASK 0x7ff0000000000000u
 #define FC_SFX f64_base
 #ifdef FC_SCALAR
 #define FC_VB 8
@@ -76,6 +113,9 @@
 #endif
 #include "_direct_simd_tmpl.h"
 #undef FC_T
+#undef FC_UINT
+#undef FC_ELEM
+#undef FC_EXP_MASK
 #undef FC_SFX
 #undef FC_VB
 
@@ -87,23 +127,45 @@
 #define FC_VB 32
 
 #define FC_T float
+#define FC_UINT uint32_t
+#define FC_ELEM 4
+#define FC_EXP_MASK 0x7f800000u
 #define FC_SFX f32_avx2
 #include "_direct_simd_tmpl.h"
 #undef FC_T
+#undef FC_UINT
+#undef FC_ELEM
+#undef FC_EXP_MASK
 #undef FC_SFX
 
 #define FC_T double
+#define FC_UINT uint64_t
+#define FC_ELEM 8
+#define FC_EXP_MASK 0x7ff0000000000000u
 #define FC_SFX f64_avx2
 #include "_direct_simd_tmpl.h"
 #undef FC_T
+#undef FC_UINT
+#undef FC_ELEM
+#undef FC_EXP_MASK
 #undef FC_SFX
 
 #undef FC_VB
 #undef FC_TARGET
 #undef FC_PLIST
 #undef FC_GLIST
+#undef FC_KLIST
+#undef FC_KGLIST
+#undef FC_DWLIST
+#undef FC_DWNR
+#undef FC_DWNV
+#undef FC_KKV
+#undef FC_KNP
+#undef FC_KNT
 #undef FC_PKB
 #undef FC_PNV
+#undef FC_PACC
+#undef FC_PREG
 #undef FC_GKB
 #undef FC_GNT
 
@@ -112,21 +174,43 @@
 #define FC_VB 64
 #define FC_PLIST FC_PLIST32
 #define FC_GLIST FC_GLIST32
+#define FC_KLIST FC_KLIST32
+#define FC_KGLIST FC_KGLIST32
+#define FC_DWLIST FC_DWLIST32
+#define FC_DWNR 4
+#define FC_DWNV 4
+#define FC_KKV 4
+#define FC_KNP 24
+#define FC_KNT 9
 #define FC_PKB 8
-#define FC_PNV 8
+#define FC_PNV 16
+#define FC_PACC 24
+#define FC_PREG 30
 #define FC_GKB 4
 #define FC_GNT 9
 
 #define FC_T float
+#define FC_UINT uint32_t
+#define FC_ELEM 4
+#define FC_EXP_MASK 0x7f800000u
 #define FC_SFX f32_avx512
 #include "_direct_simd_tmpl.h"
 #undef FC_T
+#undef FC_UINT
+#undef FC_ELEM
+#undef FC_EXP_MASK
 #undef FC_SFX
 
 #define FC_T double
+#define FC_UINT uint64_t
+#define FC_ELEM 8
+#define FC_EXP_MASK 0x7ff0000000000000u
 #define FC_SFX f64_avx512
 #include "_direct_simd_tmpl.h"
 #undef FC_T
+#undef FC_UINT
+#undef FC_ELEM
+#undef FC_EXP_MASK
 #undef FC_SFX
 
 #undef FC_VB
@@ -135,8 +219,18 @@
 
 #undef FC_PLIST
 #undef FC_GLIST
+#undef FC_KLIST
+#undef FC_KGLIST
+#undef FC_DWLIST
+#undef FC_DWNR
+#undef FC_DWNV
+#undef FC_KKV
+#undef FC_KNP
+#undef FC_KNT
 #undef FC_PKB
 #undef FC_PNV
+#undef FC_PACC
+#undef FC_PREG
 #undef FC_GKB
 #undef FC_GNT
 
@@ -182,46 +276,99 @@ static ptrdiff_t fc_vec_len(int isa, size_t size)
 /* Largest channel block of pband and gband. */
 static int fc_pband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 8 : 4; }
 static int fc_gband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 3; }
+/* Largest number of channel vectors of krow and kgband, and the number
+ * they run for n vectors of channels (1, 2 or 4). */
+static int fc_krow_kvmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 2; }
+static int fc_krow_kv(ptrdiff_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : 4; }
 
 #if FC_X86
-#define FC_DISPATCH(name, sfx, args)                                          \
+#define FC_DISPATCH(ret, name, sfx, args)                                     \
     switch (isa) {                                                            \
-    case FC_ISA_AVX512: name##_##sfx##_avx512 args; break;                    \
-    case FC_ISA_AVX2: name##_##sfx##_avx2 args; break;                        \
-    default: name##_##sfx##_base args;                                        \
+    case FC_ISA_AVX512: ret name##_##sfx##_avx512 args; break;                \
+    case FC_ISA_AVX2: ret name##_##sfx##_avx2 args; break;                    \
+    default: ret name##_##sfx##_base args;                                    \
     }
 #else
-#define FC_DISPATCH(name, sfx, args) name##_##sfx##_base args;
+#define FC_DISPATCH(ret, name, sfx, args) ret name##_##sfx##_base args;
 #endif
 
-static void fc_pband_f32(int isa, int kb, const float *x, ptrdiff_t cs, ptrdiff_t nc,
-                         const ptrdiff_t *toff, ptrdiff_t nt, const float *w,
-                         const float *bias, float *out, ptrdiff_t ldo, ptrdiff_t J)
-{
-    FC_DISPATCH(pband, f32, (kb, x, cs, nc, toff, nt, w, bias, out, ldo, J))
+/* One entry point per kernel and element type, taking the variant. */
+#define FC_ENTRY_POINTS(T, sfx)                                               \
+static void fc_pband_##sfx(int isa, int kb, const T *x, ptrdiff_t cs,         \
+                           ptrdiff_t nc, const ptrdiff_t *toff, ptrdiff_t nt, \
+                           const T *w, const T *bias, T *out, ptrdiff_t ldo,  \
+                           ptrdiff_t J)                                       \
+{                                                                             \
+    FC_DISPATCH(, pband, sfx, (kb, x, cs, nc, toff, nt, w, bias, out, ldo, J))  \
+}                                                                             \
+static void fc_prow_##sfx(int isa, int kb, const T *x, ptrdiff_t cs,          \
+                          ptrdiff_t nc, const ptrdiff_t *toff, ptrdiff_t nt,  \
+                          const T *w, const T *bias, T *out, ptrdiff_t ldo,   \
+                          ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows,        \
+                          ptrdiff_t xrs)                                      \
+{                                                                             \
+    FC_DISPATCH(, prow, sfx, (kb, x, cs, nc, toff, nt, w, bias, out, ldo, ors,  \
+                            Q, nrows, xrs))                                   \
+}                                                                             \
+static void fc_gband_##sfx(int isa, int kb, const T *g, ptrdiff_t ldg,        \
+                           const T *x, const ptrdiff_t *toff, ptrdiff_t nt,   \
+                           ptrdiff_t J, T *gw, ptrdiff_t ldk, int vacc)       \
+{                                                                             \
+    FC_DISPATCH(, gband, sfx, (kb, g, ldg, x, toff, nt, J, gw, ldk, vacc))    \
+}                                                                             \
+static int fc_all_finite_##sfx(int isa, const T *p, ptrdiff_t n)              \
+{                                                                             \
+    FC_DISPATCH(return, all_finite, sfx, (p, n))                              \
+    return 0;                                                                 \
+}                                                                             \
+static void fc_fill_##sfx(int isa, const T *src, ptrdiff_t nch, ptrdiff_t Hs, \
+                          ptrdiff_t Ws, ptrdiff_t h_end, ptrdiff_t w_end,     \
+                          ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t row0,         \
+                          ptrdiff_t col0, ptrdiff_t Bh, ptrdiff_t Wb,         \
+                          ptrdiff_t i_begin, ptrdiff_t i_end, T *buf)         \
+{                                                                             \
+    FC_DISPATCH(, fill, sfx, (src, nch, Hs, Ws, h_end, w_end, sh, sw, row0,   \
+                              col0, Bh, Wb, i_begin, i_end, buf))             \
+}                                                                             \
+static void fc_copy_##sfx(int isa, T *dst, const T *src, ptrdiff_t n)         \
+{                                                                             \
+    FC_DISPATCH(, copy, sfx, (dst, src, n))                                   \
+}                                                                             \
+static void fc_krow_##sfx(int isa, int kv, const T *x, ptrdiff_t cs,          \
+                          ptrdiff_t nc, const ptrdiff_t *toff, ptrdiff_t nt,  \
+                          const T *w, const T *bias, T *out, ptrdiff_t ldo,   \
+                          ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows,        \
+                          ptrdiff_t xrs, ptrdiff_t kk)                        \
+{                                                                             \
+    FC_DISPATCH(, krow, sfx, (kv, x, cs, nc, toff, nt, w, bias, out, ldo, ors,\
+                              Q, nrows, xrs, kk))                             \
+}                                                                             \
+static void fc_kgband_##sfx(int isa, int kv, const T *g, ptrdiff_t ldg,       \
+                            const T *x, const ptrdiff_t *toff, ptrdiff_t nt,  \
+                            ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs,      \
+                            T *part, ptrdiff_t ldp)                           \
+{                                                                             \
+    FC_DISPATCH(, kgband, sfx, (kv, g, ldg, x, toff, nt, Q, nrows, xrs, part, \
+                                ldp))                                         \
+}                                                                             \
+static void fc_prow_dw3_##sfx(int isa, const T *x, ptrdiff_t xrs,            \
+                              const ptrdiff_t *co, const T *w, ptrdiff_t ws,  \
+                              const T *bias, T *out, ptrdiff_t ors,           \
+                              ptrdiff_t Q, ptrdiff_t nrows)                   \
+{                                                                             \
+    FC_DISPATCH(, prow_dw3, sfx, (x, xrs, co, w, ws, bias, out, ors, Q, nrows)) \
+}                                                                             \
+static void fc_transpose_##sfx(int isa, T *dst, ptrdiff_t ldd, const T *src,  \
+                               ptrdiff_t lds, ptrdiff_t nk, ptrdiff_t nkp,    \
+                               ptrdiff_t nj)                                  \
+{                                                                             \
+    FC_DISPATCH(, transpose, sfx, (dst, ldd, src, lds, nk, nkp, nj))          \
 }
 
-static void fc_pband_f64(int isa, int kb, const double *x, ptrdiff_t cs, ptrdiff_t nc,
-                         const ptrdiff_t *toff, ptrdiff_t nt, const double *w,
-                         const double *bias, double *out, ptrdiff_t ldo, ptrdiff_t J)
-{
-    FC_DISPATCH(pband, f64, (kb, x, cs, nc, toff, nt, w, bias, out, ldo, J))
-}
+FC_ENTRY_POINTS(float, f32)
+FC_ENTRY_POINTS(double, f64)
 
-static void fc_gband_f32(int isa, int kb, const float *g, ptrdiff_t ldg, const float *x,
-                         const ptrdiff_t *toff, ptrdiff_t nt, ptrdiff_t J, float *gw,
-                         ptrdiff_t ldk)
-{
-    FC_DISPATCH(gband, f32, (kb, g, ldg, x, toff, nt, J, gw, ldk))
-}
-
-static void fc_gband_f64(int isa, int kb, const double *g, ptrdiff_t ldg, const double *x,
-                         const ptrdiff_t *toff, ptrdiff_t nt, ptrdiff_t J, double *gw,
-                         ptrdiff_t ldk)
-{
-    FC_DISPATCH(gband, f64, (kb, g, ldg, x, toff, nt, J, gw, ldk))
-}
-
+#undef FC_ENTRY_POINTS
 #undef FC_DISPATCH
 
 #endif /* FASTCONV_DIRECT_SIMD_H */

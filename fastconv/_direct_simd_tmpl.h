@@ -2,39 +2,44 @@
  * _direct_simd.h for each (element type, instruction set) pair.
  *
  * The including file defines:
- *   FC_T       element type (float or double)
- *   FC_SFX     name suffix, e.g. f32_avx512
- *   FC_VB      vector width in bytes (64 AVX-512, 32 AVX2, 16 SSE2/NEON,
- *              sizeof(FC_T) without GCC vector extensions)
- *   FC_NREG    vector registers of the instruction set (32 or 16)
- *   FC_TARGET  function attribute selecting the instruction set, or empty
+ *   FC_T, FC_UINT  element type (float or double) and its unsigned twin
+ *   FC_EXP_MASK    the exponent bits of FC_T
+ *   FC_SFX         name suffix, e.g. f32_avx512
+ *   FC_VB          vector width in bytes (64 AVX-512, 32 AVX2, 16 SSE2/NEON,
+ *                  sizeof(FC_T) without GCC vector extensions)
+ *   FC_TARGET      function attribute selecting the instruction set, or empty
+ *   FC_PLIST, FC_GLIST, FC_KLIST, FC_KGLIST, FC_DWLIST and their bounds:
+ *                  the tile shapes of the kernels below
  *
  * The kernels use GCC vector extensions (also understood by Clang), so one
  * source serves every width; `a * b + c` becomes an FMA where the target has
  * one (GCC contracts by default; no -ffast-math anywhere, so NaN and signed
- * zero semantics are IEEE). Every loop over register tiles has a compile-time
- * trip count after inlining and is fully unrolled, so the accumulators live in
- * registers.
+ * zero semantics are IEEE). Every loop over a register tile has a
+ * compile-time trip count and is fully unrolled, so the accumulators live in
+ * registers; each tile shape is a function of its own (FC_NOINLINE), called
+ * once per tile.
  *
- * Two kernels:
+ * Kernels (x is a buffer prepared by fill: rows of input, zero-padded, tap t
+ * at offset toff[t], channel c at c * cs):
  *
- * pband  "pixels in lanes": out[k][j] = bias[k] + sum over c < nc, t < nt of
- *        w[c][t][k] * x[c * cs + toff[t] + j] for k < KB and j < J, where j
- *        runs over a "wide" row-major grid of output pixels (the rows of the
- *        input buffer are as long as the rows of the grid, so a run of
- *        consecutive j reads consecutive input for every tap). A tile is KB
- *        output channels x NV vectors of pixels; per tap it loads NV input
- *        vectors and broadcasts KB weights (Zhang, Franchetti & Low 2018).
- *        Forward convolution and grad_input (as a stride-1 convolution per
- *        output phase) both run on it.
- *
- * gband  grad_weight: gw[k * ldk + t] += sum over j < J of
- *        g[k * ldg + j] * x[toff[t] + j], a tile of KB channels x NT taps of
- *        vector accumulators, reduced across lanes once per call.
+ * pband     pixels in lanes over a run of J positions ("wide grid"):
+ *           out[k][j] = bias[k] + sum over c, t of w[c][t][k] * x[c*cs + toff[t] + j];
+ *           tiles of KB channels x NV vectors, the weights broadcast
+ *           (Zhang, Franchetti & Low 2018).
+ * prow      the same on rows of Q results stored straight into the
+ *           destination; tiles of KB channels x NR rows x NV vectors.
+ * prow_dw3  one channel, 3x3 taps on consecutive rows (depthwise): each
+ *           input row loaded once for the three output rows it reaches.
+ * krow      channels in lanes: tiles of KV vectors of channels x NP pixels of
+ *           a row, the input broadcast, transposed into place.
+ * gband     grad_weight over the wide grid: gw[k][t] += sum over j of
+ *           g[k][j] * x[toff[t] + j], tiles of KB channels x NT taps.
+ * kgband    grad_weight, channels in lanes: part[t][k] += sum over the
+ *           pixels of g[pixel][k] * x[toff[t] + pixel].
+ * fill, copy, transpose, all_finite: the data movement around them.
  *
  * Buffers are padded by the callers so that whole vectors can always be
- * loaded and stored: `out` rows and `g` rows hold J rounded up to a whole
- * vector, and `x` is readable that far past every tap offset.
+ * loaded (and, for pband, stored).
  */
 
 #define FC_CAT2(a, b) a##_##b
@@ -54,6 +59,13 @@ typedef FC_T FC_N(uvec) __attribute__((vector_size(FC_VB), aligned(sizeof(FC_T))
 #define FC_VEC FC_N(vec)
 #define FC_LOAD(p) (*(const FC_N(uvec) *)(p))
 #define FC_STORE(p, v) (*(FC_N(uvec) *)(p) = (v))
+/* Keep a loaded vector in a register: without this the compiler folds the
+ * load into every multiply-add that uses it, loading it again each time. */
+#if FC_X86
+#define FC_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define FC_IN_REGISTER(v) ((void)0)
+#endif
 /* s - 0 is s for every s (including -0 and NaN), so this is an exact broadcast */
 #ifdef FC_SCALAR
 #define FC_BCAST(s) ((FC_T)(s))
@@ -61,37 +73,76 @@ typedef FC_T FC_N(uvec) __attribute__((vector_size(FC_VB), aligned(sizeof(FC_T))
 #define FC_BCAST(s) ((FC_T)(s) - (FC_VEC){0})
 #endif
 
+/* p[0:n] = the first n lanes of v (0 < n < VL): a masked store where the
+ * instruction set has one (a library call per row would cost more than the
+ * row's arithmetic). */
+static FC_INLINE FC_TARGET void
+FC_N(store_part)(FC_T *p, FC_VEC v, ptrdiff_t n)
+{
+#if FC_X86 && FC_VB == 64 && FC_ELEM == 4
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#elif FC_X86 && FC_VB == 64
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
+#elif FC_X86 && FC_VB == 32 && FC_ELEM == 4
+    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(p, m, (__m256)v);
+#elif FC_X86 && FC_VB == 32
+    __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    _mm256_maskstore_pd(p, m, (__m256d)v);
+#else
+    union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } u = {v};
+    for (ptrdiff_t i = 0; i < n; i++)
+        p[i] = u.e[i];
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* pixels in lanes */
 
+/* A tile of KB channels x NR rows x NV vectors: row r of the tile reads
+ * x + r * xrs and writes out + r * ors; the last vector of each row is
+ * stored only as far as lastn lanes. */
 static FC_INLINE FC_TARGET void
-FC_N(pmk)(const int KB, const int NV, const FC_T *FC_RESTRICT x, ptrdiff_t cs, ptrdiff_t nc,
-          const ptrdiff_t *FC_RESTRICT toff, ptrdiff_t nt, const FC_T *FC_RESTRICT w,
-          const FC_T *FC_RESTRICT bias, FC_T *FC_RESTRICT out, ptrdiff_t ldo)
+FC_N(pmk)(const int KB, const int NR, const int NV, const FC_T *FC_RESTRICT x,
+          ptrdiff_t xrs, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *FC_RESTRICT toff,
+          ptrdiff_t nt, const FC_T *FC_RESTRICT w, const FC_T *FC_RESTRICT bias,
+          FC_T *FC_RESTRICT out, ptrdiff_t ldo, ptrdiff_t ors, ptrdiff_t lastn)
 {
-    FC_VEC acc[FC_PKB][FC_PNV];
-    FC_VEC xv[FC_PNV];
+    FC_VEC acc[FC_PKB * FC_PNV];
+    FC_VEC xv[FC_PKB * FC_PNV];
     ptrdiff_t c, t;
+#define FC_ACC(k, r, v) acc[((k) * NR + (r)) * NV + (v)]
 #pragma GCC unroll 8
     for (int k = 0; k < KB; k++) {
         FC_VEC b0 = FC_BCAST(bias ? bias[k] : (FC_T)0);
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; v++)
-            acc[k][v] = b0;
+        for (int r = 0; r < NR; r++) {
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; v++)
+                FC_ACC(k, r, v) = b0;
+        }
     }
     for (c = 0; c < nc; c++) {
         const FC_T *xc = x + c * cs;
         for (t = 0; t < nt; t++) {
             const FC_T *xp = xc + toff[t];
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; v++)
-                xv[v] = FC_LOAD(xp + v * FC_VL);
+            for (int r = 0; r < NR; r++) {
+                const FC_T *xr = xp + r * xrs;
+#pragma GCC unroll 16
+                for (int v = 0; v < NV; v++)
+                    xv[r * NV + v] = FC_LOAD(xr + v * FC_VL);
+            }
 #pragma GCC unroll 8
             for (int k = 0; k < KB; k++) {
                 FC_VEC wb = FC_BCAST(w[k]);
 #pragma GCC unroll 8
-                for (int v = 0; v < NV; v++)
-                    acc[k][v] += wb * xv[v];
+                for (int r = 0; r < NR; r++) {
+#pragma GCC unroll 16
+                    for (int v = 0; v < NV; v++)
+                        FC_ACC(k, r, v) += wb * xv[r * NV + v];
+                }
             }
             w += KB;
         }
@@ -99,16 +150,61 @@ FC_N(pmk)(const int KB, const int NV, const FC_T *FC_RESTRICT x, ptrdiff_t cs, p
 #pragma GCC unroll 8
     for (int k = 0; k < KB; k++) {
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; v++)
-            FC_STORE(out + k * ldo + v * FC_VL, acc[k][v]);
+        for (int r = 0; r < NR; r++) {
+            FC_T *o = out + k * ldo + r * ors;
+#pragma GCC unroll 16
+            for (int v = 0; v < NV - 1; v++)
+                FC_STORE(o + v * FC_VL, FC_ACC(k, r, v));
+            if (lastn == FC_VL) {
+                FC_STORE(o + (NV - 1) * FC_VL, FC_ACC(k, r, NV - 1));
+            } else {
+                FC_N(store_part)(o + (NV - 1) * FC_VL, FC_ACC(k, r, NV - 1), lastn);
+            }
+        }
     }
+#undef FC_ACC
 }
 
+/* Rows per tile for rows of NV vectors: the largest power of two (up to 4,
+ * so that the row pointers stay in general registers)
+ * whose accumulators and input vectors fit the register file (for KB == 1
+ * the inputs are used once, straight from memory). */
+#define FC_NR1(m) ((m) >= 4 ? 4 : (m) >= 2 ? 2 : 1)
+#define FC_NR(KB, NV) FC_NR1((KB) == 1 ? FC_PACC / (NV) : FC_PREG / (((KB) + 1) * (NV)))
+
+/* n = 1 .. 16, for the switches over a run-time vector count */
+#define FC_SWITCH16(X, a, b) X(a, b, 1) X(a, b, 2) X(a, b, 3) X(a, b, 4) X(a, b, 5) \
+    X(a, b, 6) X(a, b, 7) X(a, b, 8) X(a, b, 9) X(a, b, 10) X(a, b, 11)        \
+    X(a, b, 12) X(a, b, 13) X(a, b, 14) X(a, b, 15) X(a, b, 16)
+
+/* Each tile shape as a function of its own: called once per tile, it keeps
+ * the compiler from turning the constant offsets of the vectors into
+ * induction variables of the loops around it (one register each). */
+#define FC_TILE(KB, NR, NV) FC_CAT(FC_CAT(FC_CAT(FC_N(tile), KB), NR), NV)
+#define FC_DEFTILES(KB, NVM, n)                                               \
+static FC_NOINLINE FC_TARGET void FC_TILE(KB, 1, n)(            \
+    const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,         \
+    ptrdiff_t nt, const FC_T *w, const FC_T *bias, FC_T *out, ptrdiff_t ldo,  \
+    ptrdiff_t xrs, ptrdiff_t ors, ptrdiff_t lastn)                            \
+{                                                                             \
+    FC_N(pmk)(KB, 1, n, x, xrs, cs, nc, toff, nt, w, bias, out, ldo, ors, lastn); \
+}                                                                             \
+static FC_NOINLINE FC_TARGET void FC_TILE(KB, R, n)( \
+    const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,         \
+    ptrdiff_t nt, const FC_T *w, const FC_T *bias, FC_T *out, ptrdiff_t ldo,  \
+    ptrdiff_t xrs, ptrdiff_t ors, ptrdiff_t lastn)                            \
+{                                                                             \
+    FC_N(pmk)(KB, FC_NR(KB, n), n, x, xrs, cs, nc, toff, nt, w, bias, out, ldo, ors, \
+              lastn);                                                         \
+}
+#define FC_DEFTILES_KB(KB, NVM) FC_SWITCH16(FC_DEFTILES, KB, NVM)
+FC_PLIST(FC_DEFTILES_KB)
+
 /* One band: all of j < J in tiles of NVM vectors, the remainder in one
- * narrower tile (NV < NVM). */
+ * narrower tile. */
 #define FC_PTAIL(KB, NVM, n)                                                  \
     if (NVM > n && nv == n)                                                   \
-        FC_N(pmk)(KB, n, x + j, cs, nc, toff, nt, w, bias, out + j, ldo);     \
+        FC_TILE(KB, 1, n)(x + j, cs, nc, toff, nt, w, bias, out + j, ldo, 0, 0, FC_VL); \
     else
 
 #define FC_PBAND(KB, NVM)                                                     \
@@ -118,12 +214,10 @@ static FC_TARGET void FC_CAT(FC_N(pband), KB)(                                \
     ptrdiff_t J)                                                              \
 {                                                                             \
     ptrdiff_t j = 0, nv;                                                      \
-    for (; j + NVM * FC_VL <= J; j += NVM * FC_VL)                            \
-        FC_N(pmk)(KB, NVM, x + j, cs, nc, toff, nt, w, bias, out + j, ldo);   \
+    for (; J - j > (NVM - 1) * FC_VL; j += NVM * FC_VL)                       \
+        FC_TILE(KB, 1, NVM)(x + j, cs, nc, toff, nt, w, bias, out + j, ldo, 0, 0, FC_VL); \
     nv = (J - j + FC_VL - 1) / FC_VL;                                         \
-    FC_PTAIL(KB, NVM, 1) FC_PTAIL(KB, NVM, 2) FC_PTAIL(KB, NVM, 3)            \
-    FC_PTAIL(KB, NVM, 4) FC_PTAIL(KB, NVM, 5) FC_PTAIL(KB, NVM, 6)            \
-    FC_PTAIL(KB, NVM, 7) {}                                                   \
+    FC_SWITCH16(FC_PTAIL, KB, NVM) {}                                         \
 }
 
 FC_PLIST(FC_PBAND)
@@ -139,6 +233,606 @@ FC_N(pband)(int kb, const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *
     switch (kb) {
         FC_PLIST(FC_PCASE)
     }
+}
+
+/* Rows: out[k * ldo + i * ors + q] for k < KB, i < nrows, q < Q, reading
+ * row i of the input at x + i * xrs (readable up to Q rounded up to a whole
+ * vector past every tap offset); the results are stored straight into the
+ * destination, the last vector of a row only as far as Q. Rows of fewer
+ * than NVM vectors go NR at a time. */
+#define FC_RSHORT(KB, NVM, n)                                                 \
+    if (NVM > n && nrem == n) {                                               \
+        for (; nrows - i >= FC_NR(KB, n); i += FC_NR(KB, n))                  \
+            FC_TILE(KB, R, n)(x + i * xrs + q0, cs, nc, toff, nt, w, bias,    \
+                              out + i * ors + q0, ldo, xrs, ors, lastn);      \
+        for (; i < nrows; i++)                                                \
+            FC_TILE(KB, 1, n)(x + i * xrs + q0, cs, nc, toff, nt, w, bias,    \
+                              out + i * ors + q0, ldo, 0, 0, lastn);          \
+    } else
+
+/* Each row in tiles of NVM vectors up to the last nrem (1 .. NVM) vectors,
+ * which go several rows per tile when nrem < NVM (a row of 7 vectors with
+ * NVM = 3: tiles of 3, 3 per row, then 1 vector of 2 or 4 rows at once). */
+#define FC_PROW(KB, NVM)                                                      \
+static FC_TARGET void FC_CAT(FC_N(prow), KB)(                                 \
+    const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,         \
+    ptrdiff_t nt, const FC_T *w, const FC_T *bias, FC_T *out, ptrdiff_t ldo,  \
+    ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs)               \
+{                                                                             \
+    ptrdiff_t vpr = (Q + FC_VL - 1) / FC_VL, i = 0;                           \
+    ptrdiff_t lastn = Q - (vpr - 1) * FC_VL;                                  \
+    ptrdiff_t nrem = vpr % NVM ? vpr % NVM : NVM;                             \
+    ptrdiff_t q0 = (vpr - nrem) * FC_VL;                                      \
+    for (ptrdiff_t q = 0; q < q0; q += NVM * FC_VL)                           \
+        for (i = 0; i < nrows; i++)                                           \
+            FC_TILE(KB, 1, NVM)(x + i * xrs + q, cs, nc, toff, nt, w, bias,   \
+                                out + i * ors + q, ldo, 0, 0, FC_VL);         \
+    i = 0;                                                                    \
+    FC_SWITCH16(FC_RSHORT, KB, NVM)                                           \
+    for (; i < nrows; i++)                                                    \
+        FC_TILE(KB, 1, NVM)(x + i * xrs + q0, cs, nc, toff, nt, w, bias,      \
+                            out + i * ors + q0, ldo, 0, 0, lastn);            \
+}
+
+FC_PLIST(FC_PROW)
+
+#define FC_RCASE(KB, NVM)                                                     \
+    case KB: FC_CAT(FC_N(prow), KB)(x, cs, nc, toff, nt, w, bias, out, ldo, ors, Q, nrows, xrs); break;
+
+static void
+FC_N(prow)(int kb, const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,
+           ptrdiff_t nt, const FC_T *w, const FC_T *bias, FC_T *out, ptrdiff_t ldo,
+           ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs)
+{
+    switch (kb) {
+        FC_PLIST(FC_RCASE)
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* one input channel, 3x3 taps, stride 1 in rows: depthwise convolutions */
+
+/* A tile of NR rows x NV vectors of one output channel. Output row k reads
+ * input rows k .. k+2 (x + row * xrs), columns shifted by co[0..2]; each
+ * input row is loaded once and used by every output row it reaches (up to
+ * three), with the nine weights held in registers: half the loads of the
+ * generic tile, whose loads (mostly across cache lines) are what bounds a
+ * depthwise convolution. */
+static FC_INLINE FC_TARGET void
+FC_N(dw3mk)(const int NR, const int NV, const FC_T *FC_RESTRICT x, ptrdiff_t xrs,
+            const ptrdiff_t *FC_RESTRICT co, const FC_VEC *FC_RESTRICT wv, FC_VEC b0,
+            FC_T *FC_RESTRICT out, ptrdiff_t ors, ptrdiff_t lastn)
+{
+    FC_VEC acc[FC_DWNR * FC_DWNV];
+    FC_VEC w[9];
+    const ptrdiff_t c0 = co[0], c1 = co[1], c2 = co[2];
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; t++)
+        w[t] = wv[t];
+#pragma GCC unroll 16
+    for (int i = 0; i < NR * NV; i++)
+        acc[i] = b0;
+#pragma GCC unroll 8
+    for (int m = 0; m < NR + 2; m++) {
+        const FC_T *xm = x + m * xrs;
+#pragma GCC unroll 3
+        for (int s = 0; s < 3; s++) {
+            const FC_T *xs = xm + (s == 0 ? c0 : s == 1 ? c1 : c2);
+            FC_VEC xv[FC_DWNV];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) {
+                xv[v] = FC_LOAD(xs + v * FC_VL);
+                FC_IN_REGISTER(xv[v]);
+            }
+#pragma GCC unroll 8
+            for (int k = 0; k < NR; k++) {
+                if (m - k >= 0 && m - k < 3) {
+#pragma GCC unroll 8
+                    for (int v = 0; v < NV; v++)
+                        acc[k * NV + v] += w[(m - k) * 3 + s] * xv[v];
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < NR; k++) {
+        FC_T *o = out + k * ors;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV - 1; v++)
+            FC_STORE(o + v * FC_VL, acc[k * NV + v]);
+        if (lastn == FC_VL) {
+            FC_STORE(o + (NV - 1) * FC_VL, acc[k * NV + NV - 1]);
+        } else {
+            FC_N(store_part)(o + (NV - 1) * FC_VL, acc[k * NV + NV - 1], lastn);
+        }
+    }
+}
+
+#define FC_DWTILE(NR, NV) FC_CAT(FC_CAT(FC_N(dwtile), NR), NV)
+#define FC_DEFDWTILE(NR, NVM, n)                                              \
+static FC_NOINLINE FC_TARGET void FC_DWTILE(NR, n)(             \
+    const FC_T *x, ptrdiff_t xrs, const ptrdiff_t *co, const FC_VEC *wv,      \
+    const FC_T *bias, FC_T *out, ptrdiff_t ors, ptrdiff_t lastn)              \
+{                                                                             \
+    FC_N(dw3mk)(NR, n, x, xrs, co, wv, FC_BCAST(bias ? *bias : (FC_T)0), out, ors, lastn); \
+}
+#define FC_DEFDWTILES(NR, NVM) FC_SWITCH16(FC_DEFDWTILE, NR, NVM)
+FC_DWLIST(FC_DEFDWTILES)
+
+#define FC_DWCALL(NR, NVM, n)                                                 \
+    if (NVM >= n && nv == n)                                                  \
+        FC_DWTILE(NR, n)(x + i * xrs + q, xrs, co, wv, bias, out + i * ors + q, ors, ln); \
+    else
+
+/* Rows i < nrows of one output channel, q < Q: out[i * ors + q] = bias +
+ * sum over r, s < 3 of w[(3r + s) * ws] * x[(i + r) * xrs + co[s] + q]. */
+static FC_TARGET void
+FC_N(prow_dw3)(const FC_T *x, ptrdiff_t xrs, const ptrdiff_t *co, const FC_T *w, ptrdiff_t ws,
+               const FC_T *bias, FC_T *out, ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows)
+{
+    FC_VEC wv[9];
+    for (int t = 0; t < 9; t++)
+        wv[t] = FC_BCAST(w[t * ws]);
+    for (ptrdiff_t q = 0; q < Q; q += FC_DWNV * FC_VL) {
+        ptrdiff_t nv = (Q - q + FC_VL - 1) / FC_VL, ln = FC_VL, i = 0;
+        if (nv > FC_DWNV)
+            nv = FC_DWNV;
+        if (q + nv * FC_VL >= Q)
+            ln = Q - q - (nv - 1) * FC_VL;
+        for (; nrows - i >= FC_DWNR; i += FC_DWNR) {
+            FC_SWITCH16(FC_DWCALL, FC_DWNR, FC_DWNV) {}
+        }
+        for (; i < nrows; i++) {
+            FC_SWITCH16(FC_DWCALL, 1, FC_DWNV) {}
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* channels in lanes */
+
+/* n = 1 .. 24, for the switches over a run-time pixel or tap count */
+#define FC_SWITCH24(X, a, b) FC_SWITCH16(X, a, b) X(a, b, 17) X(a, b, 18)      \
+    X(a, b, 19) X(a, b, 20) X(a, b, 21) X(a, b, 22) X(a, b, 23) X(a, b, 24)
+
+/* A tile of KV vectors of output channels x NR rows (1 or 2, xrs apart) of
+ * NP consecutive pixels: tmp[(r*NP + p) * KV*VL + k] =
+ * bias[k] + sum over c, t of w[c][t][k] * x[c*cs + toff[t] + r*xrs + p],
+ * the input broadcast, the weights (zero-padded to whole vectors) loaded
+ * once per tap for all NR * NP pixels. */
+static FC_INLINE FC_TARGET void
+FC_N(kmk)(const int KV, const int NR, const int NP, const FC_T *FC_RESTRICT x,
+          ptrdiff_t xrs, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *FC_RESTRICT toff,
+          ptrdiff_t nt, const FC_T *FC_RESTRICT w, const FC_T *FC_RESTRICT bias,
+          FC_T *FC_RESTRICT tmp)
+{
+    FC_VEC acc[2 * FC_KKV * FC_KNP];
+    FC_VEC wv[FC_KKV];
+    ptrdiff_t c, t;
+#pragma GCC unroll 4
+    for (int kv = 0; kv < KV; kv++) {
+        FC_VEC b0 = FC_BCAST(0);
+        if (bias)
+            b0 = FC_LOAD(bias + kv * FC_VL);
+#pragma GCC unroll 32
+        for (int p = 0; p < NR * NP; p++)
+            acc[kv * NR * NP + p] = b0;
+    }
+    for (c = 0; c < nc; c++) {
+        const FC_T *xc = x + c * cs;
+        for (t = 0; t < nt; t++) {
+            const FC_T *xp = xc + toff[t];
+#pragma GCC unroll 4
+            for (int kv = 0; kv < KV; kv++)
+                wv[kv] = FC_LOAD(w + kv * FC_VL);
+#pragma GCC unroll 2
+            for (int r = 0; r < NR; r++) {
+                const FC_T *xr = xp + r * xrs;
+#pragma GCC unroll 32
+                for (int p = 0; p < NP; p++) {
+                    FC_VEC b = FC_BCAST(xr[p]);
+#pragma GCC unroll 4
+                    for (int kv = 0; kv < KV; kv++)
+                        acc[(kv * NR + r) * NP + p] += wv[kv] * b;
+                }
+            }
+            w += KV * FC_VL;
+        }
+    }
+#pragma GCC unroll 32
+    for (int p = 0; p < NR * NP; p++) {
+#pragma GCC unroll 4
+        for (int kv = 0; kv < KV; kv++)
+            FC_STORE(tmp + (p * KV + kv) * FC_VL, acc[kv * NR * NP + p]);
+    }
+}
+
+#define FC_KTILE(KV, NR, NP) FC_CAT(FC_CAT(FC_CAT(FC_N(ktile), KV), NR), NP)
+#define FC_DEFKTILE(KV, NPM, n)                                               \
+static FC_NOINLINE FC_TARGET void FC_KTILE(KV, 1, n)(                         \
+    const FC_T *x, ptrdiff_t xrs, ptrdiff_t cs, ptrdiff_t nc,                 \
+    const ptrdiff_t *toff, ptrdiff_t nt, const FC_T *w, const FC_T *bias,     \
+    FC_T *tmp)                                                                \
+{                                                                             \
+    FC_N(kmk)(KV, 1, n, x, xrs, cs, nc, toff, nt, w, bias, tmp);              \
+}                                                                             \
+static FC_NOINLINE FC_TARGET void FC_KTILE(KV, 2, n)(                         \
+    const FC_T *x, ptrdiff_t xrs, ptrdiff_t cs, ptrdiff_t nc,                 \
+    const ptrdiff_t *toff, ptrdiff_t nt, const FC_T *w, const FC_T *bias,     \
+    FC_T *tmp)                                                                \
+{                                                                             \
+    FC_N(kmk)(KV, 2, n, x, xrs, cs, nc, toff, nt, w, bias, tmp);              \
+}
+#define FC_DEFKTILES(KV, NPM) FC_SWITCH24(FC_DEFKTILE, KV, NPM)
+FC_KLIST(FC_DEFKTILES)
+
+/* o[k * ldo + p] = tmp[p * ldt + k] for k < kk, p < np: a tile of results
+ * [pixel][channel] turned into rows of channels. With 16 lanes (float on
+ * AVX-512) 16 x 16 blocks are transposed in registers, four rounds of
+ * interleaving (r[i], r[i + 8]) that GCC turns into two-source permutes;
+ * otherwise element by element. */
+static FC_INLINE FC_TARGET void
+FC_N(kstore)(FC_T *FC_RESTRICT o, ptrdiff_t ldo, const FC_T *FC_RESTRICT tmp, ptrdiff_t ldt,
+             ptrdiff_t kk, ptrdiff_t np)
+{
+#if FC_X86 && FC_VB / FC_ELEM == 16 && (__GNUC__ >= 12 || defined(__clang__))
+    for (ptrdiff_t k0 = 0; k0 < kk; k0 += 16) {
+        for (ptrdiff_t p0 = 0; p0 < np; p0 += 16) {
+            FC_VEC r[16], t[16];
+            ptrdiff_t pn = np - p0 < 16 ? np - p0 : 16, kn = kk - k0 < 16 ? kk - k0 : 16;
+            for (int i = 0; i < 16; i++) {
+                r[i] = FC_BCAST(0);
+                if (i < pn)
+                    r[i] = FC_LOAD(tmp + (p0 + i) * ldt + k0);
+            }
+#pragma GCC unroll 4
+            for (int round = 0; round < 4; round++) {
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    t[2 * i] = __builtin_shufflevector(r[i], r[i + 8], 0, 16, 1, 17, 2, 18,
+                                                       3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                    t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + 8], 8, 24, 9, 25, 10,
+                                                           26, 11, 27, 12, 28, 13, 29, 14,
+                                                           30, 15, 31);
+                }
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++)
+                    r[i] = t[i];
+            }
+            /* 16 lanes of float: this is the AVX-512 variant, masked stores */
+            for (int k = 0; k < kn; k++)
+                _mm512_mask_storeu_ps(o + (k0 + k) * ldo + p0, (__mmask16)((1u << pn) - 1),
+                                      (__m512)r[k]);
+        }
+    }
+#else
+    for (ptrdiff_t k = 0; k < kk; k++)
+        for (ptrdiff_t p = 0; p < np; p++)
+            o[k * ldo + p] = tmp[p * ldt + k];
+#endif
+}
+
+#define FC_KTAIL(KV, NPM, n)                                                  \
+    if (NPM >= n && np == n)                                                  \
+        FC_KTILE(KV, 1, n)(xi + q, 0, cs, nc, toff, nt, w, bias, tmp);        \
+    else
+
+#define FC_KPAIR(KV, NPM, n)                                                  \
+    if (NPM >= 2 * n && Q == n)                                               \
+        FC_KTILE(KV, 2, n)(x + i * xrs, xrs, cs, nc, toff, nt, w, bias, tmp); \
+    else
+
+/* Rows: out[k * ldo + i * ors + q] for k < kk, i < nrows, q < Q, reading row
+ * i at x + i * xrs; tiles of up to NPM pixels (two rows at a time when
+ * they fit), transposed into place. */
+#define FC_KROW(KV, NPM)                                                      \
+static FC_TARGET void FC_CAT(FC_N(krow), KV)(                                 \
+    const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,         \
+    ptrdiff_t nt, const FC_T *w, const FC_T *bias, FC_T *out, ptrdiff_t ldo,  \
+    ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, ptrdiff_t kk) \
+{                                                                             \
+    FC_VEC tmpv[NPM * KV];                                                    \
+    FC_T *tmp = (FC_T *)tmpv;                                                 \
+    ptrdiff_t i = 0;                                                          \
+    if (2 * Q <= NPM) {                                                       \
+        for (; nrows - i >= 2; i += 2) {                                      \
+            FC_SWITCH24(FC_KPAIR, KV, NPM) {}                                 \
+            FC_N(kstore)(out + i * ors, ldo, tmp, KV * FC_VL, kk, Q);         \
+            FC_N(kstore)(out + (i + 1) * ors, ldo, tmp + Q * KV * FC_VL,      \
+                         KV * FC_VL, kk, Q);                                  \
+        }                                                                     \
+    }                                                                         \
+    for (; i < nrows; i++) {                                                  \
+        const FC_T *xi = x + i * xrs;                                         \
+        for (ptrdiff_t q = 0; q < Q; q += NPM) {                              \
+            ptrdiff_t np = Q - q < NPM ? Q - q : NPM;                         \
+            FC_T *o = out + i * ors + q;                                      \
+            FC_SWITCH24(FC_KTAIL, KV, NPM) {}                                 \
+            FC_N(kstore)(o, ldo, tmp, KV * FC_VL, kk, np);                    \
+        }                                                                     \
+    }                                                                         \
+}
+FC_KLIST(FC_KROW)
+
+#define FC_KCASE(KV, NPM)                                                     \
+    case KV: FC_CAT(FC_N(krow), KV)(x, cs, nc, toff, nt, w, bias, out, ldo, ors, Q, nrows, xrs, kk); break;
+
+static void
+FC_N(krow)(int kv, const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,
+           ptrdiff_t nt, const FC_T *w, const FC_T *bias, FC_T *out, ptrdiff_t ldo,
+           ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, ptrdiff_t kk)
+{
+    switch (kv) {
+        FC_KLIST(FC_KCASE)
+    }
+}
+
+/* grad_weight, channels in lanes: part[t * ldp + k] += sum over i < nrows,
+ * q < Q of g[(i*Q + q) * ldg + k] * x[toff[t] + i * xrs + q] for k < KV*VL,
+ * over the pixels of the output only: g is grad_output transposed to
+ * [pixel][channel]. A tile of KV channel vectors x NT taps. */
+static FC_INLINE FC_TARGET void
+FC_N(kgmk)(const int KV, const int NT, const FC_T *FC_RESTRICT g, ptrdiff_t ldg,
+           const FC_T *FC_RESTRICT x, const ptrdiff_t *FC_RESTRICT toff, ptrdiff_t Q,
+           ptrdiff_t nrows, ptrdiff_t xrs, FC_T *FC_RESTRICT part, ptrdiff_t ldp)
+{
+    FC_VEC acc[FC_KKV * FC_KNT];
+    FC_VEC gv[FC_KKV];
+#pragma GCC unroll 4
+    for (int kv = 0; kv < KV; kv++) {
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++)
+            acc[kv * NT + t] = FC_BCAST(0);
+    }
+    for (ptrdiff_t i = 0; i < nrows; i++) {
+        const FC_T *xr[FC_KNT];
+        const FC_T *gi = g + i * Q * ldg;
+#pragma GCC unroll 16
+        for (int t = 0; t < NT; t++)
+            xr[t] = x + toff[t] + i * xrs;
+        for (ptrdiff_t q = 0; q < Q; q++) {
+#pragma GCC unroll 4
+            for (int kv = 0; kv < KV; kv++)
+                gv[kv] = FC_LOAD(gi + q * ldg + kv * FC_VL);
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++) {
+                FC_VEC b = FC_BCAST(xr[t][q]);
+#pragma GCC unroll 4
+                for (int kv = 0; kv < KV; kv++)
+                    acc[kv * NT + t] += gv[kv] * b;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; t++) {
+#pragma GCC unroll 4
+        for (int kv = 0; kv < KV; kv++) {
+            FC_T *pp = part + t * ldp + kv * FC_VL;
+            FC_STORE(pp, FC_LOAD(pp) + acc[kv * NT + t]);
+        }
+    }
+}
+
+#define FC_KGTILE(KV, NT) FC_CAT(FC_CAT(FC_N(kgtile), KV), NT)
+#define FC_DEFKGTILE(KV, NTM, n)                                              \
+static FC_NOINLINE FC_TARGET void FC_KGTILE(KV, n)(             \
+    const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t *toff,       \
+    ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, FC_T *part, ptrdiff_t ldp)   \
+{                                                                             \
+    FC_N(kgmk)(KV, n, g, ldg, x, toff, Q, nrows, xrs, part, ldp);             \
+}
+#define FC_DEFKGTILES(KV, NTM) FC_SWITCH16(FC_DEFKGTILE, KV, NTM)
+FC_KGLIST(FC_DEFKGTILES)
+
+#define FC_KGTAIL(KV, NTM, n)                                                 \
+    if (NTM >= n && ntl == n)                                                 \
+        FC_KGTILE(KV, n)(g, ldg, x, toff + t, Q, nrows, xrs, part + t * ldp, ldp); \
+    else
+
+#define FC_KGBAND(KV, NTM)                                                    \
+static FC_TARGET void FC_CAT(FC_N(kgband), KV)(                               \
+    const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t *toff,       \
+    ptrdiff_t nt, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, FC_T *part,    \
+    ptrdiff_t ldp)                                                            \
+{                                                                             \
+    for (ptrdiff_t t = 0; t < nt; t += NTM) {                                 \
+        ptrdiff_t ntl = nt - t < NTM ? nt - t : NTM;                          \
+        FC_SWITCH16(FC_KGTAIL, KV, NTM) {}                                    \
+    }                                                                         \
+}
+FC_KGLIST(FC_KGBAND)
+
+#define FC_KGCASE(KV, NTM)                                                    \
+    case KV: FC_CAT(FC_N(kgband), KV)(g, ldg, x, toff, nt, Q, nrows, xrs, part, ldp); break;
+
+static void
+FC_N(kgband)(int kv, const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t *toff,
+             ptrdiff_t nt, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, FC_T *part,
+             ptrdiff_t ldp)
+{
+    switch (kv) {
+        FC_KGLIST(FC_KGCASE)
+    }
+}
+
+/* dst[j * ldd + k] = src[k * lds + j] for k < nk, j < nj, and 0 for
+ * nk <= k < nkp: a block of rows turned into columns, zero-padded. */
+static FC_TARGET void
+FC_N(transpose)(FC_T *FC_RESTRICT dst, ptrdiff_t ldd, const FC_T *FC_RESTRICT src,
+                ptrdiff_t lds, ptrdiff_t nk, ptrdiff_t nkp, ptrdiff_t nj)
+{
+    for (ptrdiff_t j0 = 0; j0 < nj; j0 += 16) {
+        ptrdiff_t j1 = nj - j0 < 16 ? nj : j0 + 16;
+        for (ptrdiff_t k = 0; k < nk; k++)
+            for (ptrdiff_t j = j0; j < j1; j++)
+                dst[j * ldd + k] = src[k * lds + j];
+        for (ptrdiff_t j = j0; j < j1; j++)
+            for (ptrdiff_t k = nk; k < nkp; k++)
+                dst[j * ldd + k] = 0;
+    }
+}
+
+/* rows ahead of the copy that _fill prefetches */
+#ifndef FC_PF_ROWS
+#define FC_PF_ROWS 8
+#endif
+
+/* dst[j] = src[j] for j < n < VL: in 16-byte pieces (the last one
+ * overlapping), or one by one below 16 bytes. */
+static FC_INLINE FC_TARGET void
+FC_N(copy_short)(FC_T *FC_RESTRICT dst, const FC_T *FC_RESTRICT src, ptrdiff_t n)
+{
+#ifndef FC_SCALAR
+    typedef FC_T v16 __attribute__((vector_size(16), aligned(sizeof(FC_T)), may_alias));
+    const ptrdiff_t L = 16 / sizeof(FC_T);
+    ptrdiff_t j;
+    if (n >= L) {
+        for (j = 0; j + L <= n; j += L)
+            *(v16 *)(dst + j) = *(const v16 *)(src + j);
+        if (j < n)
+            *(v16 *)(dst + n - L) = *(const v16 *)(src + n - L);
+        return;
+    }
+#endif
+    for (ptrdiff_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+/* dst[j] = 0 for j < n < VL, likewise. */
+static FC_INLINE FC_TARGET void
+FC_N(zero_short)(FC_T *FC_RESTRICT dst, ptrdiff_t n)
+{
+#ifndef FC_SCALAR
+    typedef FC_T v16 __attribute__((vector_size(16), aligned(sizeof(FC_T)), may_alias));
+    const ptrdiff_t L = 16 / sizeof(FC_T);
+    const v16 z = {0};
+    ptrdiff_t j;
+    if (n >= L) {
+        for (j = 0; j + L <= n; j += L)
+            *(v16 *)(dst + j) = z;
+        if (j < n)
+            *(v16 *)(dst + n - L) = z;
+        return;
+    }
+#endif
+    for (ptrdiff_t i = 0; i < n; i++)
+        dst[i] = 0;
+}
+
+/* Copy rows of the planes src[c] (Hs x Ws) into phase planes:
+ * buf[((c*sh + a)*sw + b)*Bh*Wb + i*Wb + j] = src[c, row0 + i*sh + a, col0 + j*sw + b]
+ * for i in [i_begin, i_end), where that row is in [0, h_end) and that column
+ * in [0, w_end), else 0. Rows are written with whole vectors (the last one
+ * overlapping the one before), so a row costs a few instructions, not a
+ * library call per run. */
+static FC_TARGET void
+FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t h_end,
+           ptrdiff_t w_end, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t row0, ptrdiff_t col0,
+           ptrdiff_t Bh, ptrdiff_t Wb, ptrdiff_t i_begin, ptrdiff_t i_end, FC_T *buf)
+{
+    const FC_VEC zero = FC_BCAST(0);
+    for (ptrdiff_t c = 0; c < nch; c++)
+    for (ptrdiff_t a = 0; a < sh; a++)
+    for (ptrdiff_t b = 0; b < sw; b++) {
+        FC_T *plane = buf + ((c * sh + a) * sw + b) * Bh * Wb;
+        /* buffer columns [ja, jb) hold source columns col0 + j*sw + b in [0, w_end) */
+        ptrdiff_t off = col0 + b, ja, jb;
+        ja = off >= 0 ? 0 : (-off + sw - 1) / sw;
+        jb = w_end - off <= 0 ? 0 : (w_end - off + sw - 1) / sw;
+        if (ja > Wb) ja = Wb;
+        if (jb > Wb) jb = Wb;
+        for (ptrdiff_t i = i_begin; i < i_end; i++) {
+            FC_T *d = plane + i * Wb;
+            ptrdiff_t h = row0 + i * sh + a, j;
+            const FC_T *s;
+            int data = h >= 0 && h < h_end && ja < jb;
+            if (Wb < FC_VL) {
+                FC_N(zero_short)(d, Wb);
+                if (data && sw == 1)
+                    FC_N(copy_short)(d + ja, src + (c * Hs + h) * Ws + off + ja, jb - ja);
+                else if (data)
+                    for (j = ja; j < jb; j++)
+                        d[j] = src[(c * Hs + h) * Ws + off + j * sw];
+                continue;
+            }
+            if (!data) {
+                for (j = 0; j < Wb; j += FC_VL)
+                    FC_STORE(d + (j < Wb - FC_VL ? j : Wb - FC_VL), zero);
+                continue;
+            }
+            /* zeros first, in whole vectors that may spill into the data
+             * columns; the data is written over them afterwards */
+            for (j = 0; j < ja; j += FC_VL)
+                FC_STORE(d + (j < Wb - FC_VL ? j : Wb - FC_VL), zero);
+            for (j = jb; j < Wb; j += FC_VL)
+                FC_STORE(d + (j < Wb - FC_VL ? j : Wb - FC_VL), zero);
+            s = src + (c * Hs + h) * Ws + off;
+#ifdef __GNUC__
+            /* the rows a later call will copy: their reading overlaps the
+             * computation in between instead of stalling the copy */
+            for (j = 0; j < (jb - ja) * sw; j += 64 / (ptrdiff_t)sizeof(FC_T))
+                __builtin_prefetch(s + ja * sw + j + FC_PF_ROWS * sh * Ws, 0, 3);
+#endif
+            if (sw == 1 && jb - ja >= FC_VL) {
+                for (j = ja; j + FC_VL <= jb; j += FC_VL)
+                    FC_STORE(d + j, FC_LOAD(s + j));
+                if (j < jb)
+                    FC_STORE(d + jb - FC_VL, FC_LOAD(s + jb - FC_VL));
+            } else if (sw == 1) {
+                FC_N(copy_short)(d + ja, s + ja, jb - ja);
+            } else if (sw == 2) {
+                /* a constant stride, which the compiler vectorises (loads
+                 * and permutes) where a variable one stays scalar */
+                for (j = ja; j < jb; j++)
+                    d[j] = s[2 * j];
+            } else {
+                for (j = ja; j < jb; j++)
+                    d[j] = s[j * sw];
+            }
+        }
+    }
+}
+
+/* dst[j] = src[j] for j < n, in whole vectors (the last one overlapping). */
+static FC_TARGET void
+FC_N(copy)(FC_T *FC_RESTRICT dst, const FC_T *FC_RESTRICT src, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    if (n < FC_VL) {
+        for (j = 0; j < n; j++)
+            dst[j] = src[j];
+        return;
+    }
+    for (j = 0; j + FC_VL <= n; j += FC_VL)
+        FC_STORE(dst + j, FC_LOAD(src + j));
+    if (j < n)
+        FC_STORE(dst + n - FC_VL, FC_LOAD(src + n - FC_VL));
+}
+
+/* Whether p[0:n] is all finite: an integer test of the exponent bits. */
+static FC_TARGET int
+FC_N(all_finite)(const FC_T *p, ptrdiff_t n)
+{
+#ifdef FC_SCALAR
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (p[i] - p[i] != 0)
+            return 0;
+    return 1;
+#else
+    typedef FC_UINT ivec __attribute__((vector_size(FC_VB)));
+    typedef FC_UINT uivec __attribute__((vector_size(FC_VB), aligned(sizeof(FC_T)), may_alias));
+    ivec bad = {0}, e = bad + FC_EXP_MASK;
+    ptrdiff_t i = 0;
+    for (; i + FC_VL <= n; i += FC_VL)
+        bad |= (*(const uivec *)(p + i) & e) == e;
+    for (; i < n; i++)
+        if (p[i] - p[i] != 0)
+            return 0;
+    for (int l = 0; l < (int)FC_VL; l++)
+        if (bad[l])
+            return 0;
+    return 1;
+#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -186,7 +880,7 @@ FC_N(hsum)(FC_VEC v)
 static FC_INLINE FC_TARGET void
 FC_N(gmk)(const int KB, const int NT, const FC_T *FC_RESTRICT g, ptrdiff_t ldg,
           const FC_T *FC_RESTRICT x, const ptrdiff_t *FC_RESTRICT toff, ptrdiff_t J,
-          FC_T *FC_RESTRICT gw, ptrdiff_t ldk)
+          FC_T *FC_RESTRICT gw, ptrdiff_t ldk, int vacc)
 {
     FC_VEC acc[FC_GKB][FC_GNT];
     FC_VEC gv[FC_GKB];
@@ -213,6 +907,17 @@ FC_N(gmk)(const int KB, const int NT, const FC_T *FC_RESTRICT g, ptrdiff_t ldg,
                 acc[k][t] += gv[k] * xv;
         }
     }
+    if (vacc) {
+#pragma GCC unroll 8
+        for (int k = 0; k < KB; k++) {
+#pragma GCC unroll 16
+            for (int t = 0; t < NT; t++) {
+                FC_T *p = gw + (k * ldk + t) * FC_VL;
+                FC_STORE(p, FC_LOAD(p) + acc[k][t]);
+            }
+        }
+        return;
+    }
 #pragma GCC unroll 8
     for (int k = 0; k < KB; k++) {
 #pragma GCC unroll 16
@@ -223,17 +928,17 @@ FC_N(gmk)(const int KB, const int NT, const FC_T *FC_RESTRICT g, ptrdiff_t ldg,
 
 #define FC_GTAIL(KB, NTM, n)                                                  \
     if (NTM > n && ntl == n)                                                  \
-        FC_N(gmk)(KB, n, g, ldg, x, toff + t, J, gw + t, ldk);                \
+        FC_N(gmk)(KB, n, g, ldg, x, toff + t, J, gw + t * step, ldk, vacc);   \
     else
 
 #define FC_GBAND(KB, NTM)                                                     \
 static FC_TARGET void FC_CAT(FC_N(gband), KB)(                                \
     const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t *toff,       \
-    ptrdiff_t nt, ptrdiff_t J, FC_T *gw, ptrdiff_t ldk)                       \
+    ptrdiff_t nt, ptrdiff_t J, FC_T *gw, ptrdiff_t ldk, int vacc)             \
 {                                                                             \
-    ptrdiff_t t = 0, ntl;                                                     \
+    ptrdiff_t t = 0, ntl, step = vacc ? FC_VL : 1;                            \
     for (; t + NTM <= nt; t += NTM)                                           \
-        FC_N(gmk)(KB, NTM, g, ldg, x, toff + t, J, gw + t, ldk);              \
+        FC_N(gmk)(KB, NTM, g, ldg, x, toff + t, J, gw + t * step, ldk, vacc); \
     ntl = nt - t;                                                             \
     FC_GTAIL(KB, NTM, 1) FC_GTAIL(KB, NTM, 2) FC_GTAIL(KB, NTM, 3)            \
     FC_GTAIL(KB, NTM, 4) FC_GTAIL(KB, NTM, 5) FC_GTAIL(KB, NTM, 6)            \
@@ -244,11 +949,11 @@ static FC_TARGET void FC_CAT(FC_N(gband), KB)(                                \
 FC_GLIST(FC_GBAND)
 
 #define FC_GCASE(KB, NTM)                                                     \
-    case KB: FC_CAT(FC_N(gband), KB)(g, ldg, x, toff, nt, J, gw, ldk); break;
+    case KB: FC_CAT(FC_N(gband), KB)(g, ldg, x, toff, nt, J, gw, ldk, vacc); break;
 
 static void
 FC_N(gband)(int kb, const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t *toff,
-            ptrdiff_t nt, ptrdiff_t J, FC_T *gw, ptrdiff_t ldk)
+            ptrdiff_t nt, ptrdiff_t J, FC_T *gw, ptrdiff_t ldk, int vacc)
 {
     switch (kb) {
         FC_GLIST(FC_GCASE)
@@ -261,6 +966,29 @@ FC_N(gband)(int kb, const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t
 #undef FC_GTAIL
 #undef FC_GBAND
 #undef FC_GCASE
+#undef FC_TILE
+#undef FC_DEFTILES
+#undef FC_DEFTILES_KB
+#undef FC_DWTILE
+#undef FC_DEFDWTILE
+#undef FC_DEFDWTILES
+#undef FC_DWCALL
+#undef FC_KTILE
+#undef FC_DEFKTILE
+#undef FC_DEFKTILES
+#undef FC_KTAIL
+#undef FC_KPAIR
+#undef FC_KROW
+#undef FC_KCASE
+#undef FC_KGTILE
+#undef FC_DEFKGTILE
+#undef FC_DEFKGTILES
+#undef FC_KGTAIL
+#undef FC_KGBAND
+#undef FC_KGCASE
+#undef FC_RSHORT
+#undef FC_PROW
+#undef FC_RCASE
 #undef FC_VEC
 #undef FC_LOAD
 #undef FC_STORE

@@ -3,7 +3,7 @@ import operator
 
 import numpy as np
 
-from . import _choose, _conv, _params, _threads
+from . import _choose, _conv, _direct, _params, _threads
 
 __all__ = ["conv2d", "conv2d_backward", "explain"]
 
@@ -72,7 +72,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     y4 = y.reshape(g.out_shape)
     n_threads = _threads.get_num_threads()
     if algo == "direct":
-        _call(_conv.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
+        _call(_direct.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
     else:
         _call(_conv.conv2d_packed, g.x, g.w, g.b, y4, *_geometry_args(g),
               *_choose.gemm_blocks(g, n_threads), algo == "1x1", n_threads)
@@ -119,7 +119,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _threads.get_num_threads()
     if algo == "direct":
-        _call(_conv.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
+        _call(_direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
     else:
         _call(_conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
               *_choose.backward_blocks(g, n_threads), algo == "1x1", n_threads)

@@ -1,0 +1,1072 @@
+# cython: language_level=3
+"""Direct convolution, forward and backward, on register-blocked SIMD micro-kernels.
+
+The method is Zhang, Franchetti and Low's ("High Performance Zero-Memory
+Overhead Direct Convolutions", ICML 2018): a tile of output channels x a run
+of output pixels lives in vector registers while the loops over input
+channels and kernel taps run inside, the weights repacked once per call so
+that the kernel reads them in order.  The micro-kernels
+(``_direct_simd_tmpl.h``) are compiled for AVX-512, AVX2+FMA and a baseline
+and chosen at run time (``set_simd_variant`` forces one).
+
+The buffer: runs of consecutive loads
+-------------------------------------
+Each work item (image, group, band of output rows) copies the input rows its
+band reads into a small per-thread buffer, zero-padded and split by stride
+into ``sh * sw`` phase planes (plane (a, b) holds padded rows ``i*sh + a``
+and columns ``j*sw + b``).  Output pixel (p, q) of the band then reads
+buffer row p + r' and column q + s' of one plane for each tap: whatever the
+stride, padding or dilation, consecutive output pixels read consecutive
+input, at an offset per tap (``toff``).
+
+Three layouts of the results (_choose_mode picks the cheapest)
+--------------------------------------------------------------
+- rows (_ROWS): pixels in lanes, the weights broadcast; tiles of up to 8
+  output channels x rows x vectors along a row (several rows when a row is
+  short), stored straight into the output.  3x3 depthwise layers with stride
+  1 in rows take a kernel of their own (``prow_dw3``): each input row is
+  loaded once for the three output rows it reaches, the nine weights stay in
+  registers.
+- wide grid (_WIDE): pixels in lanes over the band as one run of
+  ``rows * Wb`` positions (buffer rows are ``Wb = Q + (S-1)*dw // sw`` long,
+  so position p*Wb + q is pixel (p, q)); the ``Wb - Q`` columns at the end of
+  each row are computed and dropped, the others copied out.  Best for short
+  rows with few output channels.
+- channels in lanes (_LANES): vectors of output channels, the input
+  broadcast (one multiply-add per broadcast, folded into it on AVX-512);
+  tiles of pixels transposed into place.  Best when the channels fill whole
+  vectors better than a row's pixels do (LeNet's second layer).
+
+grad_input is the same computation run backwards: for each phase (a, b) of
+the input (rows ``h = u*sh + a - pt``), only the taps with ``r*dh % sh == a``
+(and likewise columns) reach it, and they form a stride-1 convolution of the
+zero-padded grad_output, so it runs on the same kernels with grad_output as
+input and the roles of K and C exchanged.  Each work item writes its own
+rows of grad_input: no races, no reduction.
+
+grad_weight reduces over pixels: channels in lanes (grad_output transposed
+to [pixel][channel], only the output's pixels visited) or, for few output
+channels, over the wide grid with zeros in the dropped columns (a band
+whose input holds an inf or a NaN takes an exact scalar path there, because
+0 * inf in a dropped column would be a NaN that PyTorch does not produce).
+Partials are per thread, summed once at the end; when those copies of the
+weight would be large, work items are (group, channel block) instead and
+each owns its rows of grad_weight.
+
+Memory: per thread, one band of the input (sized by ``BAND_BYTES``) and of
+the results; grad_weight's partials are bounded by ``PARTIAL_BYTES`` and
+``VACC_BYTES``.  Conventions (arguments, return codes: 0, or -1 when a
+workspace allocation failed) are those of ``_conv.pyx``.
+"""
+from cython.parallel cimport parallel, prange, threadid
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport uintptr_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+
+from fastconv._types cimport end_valid, first_valid, floating
+
+cdef extern from "_direct_simd.h" nogil:
+    int fc_isa_supported(int isa)
+    int fc_best_isa()
+    ptrdiff_t fc_vec_len(int isa, size_t size)
+    int fc_pband_kbmax(int isa)
+    int fc_gband_kbmax(int isa)
+    void fc_pband_f32(int isa, int kb, const float *x, ptrdiff_t cs, ptrdiff_t nc,
+                      const ptrdiff_t *toff, ptrdiff_t nt, const float *w, const float *bias,
+                      float *out, ptrdiff_t ldo, ptrdiff_t J)
+    void fc_pband_f64(int isa, int kb, const double *x, ptrdiff_t cs, ptrdiff_t nc,
+                      const ptrdiff_t *toff, ptrdiff_t nt, const double *w, const double *bias,
+                      double *out, ptrdiff_t ldo, ptrdiff_t J)
+    void fc_prow_f32(int isa, int kb, const float *x, ptrdiff_t cs, ptrdiff_t nc,
+                     const ptrdiff_t *toff, ptrdiff_t nt, const float *w, const float *bias,
+                     float *out, ptrdiff_t ldo, ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows,
+                     ptrdiff_t xrs)
+    void fc_prow_f64(int isa, int kb, const double *x, ptrdiff_t cs, ptrdiff_t nc,
+                     const ptrdiff_t *toff, ptrdiff_t nt, const double *w, const double *bias,
+                     double *out, ptrdiff_t ldo, ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows,
+                     ptrdiff_t xrs)
+    void fc_gband_f32(int isa, int kb, const float *g, ptrdiff_t ldg, const float *x,
+                      const ptrdiff_t *toff, ptrdiff_t nt, ptrdiff_t J, float *gw, ptrdiff_t ldk,
+                      int vacc)
+    void fc_gband_f64(int isa, int kb, const double *g, ptrdiff_t ldg, const double *x,
+                      const ptrdiff_t *toff, ptrdiff_t nt, ptrdiff_t J, double *gw,
+                      ptrdiff_t ldk, int vacc)
+    int fc_all_finite_f32(int isa, const float *p, ptrdiff_t n)
+    int fc_all_finite_f64(int isa, const double *p, ptrdiff_t n)
+    void fc_fill_f32(int isa, const float *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws,
+                     ptrdiff_t h_end, ptrdiff_t w_end, ptrdiff_t sh, ptrdiff_t sw,
+                     ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t Bh, ptrdiff_t Wb,
+                     ptrdiff_t i_begin, ptrdiff_t i_end, float *buf)
+    void fc_fill_f64(int isa, const double *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws,
+                     ptrdiff_t h_end, ptrdiff_t w_end, ptrdiff_t sh, ptrdiff_t sw,
+                     ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t Bh, ptrdiff_t Wb,
+                     ptrdiff_t i_begin, ptrdiff_t i_end, double *buf)
+    void fc_copy_f32(int isa, float *dst, const float *src, ptrdiff_t n)
+    void fc_copy_f64(int isa, double *dst, const double *src, ptrdiff_t n)
+    int fc_krow_kvmax(int isa)
+    int fc_krow_kv(ptrdiff_t n)
+    void fc_krow_f32(int isa, int kv, const float *x, ptrdiff_t cs, ptrdiff_t nc,
+                     const ptrdiff_t *toff, ptrdiff_t nt, const float *w, const float *bias,
+                     float *out, ptrdiff_t ldo, ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows,
+                     ptrdiff_t xrs, ptrdiff_t kk)
+    void fc_krow_f64(int isa, int kv, const double *x, ptrdiff_t cs, ptrdiff_t nc,
+                     const ptrdiff_t *toff, ptrdiff_t nt, const double *w, const double *bias,
+                     double *out, ptrdiff_t ldo, ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows,
+                     ptrdiff_t xrs, ptrdiff_t kk)
+    void fc_kgband_f32(int isa, int kv, const float *g, ptrdiff_t ldg, const float *x,
+                       const ptrdiff_t *toff, ptrdiff_t nt, ptrdiff_t Q, ptrdiff_t nrows,
+                       ptrdiff_t xrs, float *part, ptrdiff_t ldp)
+    void fc_kgband_f64(int isa, int kv, const double *g, ptrdiff_t ldg, const double *x,
+                       const ptrdiff_t *toff, ptrdiff_t nt, ptrdiff_t Q, ptrdiff_t nrows,
+                       ptrdiff_t xrs, double *part, ptrdiff_t ldp)
+    void fc_prow_dw3_f32(int isa, const float *x, ptrdiff_t xrs, const ptrdiff_t *co,
+                         const float *w, ptrdiff_t ws, const float *bias, float *out,
+                         ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows)
+    void fc_prow_dw3_f64(int isa, const double *x, ptrdiff_t xrs, const ptrdiff_t *co,
+                         const double *w, ptrdiff_t ws, const double *bias, double *out,
+                         ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows)
+    void fc_transpose_f32(int isa, float *dst, ptrdiff_t ldd, const float *src, ptrdiff_t lds,
+                          ptrdiff_t nk, ptrdiff_t nkp, ptrdiff_t nj)
+    void fc_transpose_f64(int isa, double *dst, ptrdiff_t ldd, const double *src,
+                          ptrdiff_t lds, ptrdiff_t nk, ptrdiff_t nkp, ptrdiff_t nj)
+
+
+#: bytes of one band's buffers (input rows + results): well inside L2
+BAND_BYTES = 192 * 1024
+
+# --------------------------------------------------------------------------
+# instruction set
+
+_ISA_NAMES = ("baseline", "avx2", "avx512")
+cdef int _isa = fc_best_isa()
+
+
+def simd_variants():
+    """The SIMD variants this CPU can run, fastest first (as in _conv and _pool)."""
+    return [name for i, name in reversed(list(enumerate(_ISA_NAMES))) if fc_isa_supported(i)]
+
+
+def simd_variant():
+    """The SIMD variant the kernels run."""
+    return _ISA_NAMES[_isa]
+
+
+def set_simd_variant(name=None):
+    """Force a SIMD variant (for tests and benchmarks); None restores the fastest."""
+    global _isa
+    if name is None:
+        _isa = fc_best_isa()
+        return
+    if name not in _ISA_NAMES or not fc_isa_supported(_ISA_NAMES.index(name)):
+        raise ValueError(
+            f"set_simd_variant: name must be one of {simd_variants()} or None, got {name!r}"
+        )
+    _isa = _ISA_NAMES.index(name)
+
+
+# --------------------------------------------------------------------------
+# switches for tests
+
+# how a band computes its results
+cdef enum:
+    _WIDE = 0       # pixels in lanes over the wide grid, copied out row by row
+    _ROWS = 1       # pixels in lanes, rows stored in place
+    _LANES = 2      # output channels in lanes, pixel tiles transposed into place
+
+_LAYOUTS = ("auto", "rows", "wide", "lanes")
+cdef int _layout = 0
+cdef bint _dw3_enabled = True
+
+
+def set_layout(layout="auto"):
+    """Force the kernels' layout (for tests): ``"rows"`` (pixels in lanes,
+    stored in place row by row where the column stride allows it), ``"wide"``
+    (pixels in lanes over the wide grid), ``"lanes"`` (output channels in
+    lanes, for the forward pass and grad_weight; grad_input then takes the
+    cheaper of the other two) or ``"auto"`` (the cheapest, by _choose_mode)."""
+    global _layout
+    if layout not in _LAYOUTS:
+        raise ValueError(f"set_layout: layout must be one of {_LAYOUTS}, got {layout!r}")
+    _layout = _LAYOUTS.index(layout)
+
+
+def set_depthwise_kernel(enabled=True):
+    """Whether 3x3 depthwise layers (stride 1 in rows) take their own kernel
+    (for tests; on by default)."""
+    global _dw3_enabled
+    _dw3_enabled = bool(enabled)
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+#: bytes of all threads' vector partials of grad_weight above which each
+#: kernel call reduces its accumulators across lanes instead
+VACC_BYTES = 4 * 1024 * 1024
+#: bytes of all threads' partial grad_weights above which grad_weight is
+#: split by blocks of output channels instead (each block visiting every
+#: image), so that no thread needs a copy of the whole weight
+PARTIAL_BYTES = 16 * 1024 * 1024
+
+
+# (cdivision is on: / and // truncate towards zero)
+cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any a."""
+    cdef Py_ssize_t q = a // b
+    return q + 1 if a % b != 0 and a > 0 else q
+
+
+cdef inline Py_ssize_t _fdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """floor(a / b) for b > 0 and any a."""
+    cdef Py_ssize_t q = a // b
+    return q - 1 if a % b != 0 and a < 0 else q
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return _cdiv(a, b) * b
+
+
+cdef inline floating *_aligned(void *p, floating *like) noexcept nogil:
+    """p rounded up to 64 bytes (``like`` only selects the type)."""
+    return <floating *> ((<uintptr_t> p + 63) & ~(<uintptr_t> 63))
+
+
+cdef Py_ssize_t _band_rows(Py_ssize_t rows, Py_ssize_t row_bytes, Py_ssize_t outer,
+                           int n_threads):
+    """Rows per band: a band's buffers fit BAND_BYTES, and the work items
+    (``outer`` x bands) keep every thread busy."""
+    cdef Py_ssize_t nb = max(1, min(rows, BAND_BYTES // max(1, row_bytes)))
+    cdef Py_ssize_t nbands = _cdiv(rows, nb)
+    if outer % n_threads and outer * nbands < 8 * n_threads:
+        # few items: make their number a multiple of the thread count
+        while (outer * nbands) % n_threads and nbands < rows:
+            nbands += 1
+        nb = _cdiv(rows, nbands)
+    return nb
+
+
+cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
+                      Py_ssize_t depth, Py_ssize_t VL, bint rows_ok, bint lanes_ok) noexcept nogil:
+    """The cheapest way to compute ``nout`` channels of rows of ``ncols``
+    results, each a sum of ``depth`` products, counted in multiply-adds of
+    single lanes per result row:
+
+    - rows (pixels in lanes, stored in place): ceil(ncols / VL) whole vectors;
+    - wide grid: ``Wb_wide`` columns, plus a copy of each result (4);
+    - channels in lanes: ``nout`` rounded up to whole vectors, plus moving
+      each result from its tile into place (2 * VL: a scalar move costs about
+      two vector multiply-adds).
+    """
+    cdef Py_ssize_t rows = nout * _round_up(ncols, VL) * depth
+    cdef Py_ssize_t wide = nout * (Wb_wide * depth + 4 * ncols)
+    cdef Py_ssize_t lanes = _round_up(nout, VL) * ncols * depth + nout * ncols * 2 * VL
+    cdef int best = _WIDE
+    cdef Py_ssize_t cost = wide
+    if _layout == 1:
+        return _ROWS if rows_ok else _WIDE
+    if _layout == 2:
+        return _WIDE
+    if _layout == 3 and lanes_ok:
+        return _LANES
+    if rows_ok and rows <= cost:
+        best = _ROWS
+        cost = rows
+    if lanes_ok and _layout == 0 and lanes < cost:
+        best = _LANES
+    return best
+
+
+cdef inline void _fill(int isa, const floating *src, Py_ssize_t nch, Py_ssize_t Hs,
+                       Py_ssize_t Ws, Py_ssize_t h_end, Py_ssize_t w_end, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t row0, Py_ssize_t col0, Py_ssize_t Bh,
+                       Py_ssize_t Wb, Py_ssize_t i_begin, Py_ssize_t i_end,
+                       floating *buf) noexcept nogil:
+    """Copy rows of the planes ``src[c]`` (Hs x Ws) into phase planes:
+    ``buf[((c*sh + a)*sw + b)*Bh*Wb + i*Wb + j] = src[c, row0 + i*sh + a, col0 + j*sw + b]``
+    for i in [i_begin, i_end), where that row is in [0, h_end) and that
+    column in [0, w_end), else 0."""
+    if floating is float:
+        fc_fill_f32(isa, src, nch, Hs, Ws, h_end, w_end, sh, sw, row0, col0, Bh, Wb,
+                    i_begin, i_end, buf)
+    else:
+        fc_fill_f64(isa, src, nch, Hs, Ws, h_end, w_end, sh, sw, row0, col0, Bh, Wb,
+                    i_begin, i_end, buf)
+
+
+cdef inline void _copy(int isa, floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fc_copy_f32(isa, dst, src, n)
+    else:
+        fc_copy_f64(isa, dst, src, n)
+
+
+cdef inline void _pband(int isa, int kb, const floating *x, Py_ssize_t cs, Py_ssize_t nc,
+                        const ptrdiff_t *toff, Py_ssize_t nt, const floating *w,
+                        const floating *bias, floating *out, Py_ssize_t ldo,
+                        Py_ssize_t J) noexcept nogil:
+    if floating is float:
+        fc_pband_f32(isa, kb, x, cs, nc, toff, nt, w, bias, out, ldo, J)
+    else:
+        fc_pband_f64(isa, kb, x, cs, nc, toff, nt, w, bias, out, ldo, J)
+
+
+cdef inline void _prow(int isa, int kb, const floating *x, Py_ssize_t cs, Py_ssize_t nc,
+                       const ptrdiff_t *toff, Py_ssize_t nt, const floating *w,
+                       const floating *bias, floating *out, Py_ssize_t ldo, Py_ssize_t ors,
+                       Py_ssize_t Q, Py_ssize_t nrows, Py_ssize_t xrs) noexcept nogil:
+    if floating is float:
+        fc_prow_f32(isa, kb, x, cs, nc, toff, nt, w, bias, out, ldo, ors, Q, nrows, xrs)
+    else:
+        fc_prow_f64(isa, kb, x, cs, nc, toff, nt, w, bias, out, ldo, ors, Q, nrows, xrs)
+
+
+cdef inline void _gband(int isa, int kb, const floating *g, Py_ssize_t ldg,
+                        const floating *x, const ptrdiff_t *toff, Py_ssize_t nt,
+                        Py_ssize_t J, floating *gw, Py_ssize_t ldk, bint vacc) noexcept nogil:
+    if floating is float:
+        fc_gband_f32(isa, kb, g, ldg, x, toff, nt, J, gw, ldk, vacc)
+    else:
+        fc_gband_f64(isa, kb, g, ldg, x, toff, nt, J, gw, ldk, vacc)
+
+
+cdef inline void _krow(int isa, int kv, const floating *x, Py_ssize_t cs, Py_ssize_t nc,
+                       const ptrdiff_t *toff, Py_ssize_t nt, const floating *w,
+                       const floating *bias, floating *out, Py_ssize_t ldo, Py_ssize_t ors,
+                       Py_ssize_t Q, Py_ssize_t nrows, Py_ssize_t xrs,
+                       Py_ssize_t kk) noexcept nogil:
+    if floating is float:
+        fc_krow_f32(isa, kv, x, cs, nc, toff, nt, w, bias, out, ldo, ors, Q, nrows, xrs, kk)
+    else:
+        fc_krow_f64(isa, kv, x, cs, nc, toff, nt, w, bias, out, ldo, ors, Q, nrows, xrs, kk)
+
+
+cdef inline void _kgband(int isa, int kv, const floating *g, Py_ssize_t ldg,
+                         const floating *x, const ptrdiff_t *toff, Py_ssize_t nt, Py_ssize_t Q,
+                         Py_ssize_t nrows, Py_ssize_t xrs, floating *part,
+                         Py_ssize_t ldp) noexcept nogil:
+    if floating is float:
+        fc_kgband_f32(isa, kv, g, ldg, x, toff, nt, Q, nrows, xrs, part, ldp)
+    else:
+        fc_kgband_f64(isa, kv, g, ldg, x, toff, nt, Q, nrows, xrs, part, ldp)
+
+
+cdef inline void _prow_dw3(int isa, const floating *x, Py_ssize_t xrs, const ptrdiff_t *co,
+                           const floating *w, Py_ssize_t ws, const floating *bias,
+                           floating *out, Py_ssize_t ors, Py_ssize_t Q,
+                           Py_ssize_t nrows) noexcept nogil:
+    if floating is float:
+        fc_prow_dw3_f32(isa, x, xrs, co, w, ws, bias, out, ors, Q, nrows)
+    else:
+        fc_prow_dw3_f64(isa, x, xrs, co, w, ws, bias, out, ors, Q, nrows)
+
+
+cdef inline void _transpose(int isa, floating *dst, Py_ssize_t ldd, const floating *src,
+                            Py_ssize_t lds, Py_ssize_t nk, Py_ssize_t nkp,
+                            Py_ssize_t nj) noexcept nogil:
+    if floating is float:
+        fc_transpose_f32(isa, dst, ldd, src, lds, nk, nkp, nj)
+    else:
+        fc_transpose_f64(isa, dst, ldd, src, lds, nk, nkp, nj)
+
+
+cdef inline bint _all_finite(int isa, const floating *p, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fc_all_finite_f32(isa, p, n)
+    else:
+        return fc_all_finite_f64(isa, p, n)
+
+
+cdef void _phase_offsets(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Bh, Py_ssize_t Wb,
+                         ptrdiff_t *toff) noexcept nogil:
+    """Offset of tap (r, s) in the phase-plane buffer written by _fill."""
+    cdef Py_ssize_t r, s
+    for r in range(R):
+        for s in range(S):
+            toff[r * S + s] = ((((r * dh) % sh) * sw + (s * dw) % sw) * Bh
+                               + (r * dh) // sh) * Wb + (s * dw) // sw
+
+
+# --------------------------------------------------------------------------
+# one band: a stride-1 convolution of a buffer
+
+
+cdef struct Band:
+    # the source planes and how they are copied into the buffer (see _fill)
+    Py_ssize_t nch          # source channels (the reduction)
+    Py_ssize_t Hs, Ws       # source plane shape
+    Py_ssize_t h_end, w_end # source rows / columns beyond these read as zeros
+    Py_ssize_t fsh, fsw     # phase split of the copy (the stride; 1 for grad_input)
+    Py_ssize_t col0         # source column of buffer column 0
+    Py_ssize_t Bh, Wb       # rows and row length of one buffer plane
+    Py_ssize_t maxro        # most buffer rows a tap reaches below its result row
+    Py_ssize_t nt           # taps (offsets in toff)
+    # the results and where they go
+    Py_ssize_t nout, kbs    # result channels, channels per kernel call
+    Py_ssize_t ldo, ors, ocs  # destination strides: channel, row, column
+    Py_ssize_t ncols        # result columns
+    Py_ssize_t rows_per_call  # _ROWS and _LANES: result rows per kernel call
+    int mode                # _WIDE, _ROWS (ocs == 1) or _LANES (ocs == 1)
+    # _ROWS with one source channel and 3x3 taps on consecutive buffer rows
+    # (depthwise, stride 1 in rows, no row dilation): tap (r, s) of the
+    # buffer (row r, column offset co3[s]) is packed tap dw3_t0 + (3r + s) *
+    # dw3_dir (forward: 0, +1; grad_input, whose taps are flipped: 8, -1)
+    bint dw3
+    ptrdiff_t co3[3]
+    Py_ssize_t dw3_t0, dw3_dir
+
+
+cdef void _run_band(int isa, const Band *bd, const floating *src, Py_ssize_t row0,
+                    const ptrdiff_t *toff, const floating *wts, const floating *bias,
+                    floating *dst, Py_ssize_t nrows, floating *buf, floating *obuf,
+                    Py_ssize_t VL) noexcept nogil:
+    """Result rows [0, nrows) of one band: buffer row i + offset of a tap is
+    what result row i reads, source row ``row0 + i*fsh + phase`` is buffer row i.
+
+    Weights: ``wts`` holds the blocks of ``kbs`` result channels one after the
+    other, each as [source channel][tap][channel in block] (for _LANES the
+    last block padded with zeros to whole vectors, and ``bias`` padded the
+    same way). _ROWS and _LANES fill the buffer a few rows ahead of the
+    results (so that reading the source and computing overlap) and store
+    each row in place; _WIDE fills the band at once, computes ``nrows * Wb``
+    positions and copies the ``ncols`` valid ones of each row out.
+    """
+    cdef Py_ssize_t cs = bd.fsh * bd.fsw * bd.Bh * bd.Wb
+    cdef Py_ssize_t nc = bd.nch if bd.nt else 0
+    cdef Py_ssize_t nblk = _cdiv(bd.nout, bd.kbs)
+    cdef Py_ssize_t kbi, k0, kk, k, i, j, i0, i1, need, filled, J, Jr
+    cdef const floating *orow
+    cdef floating *drow
+    if bd.mode != _WIDE:
+        filled = 0
+        i0 = 0
+        while i0 < nrows:
+            i1 = min(nrows, i0 + bd.rows_per_call)
+            need = min(bd.Bh, i1 + bd.maxro)
+            if nc and need > filled:
+                _fill(isa, src, bd.nch, bd.Hs, bd.Ws, bd.h_end, bd.w_end, bd.fsh, bd.fsw, row0,
+                      bd.col0, bd.Bh, bd.Wb, filled, need, buf)
+                filled = need
+            for kbi in range(nblk):
+                k0 = kbi * bd.kbs
+                kk = min(bd.kbs, bd.nout - k0)
+                if bd.mode == _ROWS and bd.dw3 and nc:
+                    for k in range(kk):
+                        _prow_dw3(isa, buf + i0 * bd.Wb, bd.Wb, bd.co3,
+                                  wts + k0 * bd.nch * bd.nt + bd.dw3_t0 * kk + k,
+                                  bd.dw3_dir * kk, (bias + k0 + k) if bias != NULL else NULL,
+                                  dst + (k0 + k) * bd.ldo + i0 * bd.ors, bd.ors, bd.ncols,
+                                  i1 - i0)
+                elif bd.mode == _ROWS:
+                    _prow(isa, <int> kk, buf + i0 * bd.Wb, cs, nc, toff, bd.nt,
+                          wts + k0 * bd.nch * bd.nt, (bias + k0) if bias != NULL else NULL,
+                          dst + k0 * bd.ldo + i0 * bd.ors, bd.ldo, bd.ors, bd.ncols,
+                          i1 - i0, bd.Wb)
+                else:
+                    _krow(isa, fc_krow_kv(_cdiv(kk, VL)), buf + i0 * bd.Wb, cs, nc, toff, bd.nt,
+                          wts + k0 * bd.nch * bd.nt, (bias + k0) if bias != NULL else NULL,
+                          dst + k0 * bd.ldo + i0 * bd.ors, bd.ldo, bd.ors, bd.ncols,
+                          i1 - i0, bd.Wb, kk)
+            i0 = i1
+        return
+    if nc:
+        _fill(isa, src, bd.nch, bd.Hs, bd.Ws, bd.h_end, bd.w_end, bd.fsh, bd.fsw, row0, bd.col0,
+              bd.Bh, bd.Wb, 0, bd.Bh, buf)
+    J = nrows * bd.Wb
+    Jr = _round_up(J, VL)
+    for kbi in range(nblk):
+        k0 = kbi * bd.kbs
+        kk = min(bd.kbs, bd.nout - k0)
+        _pband(isa, <int> kk, buf, cs, nc, toff, bd.nt, wts + k0 * bd.nch * bd.nt,
+               (bias + k0) if bias != NULL else NULL, obuf, Jr, J)
+        for k in range(kk):
+            for i in range(nrows):
+                orow = obuf + k * Jr + i * bd.Wb
+                drow = dst + (k0 + k) * bd.ldo + i * bd.ors
+                if bd.ocs == 1:
+                    _copy(isa, drow, orow, bd.ncols)
+                else:
+                    for j in range(bd.ncols):
+                        drow[j * bd.ocs] = orow[j]
+
+
+# --------------------------------------------------------------------------
+# forward
+
+
+def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                  const floating[::1] bias, floating[:, :, :, ::1] y,
+                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+    """y[n, k] = bias[k] + sum over c, r, s of w[k, c, r, s] * shifted x[n, c].
+
+    Work items are (image, group, band of output rows), split over threads;
+    each copies its band of the input into phase planes and runs one kernel
+    per block of output channels: pixels in lanes (blocks of up to 8 channels
+    on AVX-512, else 4) or, where the channels fill whole vectors better
+    than the pixels of a row do, channels in lanes (blocks of up to 4
+    vectors, else 2); see _choose_mode.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t Kg = K // groups, T = R * S
+    cdef int isa = _isa
+    cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
+    cdef Py_ssize_t nkb, kb, Kgp, maxco, nb, nbands, Jmax, obuf_n = 0, n_items
+    cdef Py_ssize_t item, n, g, b, p0, kbi, k0, kk, kl, k, c, t
+    cdef Band bd
+    cdef const floating *bp = NULL
+    cdef const floating *wsrc
+    cdef floating *wpack = NULL
+    cdef floating *bpack = NULL
+    cdef ptrdiff_t *toff = NULL
+    cdef void *raw = NULL
+    cdef floating *buf = NULL
+    cdef floating *obuf = NULL
+    cdef int status = 0
+    cdef int *failed = &status
+    if N == 0 or K == 0:
+        return 0
+    if bias is not None:
+        bp = &bias[0]
+    maxco = (S - 1) * dw // sw
+    bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True, True)
+    if bd.mode == _LANES:
+        # blocks of whole vectors of channels; the last one padded with zeros
+        nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
+        kb = VL * fc_krow_kv(_cdiv(_cdiv(Kg, nkb), VL))
+        Kgp = (nkb - 1) * kb + VL * fc_krow_kv(_cdiv(Kg - (nkb - 1) * kb, VL))
+    else:
+        nkb = _cdiv(Kg, fc_pband_kbmax(isa))
+        kb = _cdiv(Kg, nkb)
+        Kgp = Kg
+    bd.nch, bd.Hs, bd.Ws, bd.h_end, bd.w_end = Cg, H, W, H, W
+    bd.fsh, bd.fsw, bd.col0 = sh, sw, -pl
+    bd.maxro = (R - 1) * dh // sh
+    bd.nt = T
+    bd.nout, bd.kbs = Kg, kb
+    bd.ldo, bd.ors, bd.ocs, bd.ncols = P * Q, Q, 1, Q
+    bd.rows_per_call = max(1, 256 // Q)
+    # _ROWS reads whole vectors past the end of a row
+    bd.Wb = (_round_up(Q, VL) if bd.mode == _ROWS else Q) + maxco
+    if bd.mode != _WIDE:
+        nb = _band_rows(P, Cg * sh * sw * bd.Wb * sizeof(floating), N * groups, n_threads)
+        bd.Bh = nb + bd.maxro
+    else:
+        nb = _band_rows(P, (Cg * sh * sw + kb) * bd.Wb * sizeof(floating), N * groups,
+                        n_threads)
+        Jmax = _round_up(nb * bd.Wb, VL)
+        bd.Bh = _cdiv(Jmax + bd.maxro * bd.Wb + maxco, bd.Wb)
+        obuf_n = kb * Jmax
+    nbands = _cdiv(P, nb)
+    n_items = N * groups * nbands
+
+    # weights as [group][channel block][c][r*S + s][channel in block]
+    wpack = <floating *> calloc(groups * Kgp * Cg * T, sizeof(floating))
+    toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
+    if bp != NULL and bd.mode == _LANES:
+        bpack = <floating *> calloc(groups * Kgp, sizeof(floating))
+    if wpack == NULL or toff == NULL or (bp != NULL and bd.mode == _LANES and bpack == NULL):
+        free(wpack)
+        free(toff)
+        free(bpack)
+        return -1
+    _phase_offsets(R, S, sh, sw, dh, dw, bd.Bh, bd.Wb, toff)
+    bd.dw3 = (_dw3_enabled and bd.mode == _ROWS and Cg == 1 and R == 3 and S == 3 and sh == 1
+              and dh == 1)
+    if bd.dw3:
+        bd.co3[0], bd.co3[1], bd.co3[2] = toff[0], toff[1], toff[2]
+        bd.dw3_t0, bd.dw3_dir = 0, 1
+    wsrc = &w[0, 0, 0, 0]
+    with nogil:
+        for g in range(groups):
+            for kbi in range(nkb):
+                k0 = kbi * kb
+                kk = min(kb, Kg - k0)
+                kl = VL * fc_krow_kv(_cdiv(kk, VL)) if bd.mode == _LANES else kk
+                for k in range(kk):
+                    if bpack != NULL:
+                        bpack[g * Kgp + k0 + k] = bp[g * Kg + k0 + k]
+                    for c in range(Cg):
+                        for t in range(T):
+                            wpack[(g * Kgp + k0) * Cg * T + (c * T + t) * kl + k] = \
+                                wsrc[((g * Kg + k0 + k) * Cg + c) * T + t]
+        if bpack != NULL:
+            bp = bpack
+
+    with nogil, parallel(num_threads=n_threads):
+        raw = malloc((Cg * sh * sw * bd.Bh * bd.Wb + obuf_n + 2 * VL) * sizeof(floating) + 128)
+        buf = NULL
+        obuf = NULL
+        if raw == NULL:
+            failed[0] = 1
+        else:
+            buf = _aligned(raw, buf)
+            obuf = _aligned(buf + Cg * sh * sw * bd.Bh * bd.Wb + VL, buf)
+        for item in prange(n_items, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // (groups * nbands)
+            g = (item // nbands) % groups
+            b = item % nbands
+            p0 = b * nb
+            _run_band(isa, &bd, &x[n, g * Cg, 0, 0], p0 * sh - pt, toff,
+                      wpack + g * Kgp * Cg * T,
+                      (bp + g * (Kgp if bpack != NULL else Kg)) if bp != NULL else NULL,
+                      &y[n, g * Kg, p0, 0], min(nb, P - p0), buf, obuf, VL)
+        free(raw)
+    free(wpack)
+    free(toff)
+    free(bpack)
+    return -status
+
+
+# --------------------------------------------------------------------------
+# backward
+
+
+def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                           floating[:, :, :, ::1] gw,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+    """grad_input as a stride-1 direct convolution per input phase, grad_weight
+    as per-thread partial correlations over the wide grid, summed once."""
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t K = w.shape[0]
+    if N == 0:
+        memset(&gw[0, 0, 0, 0], 0, gw.shape[0] * gw.shape[1] * gw.shape[2] * gw.shape[3]
+               * sizeof(floating))
+        return 0
+    if K == 0:
+        memset(&gx[0, 0, 0, 0], 0, gx.shape[0] * gx.shape[1] * gx.shape[2] * gx.shape[3]
+               * sizeof(floating))
+        return 0
+    if _grad_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups, n_threads):
+        return -1
+    return _grad_weight(gy, x, gw, sh, sw, pt, pl, dh, dw, groups, n_threads)
+
+
+# Per-phase table of _grad_input, _PH_FIELDS entries per phase.
+cdef enum:
+    _PH_TAP0 = 0    # first entry of the phase's taps in toff
+    _PH_ULO         # first phase row u (input row h = u*sh + a - pt)
+    _PH_NU          # phase rows
+    _PH_VLO         # first phase column v (input column v*sw + b - pl)
+    _PH_ROMAX       # grad_output rows above the first one a phase row reads
+    _PH_COMAX       # grad_output columns left of the first one a phase column reads
+    _PH_WOFS        # offset of the phase's packed weights
+    _PH_FIELDS
+
+
+cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] w,
+                     floating[:, :, :, ::1] gx, Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                     Py_ssize_t groups, int n_threads):
+    """grad_input[n, c, h, w] = sum over k, r, s of w[k, c, r, s] * gy[n, k, p, q]
+    with h = p*sh - pt + r*dh, w = q*sw - pl + s*dw.
+
+    The input rows h = u*sh + a - pt and columns v*sw + b - pl of phase
+    (a, b) are reached only by the taps with r*dh = a (mod sh) and
+    s*dw = b (mod sw), from gy row u - (r*dh - a)/sh and column
+    v - (s*dw - b)/sw: a stride-1 convolution of gy padded by romax rows and
+    comax columns, with the roles of K (now reduced) and C exchanged.
+    """
+    cdef Py_ssize_t N = gx.shape[0], C = gx.shape[1], H = gx.shape[2], W = gx.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups, T = R * S, nph = sh * sw
+    cdef int isa = _isa
+    cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
+    cdef Py_ssize_t ncb, cb, nb, nbands, n_items, buf_n = 0, obuf_n = 0, nu_max = 0
+    cdef Py_ssize_t row_bytes = 0
+    cdef Py_ssize_t ph, a, bb, r, s, nt, tap, romax, comax, wofs, nV, Jr
+    cdef Py_ssize_t item, n, g, b, u0, nu, cbi, c0, cc, ci, k, t
+    cdef Py_ssize_t *info = NULL
+    cdef Py_ssize_t *pi
+    cdef Band *bands = NULL
+    cdef Band *bd
+    cdef ptrdiff_t *toff = NULL
+    cdef floating *wpack = NULL
+    cdef const floating *wsrc = &w[0, 0, 0, 0]
+    cdef void *raw = NULL
+    cdef floating *buf = NULL
+    cdef floating *obuf = NULL
+    cdef int status = 0
+    cdef int *failed = &status
+
+    ncb = _cdiv(Cg, fc_pband_kbmax(isa))
+    cb = _cdiv(Cg, ncb)
+    info = <Py_ssize_t *> malloc(nph * _PH_FIELDS * sizeof(Py_ssize_t))
+    bands = <Band *> malloc(nph * sizeof(Band))
+    toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
+    wpack = <floating *> malloc(K * Cg * T * sizeof(floating))
+    if info == NULL or bands == NULL or toff == NULL or wpack == NULL:
+        free(info)
+        free(bands)
+        free(toff)
+        free(wpack)
+        return -1
+
+    # each phase: its taps, rows, columns and packed weights
+    tap = 0
+    wofs = 0
+    for ph in range(nph):
+        a = ph // sw
+        bb = ph % sw
+        pi = info + ph * _PH_FIELDS
+        bd = bands + ph
+        romax = -1
+        comax = -1
+        for r in range(R):
+            if (r * dh) % sh == a:
+                romax = (r * dh - a) // sh
+        for s in range(S):
+            if (s * dw) % sw == bb:
+                comax = (s * dw - bb) // sw
+        nt = 0
+        if romax >= 0 and comax >= 0:
+            for r in range(R):
+                for s in range(S):
+                    if (r * dh) % sh == a and (s * dw) % sw == bb:
+                        nt += 1
+        romax = max(romax, 0)
+        comax = max(comax, 0)
+        pi[_PH_TAP0] = tap
+        pi[_PH_ULO] = _cdiv(pt - a, sh)
+        pi[_PH_NU] = max(0, _fdiv(H - 1 + pt - a, sh) - pi[_PH_ULO] + 1)
+        pi[_PH_VLO] = _cdiv(pl - bb, sw)
+        nV = max(0, _fdiv(W - 1 + pl - bb, sw) - pi[_PH_VLO] + 1)
+        pi[_PH_ROMAX] = romax
+        pi[_PH_COMAX] = comax
+        pi[_PH_WOFS] = wofs
+        bd.nch, bd.Hs, bd.Ws, bd.h_end, bd.w_end = Kg, P, Q, P, Q
+        bd.fsh, bd.fsw, bd.col0 = 1, 1, pi[_PH_VLO] - comax
+        bd.maxro = romax
+        bd.nt = nt
+        bd.nout, bd.kbs = Cg, cb
+        bd.ldo, bd.ors, bd.ocs, bd.ncols = H * W, sh * W, sw, nV
+        bd.rows_per_call = max(1, 256 // max(1, nV))
+        bd.mode = _choose_mode(Cg, nV, nV + comax, Kg * nt, VL, sw == 1, False)
+        bd.Wb = max(1, (_round_up(nV, VL) if bd.mode == _ROWS else nV) + comax)
+        nu_max = max(nu_max, pi[_PH_NU])
+        row_bytes = max(row_bytes, (Kg + (0 if bd.mode == _ROWS else cb)) * bd.Wb
+                        * sizeof(floating))
+        # weights as [group][channel block][k][tap][channel in block]
+        for g in range(groups):
+            for cbi in range(ncb):
+                c0 = cbi * cb
+                cc = min(cb, Cg - c0)
+                for k in range(Kg):
+                    t = 0
+                    for r in range(R):
+                        for s in range(S):
+                            if nt and (r * dh) % sh == a and (s * dw) % sw == bb:
+                                for ci in range(cc):
+                                    wpack[wofs + (g * Cg + c0) * Kg * nt + (k * nt + t) * cc
+                                          + ci] = wsrc[((g * Kg + k) * Cg + c0 + ci) * T
+                                                       + r * S + s]
+                                t += 1
+        wofs += K * Cg * nt
+        tap += nt
+
+    nb = _band_rows(nu_max, row_bytes, N * groups, n_threads)
+    nbands = _cdiv(nu_max, nb)
+    n_items = N * groups * nbands
+    for ph in range(nph):
+        a = ph // sw
+        bb = ph % sw
+        pi = info + ph * _PH_FIELDS
+        bd = bands + ph
+        romax = pi[_PH_ROMAX]
+        comax = pi[_PH_COMAX]
+        if bd.mode == _ROWS:
+            bd.Bh = nb + romax
+        else:
+            Jr = _round_up(nb * bd.Wb, VL)
+            bd.Bh = _cdiv(Jr + romax * bd.Wb + comax, bd.Wb)
+            obuf_n = max(obuf_n, cb * Jr)
+        buf_n = max(buf_n, Kg * bd.Bh * bd.Wb)
+        # tap offsets in the buffer, in packing order
+        tap = pi[_PH_TAP0]
+        bd.dw3 = (_dw3_enabled and bd.mode == _ROWS and Kg == 1 and R == 3 and S == 3
+                  and nph == 1 and dh == 1)
+        if bd.nt:
+            for r in range(R):
+                for s in range(S):
+                    if (r * dh) % sh == a and (s * dw) % sw == bb:
+                        toff[tap] = ((romax - (r * dh - a) // sh) * bd.Wb
+                                     + comax - (s * dw - bb) // sw)
+                        tap += 1
+        if bd.dw3:
+            # buffer tap (r, s) is packed tap (2 - r, 2 - s): buffer column
+            # offsets are those of the packed taps (2, 2 - s)
+            bd.co3[0], bd.co3[1], bd.co3[2] = toff[8], toff[7], toff[6]
+            bd.dw3_t0, bd.dw3_dir = 8, -1
+
+    with nogil, parallel(num_threads=n_threads):
+        raw = malloc((buf_n + obuf_n + 2 * VL) * sizeof(floating) + 128)
+        buf = NULL
+        obuf = NULL
+        if raw == NULL:
+            failed[0] = 1
+        else:
+            buf = _aligned(raw, buf)
+            obuf = _aligned(buf + buf_n + VL, buf)
+        for item in prange(n_items, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // (groups * nbands)
+            g = (item // nbands) % groups
+            b = item % nbands
+            for ph in range(nph):
+                pi = info + ph * _PH_FIELDS
+                bd = bands + ph
+                nu = min(nb, pi[_PH_NU] - b * nb)
+                if nu <= 0 or bd.ncols <= 0:
+                    continue
+                u0 = pi[_PH_ULO] + b * nb
+                _run_band(isa, bd, &gy[n, g * Kg, 0, 0], u0 - pi[_PH_ROMAX],
+                          toff + pi[_PH_TAP0],
+                          wpack + pi[_PH_WOFS] + g * Cg * Kg * bd.nt, NULL,
+                          &gx[n, g * Cg, 0, 0] + (u0 * sh + ph // sw - pt) * W
+                          + pi[_PH_VLO] * sw + ph % sw - pl,
+                          nu, buf, obuf, VL)
+        free(raw)
+    free(info)
+    free(bands)
+    free(toff)
+    free(wpack)
+    return -status
+
+
+cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                      floating[:, :, :, ::1] gw, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t groups, int n_threads):
+    """grad_weight[k, c, r, s] = sum over n, p, q of gy[n, k, p, q] * x[n, c, h, w]
+    (h, w as in _grad_input), from the forward pass's buffer of the input.
+
+    Channels in lanes: grad_output transposed to [pixel][channel], the
+    input broadcast, partials [c][tap][channel] per thread; only the pixels
+    of the output are visited. Pixels in lanes: over the wide grid (grad_output
+    copied with zeros in the dropped columns), partials per thread as vectors
+    (``vacc``) or reduced across lanes per call. Which one: _choose_mode.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = gw.shape[0], Cg = gw.shape[1], R = gw.shape[2], S = gw.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups, T = R * S, KCT = K * Cg * T
+    cdef int isa = _isa
+    cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
+    cdef Py_ssize_t maxro = (R - 1) * dh // sh, maxco = (S - 1) * dw // sw
+    # channels in lanes unless the padding of the channels to whole vectors
+    # costs more than the wide grid's dropped columns and its heavier kernel
+    # (more loads per multiply-add, a reduction across lanes): measured, the
+    # wide grid is about 1.25 times dearer per lane
+    cdef bint lanes_mode = (_layout == 3 or _layout == 0 and
+                            4 * _round_up(Kg, VL) * Q <= 5 * Kg * (Q + maxco))
+    cdef Py_ssize_t kbg, nkb, Kgp = 0, KCTp, kl
+    cdef bint owners = False
+    cdef bint vacc
+    cdef Py_ssize_t lanes
+    cdef Py_ssize_t Wb, nb, nbands, n_items, Jmax, Bh, Bg = 0, ldg = 0, cs, gyb_n
+    cdef Py_ssize_t item, n, g, b, p0, npr, Jb, c, kbi, k0, kk, k, t, i, q, idx, l
+    cdef Py_ssize_t tid = 0
+    cdef ptrdiff_t *toff = NULL
+    cdef floating *part = NULL
+    cdef floating *pg
+    cdef floating *gwp = &gw[0, 0, 0, 0]
+    cdef floating s
+    cdef void *raw = NULL
+    cdef floating *buf = NULL
+    cdef floating *gyb = NULL
+    cdef const floating *xr
+    cdef const floating *gr
+    cdef int status = 0
+    cdef int *failed = &status
+
+    if lanes_mode:
+        nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
+        kbg = VL * fc_krow_kv(_cdiv(_cdiv(Kg, nkb), VL))
+        Kgp = (nkb - 1) * kbg + VL * fc_krow_kv(_cdiv(Kg - (nkb - 1) * kbg, VL))
+        KCTp = groups * Cg * T * Kgp
+        owners = n_threads > 1 and n_threads * KCTp * sizeof(floating) > PARTIAL_BYTES
+        vacc = False
+        lanes = 1
+        Wb = Q + maxco
+        nb = _band_rows(P, (Cg * sh * sw * Wb + Q * Kgp) * sizeof(floating), N * groups,
+                        n_threads)
+        Bh = nb + maxro
+        gyb_n = nb * Q * Kgp
+    else:
+        kbg = fc_gband_kbmax(isa)
+        nkb = _cdiv(Kg, kbg)
+        KCTp = KCT
+        vacc = n_threads * KCT * VL * sizeof(floating) <= VACC_BYTES
+        lanes = VL if vacc else 1
+        Wb = Q + maxco
+        nb = _band_rows(P, (Cg * sh * sw + Kg) * Wb * sizeof(floating), N * groups, n_threads)
+        Jmax = _round_up(nb * Wb, VL)
+        Bh = _cdiv(Jmax + maxro * Wb + maxco, Wb)
+        Bg = _cdiv(Jmax, Wb)
+        ldg = Bg * Wb
+        gyb_n = Kg * ldg
+    nbands = _cdiv(P, nb)
+    n_items = N * groups * nbands
+    cs = sh * sw * Bh * Wb
+    toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
+    if toff == NULL:
+        return -1
+    _phase_offsets(R, S, sh, sw, dh, dw, Bh, Wb, toff)
+    if owners:
+        status = _grad_weight_owners(gy, x, gw, sh, sw, pt, pl, groups, n_threads, Wb, Bh,
+                                     maxro, nb, nkb, kbg, Kgp, toff)
+        free(toff)
+        return status
+    part = <floating *> calloc(n_threads * KCTp * lanes, sizeof(floating))
+    if part == NULL:
+        free(toff)
+        return -1
+
+    with nogil, parallel(num_threads=n_threads):
+        tid = threadid()
+        raw = malloc((Cg * cs + gyb_n + 2 * VL) * sizeof(floating) + 128)
+        buf = NULL
+        gyb = NULL
+        if raw == NULL:
+            failed[0] = 1
+        else:
+            buf = _aligned(raw, buf)
+            gyb = _aligned(buf + Cg * cs + VL, buf)
+        for item in prange(n_items, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // (groups * nbands)
+            g = (item // nbands) % groups
+            b = item % nbands
+            p0 = b * nb
+            npr = min(nb, P - p0)
+            if lanes_mode:
+                _fill(isa, &x[n, g * Cg, 0, 0], Cg, H, W, H, W, sh, sw, p0 * sh - pt, -pl, Bh,
+                      Wb, 0, npr + maxro, buf)
+                _transpose(isa, gyb, Kgp, &gy[n, g * Kg, p0, 0], P * Q, Kg, Kgp, npr * Q)
+                pg = part + tid * KCTp + g * Cg * T * Kgp
+                for c in range(Cg):
+                    for kbi in range(nkb):
+                        k0 = kbi * kbg
+                        kk = min(kbg, Kg - k0)
+                        _kgband(isa, fc_krow_kv(_cdiv(kk, VL)), gyb + k0, Kgp, buf + c * cs,
+                                toff, T, Q, npr, Wb, pg + c * T * Kgp + k0, Kgp)
+                continue
+            _fill(isa, &x[n, g * Cg, 0, 0], Cg, H, W, H, W, sh, sw, p0 * sh - pt, -pl, Bh, Wb,
+                  0, Bh, buf)
+            # grad_output on the wide grid, zero in the dropped columns and past the band
+            _fill(isa, &gy[n, g * Kg, 0, 0], Kg, P, Q, p0 + npr, Q, 1, 1, p0, 0, Bg, Wb, 0, Bg,
+                  gyb)
+            pg = part + (tid * KCT + g * Kg * Cg * T) * lanes
+            if _all_finite(isa, buf, Cg * cs):
+                Jb = _round_up(npr * Wb, VL)
+                for c in range(Cg):
+                    for kbi in range(nkb):
+                        k0 = kbi * kbg
+                        kk = min(kbg, Kg - k0)
+                        _gband(isa, <int> kk, gyb + k0 * ldg, ldg, buf + c * cs, toff, T, Jb,
+                               pg + (k0 * Cg + c) * T * lanes, Cg * T, vacc)
+            else:
+                # exact: only the pixels of the output, never the dropped columns
+                for k in range(Kg):
+                    for c in range(Cg):
+                        for t in range(T):
+                            s = 0
+                            for i in range(npr):
+                                gr = gyb + k * ldg + i * Wb
+                                xr = buf + c * cs + toff[t] + i * Wb
+                                for q in range(Q):
+                                    s = s + gr[q] * xr[q]
+                            pg[((k * Cg + c) * T + t) * lanes] += s
+        free(raw)
+    if status == 0:
+        with nogil:
+            for idx in prange(KCT, schedule="static", num_threads=n_threads):
+                s = 0
+                if lanes_mode:
+                    # idx = ((g*Kg + k)*Cg + c)*T + t; partials are [g][c][t][Kgp]
+                    g = idx // (Kg * Cg * T)
+                    k = (idx // (Cg * T)) % Kg
+                    c = (idx // T) % Cg
+                    t = idx % T
+                    for l in range(n_threads):
+                        s = s + part[l * KCTp + ((g * Cg + c) * T + t) * Kgp + k]
+                else:
+                    for t in range(n_threads):
+                        for l in range(lanes):
+                            s = s + part[(t * KCT + idx) * lanes + l]
+                gwp[idx] = s
+    free(toff)
+    free(part)
+    return -status
+
+
+cdef int _grad_weight_owners(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                             floating[:, :, :, ::1] gw, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int n_threads,
+                             Py_ssize_t Wb, Py_ssize_t Bh, Py_ssize_t maxro, Py_ssize_t nb,
+                             Py_ssize_t nkb, Py_ssize_t kbg, Py_ssize_t Kgp,
+                             const ptrdiff_t *toff):
+    """_grad_weight, channels in lanes, one (group, channel block) per work
+    item over every image and band: each item owns its rows of grad_weight,
+    so there are no per-thread copies of it (large weights, many threads)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = gw.shape[0], Cg = gw.shape[1], T = gw.shape[2] * gw.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups
+    cdef int isa = _isa
+    cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
+    cdef Py_ssize_t cs = sh * sw * Bh * Wb, nbands = _cdiv(P, nb)
+    cdef Py_ssize_t item, g, kbi, k0, kk, kl, n, b, p0, npr, c, k, t
+    cdef void *raw = NULL
+    cdef floating *buf = NULL
+    cdef floating *gyb = NULL
+    cdef floating *acc = NULL
+    cdef floating *gwp = &gw[0, 0, 0, 0]
+    cdef int status = 0
+    cdef int *failed = &status
+    with nogil, parallel(num_threads=n_threads):
+        raw = malloc((Cg * cs + nb * Q * kbg + Cg * T * kbg + 3 * VL) * sizeof(floating) + 192)
+        buf = NULL
+        gyb = NULL
+        acc = NULL
+        if raw == NULL:
+            failed[0] = 1
+        else:
+            buf = _aligned(raw, buf)
+            gyb = _aligned(buf + Cg * cs + VL, buf)
+            acc = _aligned(gyb + nb * Q * kbg + VL, buf)
+        for item in prange(groups * nkb, schedule="static"):
+            if failed[0]:
+                continue
+            g = item // nkb
+            kbi = item % nkb
+            k0 = kbi * kbg
+            kk = min(kbg, Kg - k0)
+            kl = VL * fc_krow_kv(_cdiv(kk, VL))
+            memset(acc, 0, Cg * T * kl * sizeof(floating))
+            for n in range(N):
+                for b in range(nbands):
+                    p0 = b * nb
+                    npr = min(nb, P - p0)
+                    _fill(isa, &x[n, g * Cg, 0, 0], Cg, H, W, H, W, sh, sw, p0 * sh - pt, -pl,
+                          Bh, Wb, 0, npr + maxro, buf)
+                    _transpose(isa, gyb, kl, &gy[n, g * Kg + k0, p0, 0], P * Q, kk, kl, npr * Q)
+                    for c in range(Cg):
+                        _kgband(isa, fc_krow_kv(_cdiv(kk, VL)), gyb, kl, buf + c * cs, toff, T,
+                                Q, npr, Wb, acc + c * T * kl, kl)
+            for k in range(kk):
+                for c in range(Cg):
+                    for t in range(T):
+                        gwp[((g * Kg + k0 + k) * Cg + c) * T + t] = acc[(c * T + t) * kl + k]
+        free(raw)
+    return -status

@@ -1,0 +1,298 @@
+"""The direct-convolution kernels of ``fastconv._direct``, called directly.
+
+Each kernel is compared with ``fastconv.reference`` for every SIMD variant
+this machine supports (``_direct.set_simd_variant``), both ways of laying results
+out (stored row by row in place, or through the wide grid;
+``_direct.set_layout``), float32 and float64, and 1 and 2 threads, over a
+table of geometries: kernel sizes 1..7 and rectangular kernels, strides 1..3
+(also different per axis), asymmetric and oversized padding, dilation,
+groups including depthwise with a channel multiplier, channel counts that
+do not fill a register block, 1-pixel, odd and wide images.
+
+Outputs are allocated the way ``fastconv.conv`` does; the kernels' status
+codes are checked. The public functions' own tests live in test_conv.py.
+"""
+import numpy as np
+import pytest
+
+from fastconv import _direct
+from fastconv import reference as ref
+
+DTYPES = [np.float32, np.float64]
+LAYOUTS = ["auto", "rows", "wide", "lanes"]
+
+
+def case(id, N=2, C=3, H=7, W=6, K=4, R=3, S=None, stride=1, pads=0, dilation=1,
+         groups=1, bias=True):
+    """pads: int or (top, bottom, left, right)."""
+    S = R if S is None else S
+    stride = stride if isinstance(stride, tuple) else (stride, stride)
+    dilation = dilation if isinstance(dilation, tuple) else (dilation, dilation)
+    pads = pads if isinstance(pads, tuple) else (pads,) * 4
+    return pytest.param(dict(N=N, C=C, H=H, W=W, K=K, R=R, S=S, stride=stride, pads=pads,
+                             dilation=dilation, groups=groups, bias=bias), id=id)
+
+
+CASES = [
+    case("k1", C=5, K=3, H=4, W=5, R=1),
+    case("k1-stride2-pad1", C=4, K=6, H=5, W=6, R=1, stride=2, pads=1, bias=False),
+    case("k2", H=5, W=6, R=2),
+    case("k3-pad1", R=3, pads=1),
+    case("k4-asym", H=6, W=5, R=4, pads=(1, 2, 2, 1)),
+    case("k5-stride2-pad2", H=9, W=8, R=5, stride=2, pads=2),
+    case("k6-dil2", N=1, H=12, W=13, R=6, pads=(5, 5, 4, 6), dilation=2),
+    case("k7-pad3", N=1, C=2, K=3, H=7, W=7, R=7, pads=3),
+    case("k7-stride2-stem", N=1, C=3, K=9, H=20, W=22, R=7, stride=2, pads=3),
+    case("k1x3", H=1, W=9, R=1, S=3),
+    case("k3x1", H=6, W=3, R=3, S=1, pads=(1, 1, 0, 0)),
+    case("k5x2-stride-2x3", H=9, W=7, R=5, S=2, stride=(2, 3), pads=(1, 1, 0, 0)),
+    case("stride3-beyond-kernel", H=10, W=8, R=2, stride=3),
+    case("stride-1x2", stride=(1, 2), pads=1),
+    case("stride-3x1-dil", H=11, W=9, stride=(3, 1), dilation=(2, 1), pads=(2, 0, 1, 1)),
+    case("pad-beyond-kernel", H=4, W=3, R=2, pads=(3, 2, 0, 4), stride=(1, 2)),
+    case("dil-1x3", H=6, W=11, dilation=(1, 3), stride=2, pads=1),
+    case("groups2", C=4, K=6, groups=2, pads=1),
+    case("groups3-stride-dil", C=6, K=3, H=9, W=9, groups=3, stride=2, dilation=2),
+    case("depthwise", C=5, K=5, groups=5, pads=1),
+    case("depthwise-mult3-k5", C=2, K=6, H=8, W=7, R=5, groups=2, pads=2),
+    case("depthwise-stride2", C=4, K=4, H=9, W=10, groups=4, stride=2, pads=1),
+    case("depthwise-mult2", C=3, K=6, H=7, W=20, groups=3, pads=(1, 0, 2, 1)),
+    case("depthwise-stride-1x2-dil-1x2", C=4, K=4, H=11, W=40, groups=4, stride=(1, 2),
+         dilation=(1, 2), pads=(1, 1, 2, 2)),
+    case("depthwise-long-rows", N=1, C=2, K=2, H=13, W=150, groups=2, pads=1),
+    case("1px-k1", H=1, W=1, R=1),
+    case("1px-k3-pad1", H=1, W=1, pads=1),
+    case("1-col", H=6, W=1, R=3, S=2, pads=(0, 0, 1, 0)),
+    # channel counts around the register blocks (8 on AVX-512, 4 otherwise)
+    case("K9-C1", C=1, K=9, H=8, W=8, R=5, pads=2),
+    case("K17-C10", N=1, C=10, K=17, H=6, W=7, pads=1),
+    case("K6-C6-k5", N=2, C=6, K=6, H=10, W=10, R=5),
+    # rows longer than a whole tile of vectors (128 floats on AVX-512)
+    case("wide-image", N=1, C=2, K=3, H=4, W=150, pads=1),
+    case("wide-image-stride2", N=1, C=1, K=2, H=5, W=301, R=4, stride=2, pads=(1, 2, 0, 1)),
+]
+
+
+def output_size(p):
+    R, S = p["R"], p["S"]
+    (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+    pt, pb, pl, pr = p["pads"]
+    P = (p["H"] + pt + pb - dh * (R - 1) - 1) // sh + 1
+    Q = (p["W"] + pl + pr - dw * (S - 1) - 1) // sw + 1
+    return P, Q
+
+
+def make(rng, p, dtype):
+    x = rng.standard_normal((p["N"], p["C"], p["H"], p["W"])).astype(dtype)
+    w = rng.standard_normal((p["K"], p["C"] // p["groups"], p["R"], p["S"])).astype(dtype)
+    b = rng.standard_normal(p["K"]).astype(dtype) if p["bias"] else None
+    pt, pb, pl, pr = p["pads"]
+    kw = dict(stride=p["stride"], padding=((pt, pb), (pl, pr)), dilation=p["dilation"],
+              groups=p["groups"])
+    return x, w, b, kw
+
+
+def kernel_args(p):
+    (sh, sw), (dh, dw) = p["stride"], p["dilation"]
+    return (sh, sw, p["pads"][0], p["pads"][2], dh, dw, p["groups"])
+
+
+def forward(x, w, b, p, threads):
+    P, Q = output_size(p)
+    y = np.empty((x.shape[0], w.shape[0], P, Q), x.dtype)
+    assert _direct.conv2d_direct(x, w, b, y, *kernel_args(p), threads) == 0
+    return y
+
+
+def backward(g, x, w, p, threads):
+    gx = np.empty_like(x)
+    gw = np.empty_like(w)
+    assert _direct.conv2d_backward_direct(g, x, w, gx, gw, *kernel_args(p), threads) == 0
+    return gx, gw
+
+
+@pytest.fixture(params=_direct.simd_variants())
+def isa(request):
+    _direct.set_simd_variant(request.param)
+    yield request.param
+    _direct.set_simd_variant(None)
+
+
+@pytest.fixture(params=LAYOUTS)
+def layout(request):
+    _direct.set_layout(request.param)
+    yield request.param
+    _direct.set_layout("auto")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", CASES)
+def test_forward_matches_reference(rng, assert_close, isa, layout, p, dtype, threads):
+    x, w, b, kw = make(rng, p, dtype)
+    got = forward(x, w, b, p, threads)
+    assert_close(got, ref.conv2d(x, w, b, **kw), w.shape[1] * p["R"] * p["S"])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", CASES)
+def test_backward_matches_reference(rng, assert_close, isa, layout, p, dtype, threads):
+    x, w, _, kw = make(rng, p, dtype)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    gx, gw = backward(g, x, w, p, threads)
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    assert_close(gx, exp_gx, (p["K"] // p["groups"]) * p["R"] * p["S"], err_msg="grad_input")
+    assert_close(gw, exp_gw, p["N"] * P * Q, err_msg="grad_weight")
+
+
+YARDSTICK_LIKE = [
+    # the yardstick's direct-convolution layers, shrunk in batch and size
+    case("lenet-c1", N=3, C=1, K=6, H=28, W=28, R=5, pads=2),
+    case("lenet-c2", N=3, C=6, K=16, H=14, W=14, R=5),
+    case("stem", N=1, C=3, K=64, H=40, W=38, R=7, stride=2, pads=3),
+    case("dw-3x3", N=2, C=32, K=32, H=20, W=21, groups=32, pads=1),
+    case("dense-3x3", N=1, C=24, K=40, H=13, W=17, pads=1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", YARDSTICK_LIKE)
+def test_yardstick_like_layers(rng, assert_close, isa, p, dtype):
+    x, w, b, kw = make(rng, p, dtype)
+    assert_close(forward(x, w, b, p, 2), ref.conv2d(x, w, b, **kw), w[0].size)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    gx, gw = backward(g, x, w, p, 2)
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    assert_close(gx, exp_gx, (p["K"] // p["groups"]) * p["R"] * p["S"], err_msg="grad_input")
+    assert_close(gw, exp_gw, p["N"] * P * Q, err_msg="grad_weight")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_counts_agree(rng, dtype):
+    p = CASES[8].values[0]  # the strided stem-like case
+    x, w, b, _ = make(rng, p, dtype)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    y1 = forward(x, w, b, p, 1)
+    gx1, gw1 = backward(g, x, w, p, 1)
+    for threads in (2, 3, 5):
+        # forward and grad_input have one writer per element and no reduction
+        np.testing.assert_array_equal(forward(x, w, b, p, threads), y1)
+        gx, gw = backward(g, x, w, p, threads)
+        np.testing.assert_array_equal(gx, gx1)
+        np.testing.assert_allclose(gw, gw1, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_inputs_unchanged_and_read_only_accepted(rng):
+    p = CASES[3].values[0]
+    x, w, b, kw = make(rng, p, np.float32)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(np.float32)
+    copies = [a.copy() for a in (x, w, b, g)]
+    for a in (x, w, b, g):
+        a.flags.writeable = False
+    forward(x, w, b, p, 2)
+    backward(g, x, w, p, 2)
+    for a, c in zip((x, w, b, g), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_empty_batch():
+    p = CASES[3].values[0]
+    x = np.zeros((0, 3, 7, 6), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    y = forward(x, w, None, dict(p, N=0), 1)
+    assert y.shape == (0, 4, 7, 6)
+    gx, gw = backward(np.zeros(y.shape, np.float32), x, w, p, 1)
+    np.testing.assert_array_equal(gw, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_input_gives_the_reference_pattern(rng, isa, value, dtype):
+    """An inf or NaN in the input reaches exactly the outputs and weight
+    gradients that PyTorch's (and the reference's) sums give it. Column 0
+    of row 1 is read by a dropped column of the wide grid for taps s > 0,
+    where a 0 * inf would otherwise leak a NaN into grad_weight."""
+    p = dict(N=1, C=2, H=6, W=7, K=3, R=3, S=3, stride=(1, 1), pads=(0, 0, 0, 0),
+             dilation=(1, 1), groups=1, bias=True)
+    x, w, b, kw = make(rng, p, dtype)
+    x[0, 1, 1, 0] = value
+    y = forward(x, w, b, p, 1)
+    exp_y = ref.conv2d(x, w, b, **kw)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(exp_y))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(exp_y))
+    P, Q = output_size(p)
+    g = rng.standard_normal((1, 3, P, Q)).astype(dtype)
+    gx, gw = backward(g, x, w, p, 1)
+    _, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(exp_gw))
+    np.testing.assert_array_equal(np.isinf(gw), np.isinf(exp_gw))
+    finite = np.isfinite(exp_gw)
+    np.testing.assert_allclose(gw[finite], exp_gw[finite], rtol=1e-4)
+
+
+def test_isa_selection():
+    supported = _direct.simd_variants()
+    assert "baseline" in supported
+    best = _direct.simd_variant()
+    assert best == supported[0]
+    for name in supported:
+        _direct.set_simd_variant(name)
+        assert _direct.simd_variant() == name
+    _direct.set_simd_variant(None)
+    assert _direct.simd_variant() == best
+    with pytest.raises(ValueError, match=r"set_simd_variant: name must be one of .*got 'sse9'"):
+        _direct.set_simd_variant("sse9")
+    with pytest.raises(ValueError, match=r"set_layout: layout must be one of .*got 'tall'"):
+        _direct.set_layout("tall")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("knob, layout", [("PARTIAL_BYTES", "lanes"), ("VACC_BYTES", "wide")])
+@pytest.mark.parametrize("p", [CASES[i] for i in (6, 8, 12, 19, 26)])
+def test_grad_weight_without_partials(rng, assert_close, monkeypatch, isa, p, dtype, knob,
+                                      layout):
+    """grad_weight split by channel blocks instead of per-thread partials
+    (PARTIAL_BYTES, for large weights), and reduced across lanes per call
+    instead of as vector partials (VACC_BYTES)."""
+    monkeypatch.setattr(_direct, knob, 0)
+    _direct.set_layout(layout)
+    try:
+        x, w, _, kw = make(rng, p, dtype)
+        P, Q = output_size(p)
+        g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+        gx, gw = backward(g, x, w, p, 2)
+    finally:
+        _direct.set_layout("auto")
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    assert_close(gw, exp_gw, p["N"] * P * Q, err_msg="grad_weight")
+    assert_close(gx, exp_gx, (p["K"] // p["groups"]) * p["R"] * p["S"], err_msg="grad_input")
+
+
+DEPTHWISE_3X3 = [c for c in CASES if c.id.startswith("depthwise") and c.values[0]["R"] == 3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", DEPTHWISE_3X3)
+def test_depthwise_3x3_kernel_on_and_off(rng, assert_close, isa, p, dtype):
+    """The 3x3 depthwise kernel and the generic one agree with the reference."""
+    x, w, b, kw = make(rng, p, dtype)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    exp_y = ref.conv2d(x, w, b, **kw)
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    for enabled in (True, False):
+        _direct.set_depthwise_kernel(enabled)
+        try:
+            y = forward(x, w, b, p, 2)
+            gx, gw = backward(g, x, w, p, 2)
+        finally:
+            _direct.set_depthwise_kernel(True)
+        assert_close(y, exp_y, 9, err_msg=f"forward, kernel {enabled}")
+        assert_close(gx, exp_gx, (p["K"] // p["groups"]) * 9, err_msg=f"grad_input {enabled}")
+        assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight {enabled}")
