@@ -114,7 +114,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gy, dtype = _params.check_grad_output(func, grad_output, g.out_shape, g.unbatched, g.dtype)
     if dtype != g.dtype:  # a float64 grad_output promotes float32 operands
         g.dtype, g.x, g.w = dtype, g.x.astype(dtype), g.w.astype(dtype)
-    algo = _choose.resolve(func, algorithm, g)
+    algo = _choose.resolve(func, algorithm, g, backward=True)
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _threads.get_num_threads()
@@ -128,7 +128,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
 
 
 def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-            dtype="float32"):
+            dtype="float32", backward=False):
     """What ``conv2d(..., algorithm="auto")`` runs for these shapes, and why.
 
     Parameters
@@ -140,6 +140,9 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     stride, padding, dilation, groups
         As for :func:`conv2d`.
     dtype : dtype, default float32
+    backward : bool, default False
+        Explain ``conv2d_backward``'s choice instead, which weighs the
+        strategies' backward kernels.
 
     Returns
     -------
@@ -173,4 +176,4 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     x, w = (np.broadcast_to(np.zeros((), dtype), shape) for shape in shapes)
     g = _params.conv_geometry(func, x, w, None, stride, padding, dilation, groups,
                               operands=False)
-    return _choose.explain(g)
+    return _choose.explain(g, backward=bool(backward))
