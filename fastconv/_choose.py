@@ -11,7 +11,8 @@ forward's operations (twice that for a backward):
   discounted for output channels that leave the last register block part
   empty (``fill``), plus copying the im2col rows;
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding
-  the image is read in place, so nothing is copied;
+  and with at most IN_PLACE_MAX_CHANNELS input channels per group the image
+  is read in place, so nothing is copied;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows), or the rest.
@@ -75,7 +76,7 @@ def _costs(g, backward=False):
     gemm = flops / (peak * GEMM_EFFICIENCY[backward] * fill)
     costs = {}
     if (g.R, g.S) == (1, 1):
-        pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0)
+        pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0) and in_place("1x1", g)
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
     costs["direct"] = flops / (peak * DIRECT_EFFICIENCY[_direct_kind(g)][backward])
@@ -153,6 +154,17 @@ def explain(g, backward=False):
     if others:
         why += f" (next best: {others[0][1]}, {others[0][0] / costs[best]:.2f}x the cost)"
     return Explanation(best, costs, why, _conv.simd_variant(), g.out_shape, g.flops)
+
+
+#: "1x1" reads a stride-1 unpadded image in place as the GEMM's pixel panel
+#: only up to this many input channels per group: deeper, the panel's rows
+#: lie H*W apart on too many pages, and copying them (as im2col does) wins
+IN_PLACE_MAX_CHANNELS = 64
+
+
+def in_place(algorithm, g):
+    """Whether the GEMM kernels may read the image itself as the pixel panel."""
+    return algorithm == "1x1" and g.C // g.groups <= IN_PLACE_MAX_CHANNELS
 
 
 #: output pixels per work item of the packed GEMM (its pixel block is
