@@ -156,6 +156,16 @@ def explain(g, backward=False):
     return Explanation(best, costs, why, _conv.simd_variant(), g.out_shape, g.flops)
 
 
+#: below this many floating-point operations (~10 microseconds of one core's
+#: work) a call runs on one thread: waking an OpenMP team costs more
+PARALLEL_MIN_FLOPS = 2_000_000
+
+
+def threads_for(g, n_threads, backward=False):
+    """The thread count worth using for one call of geometry ``g``."""
+    return n_threads if g.flops * (2 if backward else 1) >= PARALLEL_MIN_FLOPS else 1
+
+
 #: "1x1" reads a stride-1 unpadded image in place as the GEMM's pixel panel
 #: only up to this many input channels per group: deeper, the panel's rows
 #: lie H*W apart on too many pages, and copying them (as im2col does) wins

@@ -70,7 +70,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     shape = g.out_shape[1:] if g.unbatched else g.out_shape
     y = _params.check_out(func, out, shape, g.dtype, input, weight, bias)
     y4 = y.reshape(g.out_shape)
-    n_threads = _threads.get_num_threads()
+    n_threads = _choose.threads_for(g, _threads.get_num_threads())
     if algo == "direct":
         _call(_direct.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
     else:
@@ -117,7 +117,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     algo = _choose.resolve(func, algorithm, g, backward=True)
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
-    n_threads = _threads.get_num_threads()
+    n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
     if algo == "direct":
         _call(_direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
     else:

@@ -157,10 +157,16 @@ def make_tie_free():
 # ----------------------------------------------------------------------------
 
 @pytest.fixture
-def threads():
-    """Give the test fastconv's thread setters; restore the default after."""
-    import fastconv
+def threads(monkeypatch):
+    """Give the test fastconv's thread setters; restore the default after.
 
+    Calls too small to be worth a thread team run on one thread; the test
+    shapes are small, so that threshold is lifted here and every call really
+    runs on the threads the test asks for."""
+    import fastconv
+    from fastconv import _choose
+
+    monkeypatch.setattr(_choose, "PARALLEL_MIN_FLOPS", 0)
     yield fastconv
     fastconv.set_num_threads(None)
 

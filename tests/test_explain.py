@@ -65,3 +65,14 @@ def test_explain_uses_no_memory_for_huge_shapes():
 def test_explain_errors(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         fastconv.explain(*args, **kwargs)
+
+
+def test_small_calls_run_on_one_thread():
+    from fastconv import _choose, _params
+
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    tiny = _params.conv_geometry("t", x, np.zeros((1, 1, 3, 3), np.float32), None, 1, 0, 1, 1)
+    assert _choose.threads_for(tiny, 8) == 1
+    big = _params.conv_geometry("t", np.zeros((8, 64, 56, 56), np.float32),
+                                np.zeros((64, 64, 3, 3), np.float32), None, 1, 1, 1, 1)
+    assert _choose.threads_for(big, 8) == 8
