@@ -9,7 +9,7 @@ Conventions shared by every kernel:
 - the caller validated every argument and allocated the outputs;
 - work is split with OpenMP over independent items (images x channels, or
   images x groups x pixel tiles); each thread allocates its own workspace once
-  per call, sized by the caller (``tile``) so that it stays in cache;
+  per call, sized by the caller's blocking (fastconv/_choose.py) to stay in cache;
 - a kernel returns 0, or -1 when a workspace allocation failed.
 """
 from cython.parallel cimport parallel, prange, threadid
@@ -221,6 +221,34 @@ cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t 
             out[row * nr + j] = x[row * ld + j] if j < n else 0
 
 
+cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t a_panel, Py_ssize_t m,
+                      const floating *b, Py_ssize_t ldb, const floating *tail,
+                      Py_ssize_t jn, floating *c, Py_ssize_t ldc,
+                      int accumulate) noexcept nogil:
+    """C[m, jn] (+)= A[m, kc] @ B[kc, jn], one mr x nr register block at a time.
+
+    A is packed in mr-row panels ``a_panel`` apart; B's nr-wide column panels
+    are read at ``b + jr`` (rows ``ldb`` apart), except a last partial panel,
+    which comes from ``tail`` ([kc][nr]) when given, so the kernel never
+    reads past B; rows of C are ``ldc`` apart. Each B panel stays in L1 while
+    every A panel streams past it (the Goto/BLIS loop order)."""
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t jb, jr, mb_i, mb, l
+    cdef const floating *bp
+    for jb in range((jn + nr - 1) // nr):
+        jr = jb * nr
+        bp = b + jr
+        l = ldb
+        if tail != NULL and jr + nr > jn:
+            bp = tail
+            l = nr
+        for mb_i in range((m + mr - 1) // mr):
+            mb = mb_i * mr
+            _micro(kc, a + mb_i * a_panel, bp, l, c + mb * ldc + jr, ldc, accumulate,
+                   min(mr, m - mb), min(nr, jn - jr))
+
+
 def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                   const floating[::1] bias, floating[:, :, :, ::1] y,
                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
@@ -247,15 +275,13 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
-    cdef Py_ssize_t n_blocks, item, n, g, t, j0, jn, pb, pc, kc, jb, jr, mb_i, mb, k, j, i, ld
+    cdef Py_ssize_t n_blocks, item, n, g, t, j0, jn, pb, pc, kc, k, j, i, ld
     cdef bint has_bias = bias is not None
     cdef int status = 0
     cdef int *failed = &status
     cdef floating *apack
     cdef floating *bpack = NULL
-    cdef Py_ssize_t ldb
     cdef const floating *xg
-    cdef const floating *bp
     cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
     cdef floating *yt
     cdef const floating *ap
@@ -290,6 +316,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                 pc = pb * kc_max
                 kc = kc_max if CRS - pc > kc_max else CRS - pc
                 xg = &x[n, g * Cg, 0, 0]
+                ap = apack + g * Kg_pad * CRS + pc * mr
                 if not pointwise:
                     ld = (jn + nr - 1) // nr * nr
                     im2col_rows(xg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, pc, kc, j0, jn,
@@ -297,26 +324,16 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     for i in range(kc):  # the last panel's tail: read, results dropped
                         for j in range(jn, ld):
                             bpack[i * ld + j] = 0
-                elif jn % nr:
+                    gemm_panels(kc, ap, mr * CRS, Kg, bpack, ld, NULL, jn, yt, PQ,
+                                pc > 0 or has_bias)
+                else:
                     # the image is the B operand, read in place, except the last
                     # partial panel, copied so the kernel never reads past the array
-                    pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr, bpack)
-                for jb in range((jn + nr - 1) // nr):
-                    jr = jb * nr
-                    if not pointwise:
-                        bp = bpack + jr
-                        ldb = ld
-                    elif jr + nr <= jn:
-                        bp = xg + pc * PQ + j0 + jr
-                        ldb = PQ
-                    else:
-                        bp = bpack
-                        ldb = nr
-                    for mb_i in range((Kg + mr - 1) // mr):
-                        mb = mb_i * mr
-                        ap = apack + g * Kg_pad * CRS + mb * CRS + pc * mr
-                        _micro(kc, ap, bp, ldb, yt + mb * PQ + jr, PQ,
-                               pc > 0 or has_bias, min(mr, Kg - mb), min(nr, jn - jr))
+                    if jn % nr:
+                        pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
+                                  bpack)
+                    gemm_panels(kc, ap, mr * CRS, Kg, xg + pc * PQ + j0, PQ, bpack, jn, yt,
+                                PQ, pc > 0 or has_bias)
         free(bpack)
     free(apack)
     return -status
@@ -355,8 +372,8 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef Py_ssize_t n_bands = (P + band_rows - 1) // band_rows
     cdef Py_ssize_t T = band_rows * Q
     cdef Py_ssize_t wsize = K * CRS
-    cdef Py_ssize_t item, n, g, b, j0, jn, i, t, tid, cb, kb, pb, pc, kc, jb, jr, mb_i, mb
-    cdef Py_ssize_t phase, n_phases, stride_b, per_phase, ldb, ldc
+    cdef Py_ssize_t item, n, g, b, j0, jn, i, t, tid, cb, kb, pb, pc, kc
+    cdef Py_ssize_t phase, n_phases, stride_b, per_phase, ldc
     cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
     cdef int status = 0
     cdef int *failed = &status
@@ -374,11 +391,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef floating *wt
     cdef floating *gwp = &gw[0, 0, 0, 0]
     cdef floating *cp
-    cdef const floating *xg
     cdef const floating *gyt
-    cdef const floating *bmat
-    cdef const floating *bp
-    cdef const floating *ap
     if N == 0:
         memset(gwp, 0, wsize * sizeof(floating))
         return 0
@@ -479,25 +492,14 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                     gyt = &gy[n, g * Kg + pc, 0, 0] + j0
                     if jn % nr:  # the last partial panel is copied: never read past dY
                         pack_tail(gyt + jn // nr * nr, PQ, kc, jn % nr, nr, tail)
-                    for jb in range((jn + nr - 1) // nr):
-                        jr = jb * nr
-                        if jr + nr <= jn:
-                            bp = gyt + jr
-                            ldb = PQ
-                        else:
-                            bp = tail
-                            ldb = nr
-                        for mb_i in range((CRS + mr - 1) // mr):
-                            mb = mb_i * mr
-                            ap = wt + g * CRS_pad * Kg + mb * Kg + pc * mr
-                            if pointwise:
-                                cp = &gx[n, g * Cg, 0, 0] + mb * HW + j0 + jr
-                                ldc = HW
-                            else:
-                                cp = col + mb * jn + jr
-                                ldc = jn
-                            _micro(kc, ap, bp, ldb, cp, ldc, pc > 0,
-                                   min(mr, CRS - mb), min(nr, jn - jr))
+                    if pointwise:  # grad_input itself is C
+                        cp = &gx[n, g * Cg, 0, 0] + j0
+                        ldc = HW
+                    else:
+                        cp = col
+                        ldc = jn
+                    gemm_panels(kc, wt + g * CRS_pad * Kg + pc * mr, mr * Kg, CRS, gyt, PQ,
+                                tail, jn, cp, ldc, pc > 0)
                 if not pointwise:
                     col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
                                 &gx[n, g * Cg, 0, 0])
