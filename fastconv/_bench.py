@@ -425,7 +425,7 @@ def pool_backward_call(layer, impl, dtype, seed=0, torch=None):
 # measuring and checking
 
 
-def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000):
+def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle=0.0):
     """Time single calls of each callable in ``fns`` (name -> callable), round-robin.
 
     Each round calls every entry that still needs samples once, so a burst of
@@ -435,6 +435,11 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000):
     caller runs a warm-up call first; the garbage collector is off while
     timing, as in :mod:`timeit`.  Returns ``(times, errors)``: name -> list of
     per-call seconds, and name -> exception for entries that raised.
+
+    ``settle``: seconds of untimed calls before each timed one.  On several
+    threads, each library's OpenMP runtime (torch bundles its own) keeps its
+    idle workers spinning for milliseconds after a call; timed right after
+    another library, an entry would share the cores with those spinners.
     """
     times = {name: [] for name in fns}
     spent = dict.fromkeys(fns, 0.0)
@@ -455,6 +460,9 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000):
             for name in pending:
                 fn = fns[name]
                 try:
+                    t0 = time.perf_counter()
+                    while time.perf_counter() - t0 < settle:
+                        fn()
                     t0 = time.perf_counter()
                     fn()
                     t1 = time.perf_counter()
@@ -718,6 +726,11 @@ def thread_count(n, torch=None):
 # running
 
 
+#: untimed calls before each timed one when running on several threads: about
+#: twice the time GNU OpenMP's idle workers spin (GOMP_SPINCOUNT) on our machines
+SETTLE_S = 0.03
+
+
 def _run_entries(entries, repeat, min_time):
     """Warm up, check against "auto" (or the first fastconv entry) and time each entry.
 
@@ -737,7 +750,8 @@ def _run_entries(entries, repeat, min_time):
             record["error"] = f"{type(exc).__name__}: {exc}"
             continue
         timed[impl] = fn
-    times, errors = measure_interleaved(timed, repeat, min_time)
+    settle = SETTLE_S if fastconv.get_num_threads() > 1 else 0.0
+    times, errors = measure_interleaved(timed, repeat, min_time, settle=settle)
     for impl, exc in errors.items():
         records[impl]["error"] = f"{type(exc).__name__}: {exc}"
     for impl, t in times.items():

@@ -207,15 +207,34 @@ WEIGHT_TILE_BYTES = 512 * 1024
 WEIGHT_TILE_MAX = 1024
 
 
+#: grad_weight runs on the GEMM micro-kernel (grad_weight itself the output,
+#: reduced over pixels) from this many output channels per group: enough
+#: multiply-adds per im2col value to pay for transposing it
+GW_GEMM_MIN_CHANNELS = 128
+#: pixels per tile and columns (c, r, s) per block of that path: the
+#: transposed im2col tile (256 x 480 floats, 480 KiB) stays in L2
+GW_GEMM_PIXELS = 256
+GW_GEMM_COLUMNS = 480
+
+
 def backward_blocks(g, n_threads):
-    """``(pixels per grad_weight tile, output rows per grad_input band,
-    reduction block)`` of the packed-GEMM backward."""
-    pixels = max(1, g.N * g.P * g.Q)  # grad_weight tiles run across images
+    """``(pixels per grad_weight tile, columns per grad_weight block (0: the
+    "dot" kernel), output rows per grad_input band, reduction block)`` of
+    the packed-GEMM backward."""
     kg = g.K // g.groups
+    if kg >= GW_GEMM_MIN_CHANNELS:
+        nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
+        crs = (g.C // g.groups) * g.R * g.S
+        blocks = max(-(-crs // GW_GEMM_COLUMNS), -(-n_threads // g.groups))
+        cols = -(-crs // blocks)
+        cols = min(max(nr, -(-cols // nr) * nr), GW_GEMM_COLUMNS // nr * nr)
+        tw = min(GW_GEMM_PIXELS, max(1, g.P * g.Q))
+        return (tw, cols, *_backward_bands(g, n_threads))
+    pixels = max(1, g.N * g.P * g.Q)  # grad_weight tiles run across images
     tw = max(64, min(WEIGHT_TILE_MAX, WEIGHT_TILE_BYTES // (kg * g.dtype.itemsize)))
     if g.groups * -(-pixels // tw) < n_threads:
         tw = min(tw, max(64, -(-pixels // -(-n_threads // g.groups))))
-    return (min(tw, pixels), *_backward_bands(g, n_threads))
+    return (min(tw, pixels), 0, *_backward_bands(g, n_threads))
 
 
 def _backward_bands(g, n_threads):

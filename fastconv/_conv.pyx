@@ -115,18 +115,20 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
 # packed GEMM with our own micro-kernels (fastconv/_gemm_kernels.h)
 
 cdef extern from "_gemm_kernels.h":
-    ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, const float *, Py_ssize_t,
-                                   float *, Py_ssize_t, int, Py_ssize_t, Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_kernel_f64)(Py_ssize_t, const double *, const double *, Py_ssize_t,
-                                   double *, Py_ssize_t, int, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                   Py_ssize_t, float *, Py_ssize_t, int, Py_ssize_t,
+                                   Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_kernel_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
+                                   Py_ssize_t, double *, Py_ssize_t, int, Py_ssize_t,
+                                   Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                 Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
                                 Py_ssize_t, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef struct fc_isa:
         const char *name
-        fc_kernel_f32 f32
-        fc_kernel_f64 f64
+        fc_kernel_f32 f32[3]
+        fc_kernel_f64 f64[3]
         int mr
         int nr_f32
         int nr_f64
@@ -171,13 +173,14 @@ def set_simd_variant(name):
 set_simd_variant(simd_variants()[0])
 
 
-cdef inline void _micro(Py_ssize_t kc, const floating *a, const floating *b, Py_ssize_t ldb,
-                        floating *c, Py_ssize_t ldc, int accumulate, Py_ssize_t m,
-                        Py_ssize_t n) noexcept nogil:
+cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
+                        Py_ssize_t ldb, floating *c, Py_ssize_t ldc, int accumulate,
+                        Py_ssize_t m, Py_ssize_t n, Py_ssize_t nv) noexcept nogil:
+    """The register block of ``nv`` (1 to 3) vectors of pixels."""
     if floating is float:
-        _isa.f32(kc, a, b, ldb, c, ldc, accumulate, m, n)
+        _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
     else:
-        _isa.f64(kc, a, b, ldb, c, ldc, accumulate, m, n)
+        _isa.f64[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
 
 
 cdef inline void _dot(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
@@ -189,27 +192,16 @@ cdef inline void _dot(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const fl
         _isa.dot_f64(kc, a, lda, b, ldb, c, ldc, m, n)
 
 
-cdef void pack_weights_t(const floating *w, Py_ssize_t K, Py_ssize_t CRS, Py_ssize_t mr,
-                         floating *out) noexcept nogil:
-    """w[K, CRS]^T -> panels of mr columns, each [K][mr] (columns past CRS zero)."""
-    cdef Py_ssize_t b, cb, k, i
-    for b in range((CRS + mr - 1) // mr):
-        cb = b * mr
-        for k in range(K):
-            for i in range(mr):
-                out[cb * K + k * mr + i] = w[k * CRS + cb + i] if cb + i < CRS else 0
-
-
-cdef void pack_weights(const floating *w, Py_ssize_t K, Py_ssize_t CRS, Py_ssize_t mr,
-                       floating *out) noexcept nogil:
-    """w[K, CRS] -> panels of mr rows, each [CRS][mr] (rows past K zero)."""
+cdef void pack_weights(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t CRS,
+                       Py_ssize_t mr, floating *out) noexcept nogil:
+    """w[K, CRS] (rows ld apart) -> panels of mr rows, each [CRS][mr] (rows past K zero)."""
     cdef Py_ssize_t b, mb, p, i, k
     for b in range((K + mr - 1) // mr):
         mb = b * mr
         for p in range(CRS):
             for i in range(mr):
                 k = mb + i
-                out[mb * CRS + p * mr + i] = w[k * CRS + p] if k < K else 0
+                out[mb * CRS + p * mr + i] = w[k * ld + p] if k < K else 0
 
 
 cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t n,
@@ -221,32 +213,54 @@ cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t 
             out[row * nr + j] = x[row * ld + j] if j < n else 0
 
 
-cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t a_panel, Py_ssize_t m,
+cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize_t a_panel,
+                      const floating *a_tail, Py_ssize_t m,
                       const floating *b, Py_ssize_t ldb, const floating *tail,
                       Py_ssize_t jn, floating *c, Py_ssize_t ldc,
                       int accumulate) noexcept nogil:
     """C[m, jn] (+)= A[m, kc] @ B[kc, jn], one mr x nr register block at a time.
 
-    A is packed in mr-row panels ``a_panel`` apart; B's nr-wide column panels
-    are read at ``b + jr`` (rows ``ldb`` apart), except a last partial panel,
-    which comes from ``tail`` ([kc][nr]) when given, so the kernel never
-    reads past B; rows of C are ``ldc`` apart. Each B panel stays in L1 while
-    every A panel streams past it (the Goto/BLIS loop order)."""
+    A's mr-row panels start ``a_panel`` apart, each kc rows of mr values
+    ``lda`` apart (packed panels: lda = mr), except a last partial panel,
+    which comes from ``a_tail`` ([kc][mr]) when given. B's nr-wide column
+    panels are read at ``b + jr`` (rows ``ldb`` apart), except a last partial
+    panel, which comes from ``tail`` ([kc][nr]) when given. The tails let
+    the kernel run whole blocks without reading past either array. Rows of C
+    are ``ldc`` apart.
+
+    Each B panel stays in L1 while every A panel streams past it (the
+    Goto/BLIS loop order), unless A is the larger operand (grad_input: many
+    rows c, r, s and a short band of pixels): then each A panel stays in L1
+    while the few B panels stream past it, and A is read once instead of
+    once per B panel."""
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
-    cdef Py_ssize_t jb, jr, mb_i, mb, l
+    cdef Py_ssize_t vl = nr // 3  # the widest block is 3 vectors
+    cdef Py_ssize_t n_jb = (jn + nr - 1) // nr, n_mb = (m + mr - 1) // mr
+    cdef Py_ssize_t outer, inner, jb, jr, mb_i, mb, l, la, nv
+    cdef bint a_outer = m > jn
+    cdef const floating *ap
     cdef const floating *bp
-    for jb in range((jn + nr - 1) // nr):
-        jr = jb * nr
-        bp = b + jr
-        l = ldb
-        if tail != NULL and jr + nr > jn:
-            bp = tail
-            l = nr
-        for mb_i in range((m + mr - 1) // mr):
+    for outer in range(n_mb if a_outer else n_jb):
+        for inner in range(n_jb if a_outer else n_mb):
+            jb = inner if a_outer else outer
+            mb_i = outer if a_outer else inner
+            jr = jb * nr
             mb = mb_i * mr
-            _micro(kc, a + mb_i * a_panel, bp, l, c + mb * ldc + jr, ldc, accumulate,
-                   min(mr, m - mb), min(nr, jn - jr))
+            ap = a + mb_i * a_panel
+            la = lda
+            if a_tail != NULL and mb + mr > m:
+                ap = a_tail
+                la = mr
+            bp = b + jr
+            l = ldb
+            if tail != NULL and jr + nr > jn:
+                bp = tail
+                l = nr
+            # a last partial panel runs the narrowest block that covers it
+            nv = min(3, (jn - jr + vl - 1) // vl)
+            _micro(kc, ap, la, bp, l, c + mb * ldc + jr, ldc, accumulate,
+                   min(mr, m - mb), min(nr, jn - jr), nv)
 
 
 def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -294,7 +308,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         return -1
     with nogil:
         for g in range(groups):
-            pack_weights(&w[g * Kg, 0, 0, 0], Kg, CRS, mr, apack + g * Kg_pad * CRS)
+            pack_weights(&w[g * Kg, 0, 0, 0], CRS, Kg, CRS, mr, apack + g * Kg_pad * CRS)
     with nogil, parallel(num_threads=n_threads):
         bpack = <floating *> malloc(kc_max * nc * sizeof(floating))
         if bpack == NULL:
@@ -324,7 +338,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     for i in range(kc):  # the last panel's tail: read, results dropped
                         for j in range(jn, ld):
                             bpack[i * ld + j] = 0
-                    gemm_panels(kc, ap, mr * CRS, Kg, bpack, ld, NULL, jn, yt, PQ,
+                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack, ld, NULL, jn, yt, PQ,
                                 pc > 0 or has_bias)
                 else:
                     # the image is the B operand, read in place, except the last
@@ -332,71 +346,32 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     if jn % nr:
                         pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
                                   bpack)
-                    gemm_panels(kc, ap, mr * CRS, Kg, xg + pc * PQ + j0, PQ, bpack, jn, yt,
+                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack, jn, yt,
                                 PQ, pc > 0 or has_bias)
         free(bpack)
     free(apack)
     return -status
 
 
-def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
-                           const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
-                           floating[:, :, :, ::1] gw,
-                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
-                           Py_ssize_t tw, Py_ssize_t band_rows, Py_ssize_t kc_max,
-                           bint copy_free, int n_threads):
-    """Backward convolution with our micro-kernels, tile by tile of output rows.
-
-    grad_weight[Kg, CRS] = sum over tiles of dY_tile[Kg, tw] @ cols_tile[CRS, tw]^T:
-    both operands are rows of pixels, so the "dot" kernel runs along them; per
-    tile the dY rows are copied once and the im2col rows built a few at a time
-    (both zero-padded to whole vectors, so the kernel has no scalar tail); each
-    thread accumulates its own copy of grad_weight, summed once at the end.
-
-    grad_input: dcols[CRS, T] = W^T @ dY_tile (the GEMM kernel, dY read in place
-    as its pixel panel, W^T packed once), then col2im into grad_input. Tiles
-    are bands of ``band_rows`` output rows whose input footprints overlap only
-    their neighbours' (the caller makes band_rows * sh >= the kernel's extent
-    minus sh), so even bands run in parallel, then odd bands: no two threads
-    ever add into the same grad_input element. A pointwise convolution writes
-    grad_input straight from the GEMM, with no col2im.
-    """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                          floating *gwp, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t R,
+                          Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                          Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                          Py_ssize_t tw, int nt):
+    """grad_weight by the "dot" kernel: per-thread copies, summed at the end."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
-    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q, HW = H * W
-    cdef Py_ssize_t mr = _isa.mr, dr = _isa.dr, dc = _isa.dc
-    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
-    cdef Py_ssize_t CRS_pad = (CRS + mr - 1) // mr * mr
-    cdef Py_ssize_t n_bands = (P + band_rows - 1) // band_rows
-    cdef Py_ssize_t T = band_rows * Q
-    cdef Py_ssize_t wsize = K * CRS
-    cdef Py_ssize_t item, n, g, b, j0, jn, i, t, tid, cb, kb, pb, pc, kc
-    cdef Py_ssize_t phase, n_phases, stride_b, per_phase, ldc
-    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
-    cdef int status = 0
-    cdef int *failed = &status
-    cdef int nt = n_threads
-    cdef floating *col = NULL
-    cdef floating *tail = NULL
-    cdef floating *abuf = NULL
-    cdef floating *bbuf = NULL
+    cdef Py_ssize_t CRS = Cg * R * S, PQ = P * Q, wsize = groups * Kg * CRS
+    cdef Py_ssize_t dr = _isa.dr, dc = _isa.dc
     cdef Py_ssize_t n_wtiles = (N * PQ + tw - 1) // tw
-    cdef Py_ssize_t jt
     cdef Py_ssize_t tw_pad = (tw + 15) // 16 * 16
-    cdef Py_ssize_t jn_pad
+    cdef Py_ssize_t item, n, g, j0, jn, jn_pad, jt, i, t, tid, kb, cb
     cdef floating *acc
     cdef floating *accp
-    cdef floating *wt
-    cdef floating *gwp = &gw[0, 0, 0, 0]
-    cdef floating *cp
-    cdef const floating *gyt
-    if N == 0:
-        memset(gwp, 0, wsize * sizeof(floating))
-        return 0
-
-    # ---- grad_weight
+    cdef floating *abuf = NULL
+    cdef floating *bbuf = NULL
+    cdef int status = 0
+    cdef int *failed = &status
     acc = <floating *> calloc(nt * wsize, sizeof(floating))
     if acc == NULL:
         return -1
@@ -454,17 +429,148 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                 for t in range(nt):
                     gwp[i] += acc[t * wsize + i]
     free(acc)
+    return -status
+
+
+
+cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           floating *gwp, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t R,
+                           Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                           Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                           Py_ssize_t tw, Py_ssize_t gw_cols, int nt):
+    """grad_weight by the GEMM micro-kernel, each thread owning blocks of
+    ``gw_cols`` (a multiple of nr) of its columns (c, r, s)."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t CRS = Cg * R * S, PQ = P * Q
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
+    cdef Py_ssize_t n_cb = (CRS + gw_cols - 1) // gw_cols
+    cdef Py_ssize_t n_pt = (PQ + tw - 1) // tw
+    cdef Py_ssize_t item, n, g, c0, cw, cw_pad, t, j0, jn, i, j
+    cdef floating *abuf = NULL
+    cdef floating *bbuf = NULL
+    cdef floating *col = NULL
+    cdef int status = 0
+    cdef int *failed = &status
+    memset(gwp, 0, groups * Kg * CRS * sizeof(floating))
+    with nogil, parallel(num_threads=nt):
+        abuf = <floating *> malloc(Kg_pad * tw * sizeof(floating))
+        bbuf = <floating *> malloc(tw * gw_cols * sizeof(floating))
+        col = <floating *> malloc(gw_cols * tw * sizeof(floating))
+        if abuf == NULL or bbuf == NULL or col == NULL:
+            failed[0] = 1
+        for item in prange(groups * n_cb, schedule="static"):
+            if failed[0]:
+                continue
+            g = item // n_cb
+            c0 = (item % n_cb) * gw_cols
+            cw = min(gw_cols, CRS - c0)
+            cw_pad = (cw + nr - 1) // nr * nr
+            for n in range(N):
+                for t in range(n_pt):
+                    j0 = t * tw
+                    jn = min(tw, PQ - j0)
+                    # A: the dY rows of the tile in mr-row panels; B: its im2col
+                    # rows transposed to [pixel][crs], zero past cw
+                    pack_weights(&gy[n, g * Kg, 0, 0] + j0, PQ, Kg, jn, mr, abuf)
+                    im2col_rows(&x[n, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl, dh, dw, Q,
+                                c0, cw, j0, jn, jn, col)
+                    for j in range(jn):
+                        for i in range(cw):
+                            bbuf[j * cw_pad + i] = col[i * jn + j]
+                        for i in range(cw, cw_pad):
+                            bbuf[j * cw_pad + i] = 0
+                    gemm_panels(jn, abuf, mr, mr * jn, NULL, Kg, bbuf, cw_pad, NULL, cw,
+                                gwp + g * Kg * CRS + c0, CRS, 1)
+        free(abuf)
+        free(bbuf)
+        free(col)
+    return -status
+
+
+def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                           floating[:, :, :, ::1] gw,
+                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                           Py_ssize_t tw, Py_ssize_t gw_cols, Py_ssize_t band_rows,
+                           Py_ssize_t kc_max, bint copy_free, int n_threads):
+    """Backward convolution with our micro-kernels, tile by tile of output rows.
+
+    grad_weight[Kg, CRS] = sum over tiles of dY_tile[Kg, tw] @ cols_tile[CRS, tw]^T,
+    one of two ways:
+
+    - ``gw_cols > 0`` (deep layers): the GEMM micro-kernel with grad_weight
+      itself as C. Work items are blocks of ``gw_cols`` columns (c, r, s),
+      each owned by one thread, so there are no partial copies to sum; per
+      tile of ``tw`` pixels of one image the dY rows are packed in mr-row
+      panels and the im2col rows built and transposed to [pixel][crs]. The
+      reduction is over pixels, so it stays efficient when an image has few
+      of them (a batch-1 7x7 layer), where the "dot" kernel's horizontal
+      sums would dominate.
+    - ``gw_cols == 0``: both operands are rows of pixels, so the "dot" kernel
+      runs along them; per tile (running across images) the dY rows are
+      copied once and the im2col rows built a few at a time (both
+      zero-padded to whole vectors, so the kernel has no scalar tail); each
+      thread accumulates its own copy of grad_weight, summed once at the end.
+
+    grad_input: dcols[CRS, T] = W^T @ dY_tile (the GEMM kernel, dY read in place
+    as its pixel panel, W^T packed once), then col2im into grad_input. Tiles
+    are bands of ``band_rows`` output rows whose input footprints overlap only
+    their neighbours' (the caller makes band_rows * sh >= the kernel's extent
+    minus sh), so even bands run in parallel, then odd bands: no two threads
+    ever add into the same grad_input element. A pointwise convolution writes
+    grad_input straight from the GEMM, with no col2im.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t Kg = K // groups, CRS = Cg * R * S, PQ = P * Q, HW = H * W
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t CRS_pad = (CRS + mr - 1) // mr * mr
+    cdef Py_ssize_t n_bands = (P + band_rows - 1) // band_rows
+    cdef Py_ssize_t T = band_rows * Q
+    cdef Py_ssize_t wsize = K * CRS
+    cdef Py_ssize_t item, n, g, b, j0, jn, pb, pc, kc
+    cdef Py_ssize_t phase, n_phases, stride_b, per_phase, ldc
+    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef int nt = n_threads
+    cdef floating *col = NULL
+    cdef floating *tail = NULL
+    cdef floating *atail = NULL
+    cdef floating *colt = NULL
+    cdef floating *apack = NULL
+    cdef const floating *wg
+    # a short band of pixels (a small image): the GEMM runs transposed, its
+    # vectors along the rows of W (read once, in order) instead of along a
+    # band too short to fill them
+    cdef bint transposed = not pointwise and T < 2 * nr
+    cdef Py_ssize_t i, j
+    cdef floating *gwp = &gw[0, 0, 0, 0]
+    cdef floating *cp
+    cdef const floating *gyt
+    if N == 0:
+        memset(gwp, 0, wsize * sizeof(floating))
+        return 0
+
+    # ---- grad_weight
+    if gw_cols > 0:
+        status = _grad_weight_gemm(gy, x, gwp, Kg, Cg, R, S, sh, sw, pt, pl, dh, dw, groups,
+                                   tw, gw_cols, nt)
+    else:
+        status = _grad_weight_dot(gy, x, gwp, Kg, Cg, R, S, sh, sw, pt, pl, dh, dw, groups,
+                                  tw, nt)
     if status:
         return -1
 
     # ---- grad_input
-    wt = <floating *> malloc(groups * CRS_pad * Kg * sizeof(floating))
-    if wt == NULL:
-        return -1
-    with nogil:
-        for g in range(groups):
-            pack_weights_t(&w[g * Kg, 0, 0, 0], Kg, CRS, mr, wt + g * CRS_pad * Kg)
-        if not pointwise:
+    if not pointwise:
+        with nogil:
             memset(&gx[0, 0, 0, 0], 0, N * C * HW * sizeof(floating))
     # pointwise tiles never overlap: one phase over every band
     n_phases = 1 if pointwise else 2
@@ -476,7 +582,14 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
             if not pointwise:
                 col = <floating *> malloc(CRS_pad * T * sizeof(floating))
             tail = <floating *> malloc(kc_max * nr * sizeof(floating))
-            if tail == NULL or (col == NULL and not pointwise):
+            atail = <floating *> malloc(kc_max * mr * sizeof(floating))
+            colt = NULL
+            apack = NULL
+            if transposed:
+                colt = <floating *> malloc(CRS * T * sizeof(floating))
+                apack = <floating *> malloc(kc_max * (T + mr) * sizeof(floating))
+            if (tail == NULL or atail == NULL or (col == NULL and not pointwise)
+                    or (transposed and (colt == NULL or apack == NULL))):
                 failed[0] = 1
             for item in prange(N * groups * per_phase, schedule="static"):
                 if failed[0]:
@@ -490,7 +603,25 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                     pc = pb * kc_max
                     kc = kc_max if Kg - pc > kc_max else Kg - pc
                     gyt = &gy[n, g * Kg + pc, 0, 0] + j0
-                    if jn % nr:  # the last partial panel is copied: never read past dY
+                    wg = &w[g * Kg + pc, 0, 0, 0]
+                    if transposed:
+                        # dcols^T[jn, CRS] = dY^T @ W: dY packed in panels of
+                        # mr pixels, the rows of W read in place (the last
+                        # partial panel copied: never read past w)
+                        for i in range((jn + mr - 1) // mr):
+                            pack_tail(gyt + i * mr, PQ, kc, min(mr, jn - i * mr), mr,
+                                      apack + i * mr * kc)
+                        if CRS % nr:
+                            pack_tail(wg + CRS // nr * nr, CRS, kc, CRS % nr, nr, tail)
+                        gemm_panels(kc, apack, mr, mr * kc, NULL, jn, wg, CRS, tail, CRS,
+                                    colt, CRS, pc > 0)
+                        continue
+                    # A = W^T is read in place (panels of mr columns of w, rows
+                    # k), B = dY likewise; their last partial panels are copied,
+                    # so the kernel never reads past either array
+                    if CRS % mr:
+                        pack_tail(wg + CRS // mr * mr, CRS, kc, CRS % mr, mr, atail)
+                    if jn % nr:
                         pack_tail(gyt + jn // nr * nr, PQ, kc, jn % nr, nr, tail)
                     if pointwise:  # grad_input itself is C
                         cp = &gx[n, g * Cg, 0, 0] + j0
@@ -498,14 +629,20 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                     else:
                         cp = col
                         ldc = jn
-                    gemm_panels(kc, wt + g * CRS_pad * Kg + pc * mr, mr * Kg, CRS, gyt, PQ,
-                                tail, jn, cp, ldc, pc > 0)
+                    gemm_panels(kc, wg, CRS, mr, atail, CRS, gyt, PQ, tail, jn, cp, ldc,
+                                pc > 0)
+                if transposed:
+                    for i in range(CRS):
+                        for j in range(jn):
+                            col[i * jn + j] = colt[j * CRS + i]
                 if not pointwise:
                     col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
                                 &gx[n, g * Cg, 0, 0])
             free(col)
+            free(colt)
+            free(apack)
             free(tail)
+            free(atail)
         if status:
             break
-    free(wt)
     return -status

@@ -134,6 +134,9 @@ cdef extern from "_direct_simd.h" nogil:
 
 #: bytes of one band's buffers (input rows + results): well inside L2
 BAND_BYTES = 192 * 1024
+#: channels in lanes (forward) only while one vector's column of weights
+#: (vector length x C/groups x R x S values) fits in this many bytes of L1
+cdef Py_ssize_t LANES_WEIGHT_BYTES = 32 * 1024
 
 # --------------------------------------------------------------------------
 # instruction set
@@ -257,8 +260,17 @@ cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
     - channels in lanes: ``nout`` rounded up to whole vectors, plus moving
       each result from its tile into place (2 * VL: a scalar move costs about
       two vector multiply-adds).
+
+    Measured corrections (AVX-512, one thread): rows shorter than two vectors
+    run their tiles about 10% slower than the wide grid's one long run
+    (ResNet's 14x14 layers); and channels in lanes pays only while one
+    vector's column of weights (``VL * depth`` values) stays in L1: deeper,
+    its kernel streams the weights from L2 per pixel tile and runs 25-40%
+    slower than the model says (the caller passes ``lanes_ok`` accordingly).
     """
     cdef Py_ssize_t rows = nout * _round_up(ncols, VL) * depth
+    if ncols < 2 * VL:
+        rows += rows // 10
     cdef Py_ssize_t wide = nout * (Wb_wide * depth + 4 * ncols)
     cdef Py_ssize_t lanes = _round_up(nout, VL) * ncols * depth + nout * ncols * 2 * VL
     cdef int best = _WIDE
@@ -532,7 +544,8 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     if bias is not None:
         bp = &bias[0]
     maxco = (S - 1) * dw // sw
-    bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True, True)
+    bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True,
+                           VL * Cg * T * sizeof(floating) <= LANES_WEIGHT_BYTES)
     if bd.mode == _LANES:
         # blocks of whole vectors of channels; the last one padded with zeros
         nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
@@ -691,6 +704,9 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     cdef ptrdiff_t *toff = NULL
     cdef floating *wpack = NULL
     cdef const floating *wsrc = &w[0, 0, 0, 0]
+    cdef const floating *wk
+    cdef floating *pk
+    cdef Py_ssize_t *taps = NULL
     cdef void *raw = NULL
     cdef floating *buf = NULL
     cdef floating *obuf = NULL
@@ -702,11 +718,13 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     info = <Py_ssize_t *> malloc(nph * _PH_FIELDS * sizeof(Py_ssize_t))
     bands = <Band *> malloc(nph * sizeof(Band))
     toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
+    taps = <Py_ssize_t *> malloc(T * sizeof(Py_ssize_t))
     wpack = <floating *> malloc(K * Cg * T * sizeof(floating))
-    if info == NULL or bands == NULL or toff == NULL or wpack == NULL:
+    if info == NULL or bands == NULL or toff == NULL or taps == NULL or wpack == NULL:
         free(info)
         free(bands)
         free(toff)
+        free(taps)
         free(wpack)
         return -1
 
@@ -754,21 +772,25 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         nu_max = max(nu_max, pi[_PH_NU])
         row_bytes = max(row_bytes, (Kg + (0 if bd.mode == _ROWS else cb)) * bd.Wb
                         * sizeof(floating))
-        # weights as [group][channel block][k][tap][channel in block]
+        # weights as [group][channel block][k][tap][channel in block]; the
+        # phase's taps listed first (a batch-1 layer spends as long here as
+        # in its multiply-adds, so the copy loop must stay simple)
+        t = 0
+        for r in range(R):
+            for s in range(S):
+                if nt and (r * dh) % sh == a and (s * dw) % sw == bb:
+                    taps[t] = r * S + s
+                    t += 1
         for g in range(groups):
-            for cbi in range(ncb):
-                c0 = cbi * cb
-                cc = min(cb, Cg - c0)
-                for k in range(Kg):
-                    t = 0
-                    for r in range(R):
-                        for s in range(S):
-                            if nt and (r * dh) % sh == a and (s * dw) % sw == bb:
-                                for ci in range(cc):
-                                    wpack[wofs + (g * Cg + c0) * Kg * nt + (k * nt + t) * cc
-                                          + ci] = wsrc[((g * Kg + k) * Cg + c0 + ci) * T
-                                                       + r * S + s]
-                                t += 1
+            for k in range(Kg):  # each row of w read once, front to back
+                for cbi in range(ncb):
+                    c0 = cbi * cb
+                    cc = min(cb, Cg - c0)
+                    wk = wsrc + ((g * Kg + k) * Cg + c0) * T
+                    pk = wpack + wofs + (g * Cg + c0) * Kg * nt + k * nt * cc
+                    for t in range(nt):
+                        for ci in range(cc):
+                            pk[t * cc + ci] = wk[ci * T + taps[t]]
         wofs += K * Cg * nt
         tap += nt
 
@@ -838,6 +860,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     free(info)
     free(bands)
     free(toff)
+    free(taps)
     free(wpack)
     return -status
 
@@ -988,22 +1011,28 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
                                     s = s + gr[q] * xr[q]
                             pg[((k * Cg + c) * T + t) * lanes] += s
         free(raw)
-    if status == 0:
+    if status == 0 and lanes_mode:
+        with nogil:
+            # partials are [g][c*T + t][Kgp], grad_weight [g][k][c*T + t]: a
+            # transpose, by blocks of 64 rows (their lines stay in L1 while
+            # k runs, and each k writes 64 consecutive values)
+            nb = _cdiv(Cg * T, 64)
+            for idx in prange(groups * nb, schedule="static", num_threads=n_threads):
+                g = idx // nb
+                b = idx % nb
+                for k in range(Kg):
+                    for i in range(b * 64, min(Cg * T, b * 64 + 64)):
+                        s = 0
+                        for l in range(n_threads):
+                            s = s + part[l * KCTp + (g * Cg * T + i) * Kgp + k]
+                        gwp[(g * Kg + k) * Cg * T + i] = s
+    elif status == 0:
         with nogil:
             for idx in prange(KCT, schedule="static", num_threads=n_threads):
                 s = 0
-                if lanes_mode:
-                    # idx = ((g*Kg + k)*Cg + c)*T + t; partials are [g][c][t][Kgp]
-                    g = idx // (Kg * Cg * T)
-                    k = (idx // (Cg * T)) % Kg
-                    c = (idx // T) % Cg
-                    t = idx % T
-                    for l in range(n_threads):
-                        s = s + part[l * KCTp + ((g * Cg + c) * T + t) * Kgp + k]
-                else:
-                    for t in range(n_threads):
-                        for l in range(lanes):
-                            s = s + part[(t * KCT + idx) * lanes + l]
+                for t in range(n_threads):
+                    for l in range(lanes):
+                        s = s + part[(t * KCT + idx) * lanes + l]
                 gwp[idx] = s
     free(toff)
     free(part)

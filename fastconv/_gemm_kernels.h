@@ -2,7 +2,8 @@
  *
  * A micro-kernel computes one MR x NR block of the output,
  *     C[i, j] (+)= sum_p A[p, i] * B[p, j],   0 <= p < kc,
- * from a packed weight panel A ([kc][MR], output channels fastest) and a pixel
+ * from a weight panel A (kc rows of MR values, lda apart: a packed [kc][MR]
+ * panel, or for grad_input the weight array itself) and a pixel
  * panel B (kc rows of NR contiguous output pixels, ldb apart: a packed im2col
  * panel, or for a pointwise convolution the image itself). C rows are output channels,
  * C columns contiguous output pixels of an NCHW image (row stride ldc).
@@ -22,12 +23,13 @@
 
 typedef ptrdiff_t fc_index;
 
-/* kc, A panel, B panel, ldb, C, ldc, accumulate (0: overwrite), valid rows m, valid cols n */
-typedef void (*fc_kernel_f32)(fc_index, const float *, const float *, fc_index, float *, fc_index, int, fc_index, fc_index);
-typedef void (*fc_kernel_f64)(fc_index, const double *, const double *, fc_index, double *, fc_index, int, fc_index, fc_index);
+/* kc, A panel, lda, B panel, ldb, C, ldc, accumulate (0: overwrite), valid rows m, valid cols n */
+typedef void (*fc_kernel_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, int, fc_index, fc_index);
+typedef void (*fc_kernel_f64)(fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, int, fc_index, fc_index);
 
 #define FC_DEFINE_KERNEL(NAME, T, VBYTES, MR, NV, TARGET)                              \
-TARGET static void NAME(fc_index kc, const T *a, const T *b, fc_index ldb, T *c,      \
+TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,           \
+                        fc_index ldb, T *c,                                           \
                         fc_index ldc,                                                 \
                         int accumulate, fc_index m, fc_index n)                       \
 {                                                                                     \
@@ -47,7 +49,7 @@ TARGET static void NAME(fc_index kc, const T *a, const T *b, fc_index ldb, T *c,
         for (j = 0; j < NV; j++) bv[j] = *(const vec *)(b + p * ldb + j * VL);        \
         _Pragma("GCC unroll 16")                                                      \
         for (i = 0; i < MR; i++) {                                                    \
-            vec av = a[p * MR + i] - (vec){0}; /* x - 0 == x: a pure broadcast */ \
+            vec av = a[p * lda + i] - (vec){0}; /* x - 0 == x: a pure broadcast */\
             _Pragma("GCC unroll 16")                                                  \
             for (j = 0; j < NV; j++) acc[i][j] += av * bv[j];                         \
         }                                                                             \
@@ -128,10 +130,23 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
 #define FC_X86 1
 #define FC_TARGET_AVX512 __attribute__((target("avx512f")))
 #define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
-FC_DEFINE_KERNEL(fc_kernel_avx512_f32, float, 64, 8, 3, FC_TARGET_AVX512)
-FC_DEFINE_KERNEL(fc_kernel_avx512_f64, double, 64, 8, 3, FC_TARGET_AVX512)
-FC_DEFINE_KERNEL(fc_kernel_avx2_f32, float, 32, 4, 3, FC_TARGET_AVX2)
-FC_DEFINE_KERNEL(fc_kernel_avx2_f64, double, 32, 4, 3, FC_TARGET_AVX2)
+/* NV = 1, 2, 3 vectors of pixels: the narrow ones run a last partial panel, so
+ * a 14x14 output (196 = 4 x 48 + 4 pixels) wastes 1/3 of a block, not 11/12 */
+#define FC_DEFINE_KERNELS(ISA, MR, TARGET)                                             \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_1, float, FC_VBYTES_##ISA, MR, 1, TARGET)    \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_2, float, FC_VBYTES_##ISA, MR, 2, TARGET)    \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_3, float, FC_VBYTES_##ISA, MR, 3, TARGET)    \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_1, double, FC_VBYTES_##ISA, MR, 1, TARGET)   \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_2, double, FC_VBYTES_##ISA, MR, 2, TARGET)   \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_3, double, FC_VBYTES_##ISA, MR, 3, TARGET)
+#define FC_KERNELS(ISA)                                                                \
+    {fc_kernel_##ISA##_f32_1, fc_kernel_##ISA##_f32_2, fc_kernel_##ISA##_f32_3},       \
+    {fc_kernel_##ISA##_f64_1, fc_kernel_##ISA##_f64_2, fc_kernel_##ISA##_f64_3}
+#define FC_VBYTES_avx512 64
+#define FC_VBYTES_avx2 32
+#define FC_VBYTES_base 16
+FC_DEFINE_KERNELS(avx512, 8, FC_TARGET_AVX512)
+FC_DEFINE_KERNELS(avx2, 4, FC_TARGET_AVX2)
 FC_DEFINE_DOT(fc_dot_avx512_f32, float, 64, 4, 6, FC_TARGET_AVX512)
 FC_DEFINE_DOT(fc_dot_avx512_f64, double, 64, 4, 6, FC_TARGET_AVX512)
 FC_DEFINE_DOT(fc_dot_avx2_f32, float, 32, 3, 4, FC_TARGET_AVX2)
@@ -139,8 +154,7 @@ FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 #else
 #define FC_X86 0
 #endif
-FC_DEFINE_KERNEL(fc_kernel_base_f32, float, 16, 4, 3, )
-FC_DEFINE_KERNEL(fc_kernel_base_f64, double, 16, 4, 3, )
+FC_DEFINE_KERNELS(base, 4, )
 FC_DEFINE_DOT(fc_dot_base_f32, float, 16, 3, 4, )
 FC_DEFINE_DOT(fc_dot_base_f64, double, 16, 3, 4, )
 
@@ -150,10 +164,10 @@ typedef void (*fc_dot_f64)(fc_index, const double *, fc_index, const double *, f
 
 typedef struct {
     const char *name;
-    fc_kernel_f32 f32;
-    fc_kernel_f64 f64;
+    fc_kernel_f32 f32[3]; /* by vectors of pixels per block: 1, 2, 3 */
+    fc_kernel_f64 f64[3];
     int mr;             /* output channels per block */
-    int nr_f32, nr_f64; /* output pixels per block */
+    int nr_f32, nr_f64; /* output pixels per (widest) block */
     fc_dot_f32 dot_f32;
     fc_dot_f64 dot_f64;
     int dr, dc;         /* the dot kernel's block: rows of A x rows of B */
@@ -161,12 +175,12 @@ typedef struct {
 
 static const fc_isa fc_isas[] = {
 #if FC_X86
-    {"avx512", fc_kernel_avx512_f32, fc_kernel_avx512_f64, 8, 48, 24,
+    {"avx512", FC_KERNELS(avx512), 8, 48, 24,
      fc_dot_avx512_f32, fc_dot_avx512_f64, 4, 6},
-    {"avx2", fc_kernel_avx2_f32, fc_kernel_avx2_f64, 4, 24, 12,
+    {"avx2", FC_KERNELS(avx2), 4, 24, 12,
      fc_dot_avx2_f32, fc_dot_avx2_f64, 3, 4},
 #endif
-    {"baseline", fc_kernel_base_f32, fc_kernel_base_f64, 4, 12, 6,
+    {"baseline", FC_KERNELS(base), 4, 12, 6,
      fc_dot_base_f32, fc_dot_base_f64, 3, 4},
 };
 enum { FC_N_ISAS = sizeof(fc_isas) / sizeof(fc_isas[0]) };
