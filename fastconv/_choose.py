@@ -39,10 +39,14 @@ PACK_CYCLES = 0.35
 DIRECT_EFFICIENCY = {
     "depthwise": (0.2, 0.2),  # one input channel per output: few FMAs per load
     "pointwise": (0.45, 0.34),  # 1x1: nothing to reuse across taps
-    "short rows": (0.55, 0.55),  # fewer than DIRECT_LONG_ROWS output columns
+    # fewer than DIRECT_SMALL_IMAGE output pixels per image: the per-call
+    # repacking of the weights weighs as much as the multiply-adds
+    "small images": (0.35, 0.2),
+    "short rows": (0.72, 0.55),  # fewer than DIRECT_LONG_ROWS output columns
     "dense": (0.8, 0.74),
 }
 DIRECT_LONG_ROWS = 28
+DIRECT_SMALL_IMAGE = 64
 #: bytes of one thread's im2col tile: about half of a typical L2 cache
 TILE_BYTES = 512 * 1024
 
@@ -60,6 +64,8 @@ def _direct_kind(g):
         return "depthwise"
     if (g.R, g.S) == (1, 1):
         return "pointwise"
+    if g.P * g.Q < DIRECT_SMALL_IMAGE:
+        return "small images"
     if g.Q < DIRECT_LONG_ROWS:
         return "short rows"
     return "dense"

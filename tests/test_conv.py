@@ -77,6 +77,14 @@ CASES = [
     case("1-col-asym", H=6, W=1, R=3, S=2, padding=((0, 0), (1, 0))),
     case("odd-rect", H=5, W=11, stride=2, dilation=2),
     case("wide-channels", N=1, C=16, K=8, H=9, W=9, padding=1),
+    # >= 128 output channels per group (grad_weight on the GEMM kernel), small
+    # images (grad_input transposed), deep inputs (direct: pixels in lanes)
+    case("deep-k130-small", C=5, K=130, H=7, W=6, R=3, S=2, stride=(2, 1),
+         padding=(1, 0), dilation=(1, 2)),
+    case("deep-groups2-k256", N=1, C=20, K=256, H=7, W=7, groups=2, padding=1),
+    case("deep-k128-k5-stride2", C=9, K=128, H=13, W=11, R=5, stride=2, padding=2),
+    case("deep-k128-1x1", C=4, K=128, H=9, W=10, R=1),
+    case("deep-input-c72", N=1, C=72, K=20, H=6, W=9, padding=1),
     # batch
     case("N1", N=1),
     case("N3", N=3, stride=2, padding=1),
