@@ -231,7 +231,10 @@ def backward_blocks(g, n_threads):
     if kg >= GW_GEMM_MIN_CHANNELS:
         nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
         crs = (g.C // g.groups) * g.R * g.S
-        blocks = max(-(-crs // GW_GEMM_COLUMNS), -(-n_threads // g.groups))
+        # blocks x groups a multiple of the thread count, so no thread idles
+        blocks = -(-crs // GW_GEMM_COLUMNS)
+        while (blocks * g.groups) % n_threads and blocks < crs:
+            blocks += 1
         cols = -(-crs // blocks)
         cols = min(max(nr, -(-cols // nr) * nr), GW_GEMM_COLUMNS // nr * nr)
         tw = min(GW_GEMM_PIXELS, max(1, g.P * g.Q))
