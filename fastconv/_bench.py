@@ -738,8 +738,8 @@ def _run_entries(entries, repeat, min_time):
             continue
         timed[impl] = fn
     times, errors = measure_interleaved(timed, repeat, min_time)
-    for impl, exc in errors.items():
-        records[impl]["error"] = f"{type(exc).__name__}: {exc}"
+    for impl, err in errors.items():
+        records[impl]["error"] = f"{type(err).__name__}: {err}"
     for impl, t in times.items():
         if impl not in errors:
             records[impl]["times_s"] = t
