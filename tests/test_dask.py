@@ -281,9 +281,9 @@ def client():
     # to hand them to its workers, and leaves them there: undo that
     saved = dict(os.environ)
     try:
-        # one worker process (tasks and results cross a process boundary), no dashboard
+        # one worker process (tasks and results cross a process boundary); any free port
         with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                                      dashboard_address=None, silence_logs=50) as cluster:
+                                      dashboard_address=":0", silence_logs=50) as cluster:
             restore_environ(saved)
             with distributed.Client(cluster) as c:
                 yield c
