@@ -23,6 +23,7 @@ the input chunks it overlaps and nothing else.
 
 Requires the optional extra: ``pip install "fastconv[dask]"``.
 """
+import bisect
 import functools
 import math
 import operator
@@ -75,8 +76,9 @@ class _Block:
         self.p0, self.p1, self.lo, self.hi = p0, p1, lo, hi
         a, b = max(lo, 0), min(hi, size)
         self.pad = (a - lo, hi - b) if a < b else (0, 0)
-        ids = [i for i in range(len(bounds) - 1)
-               if bounds[i] < bounds[i + 1] and bounds[i] < b and bounds[i + 1] > a]
+        # the non-empty chunks overlapping [a, b)
+        ids = [i for i in range(bisect.bisect_right(bounds, a) - 1, bisect.bisect_left(bounds, b))
+               if bounds[i] < bounds[i + 1]] if a < b else []
         if not ids:  # the block reads padding only: an empty slice of its chunk
             self.chunk_ids, self.slices = [owner], [slice(0, 0)]
             self.pad = (0, hi - lo)
@@ -114,14 +116,15 @@ def _gather(parts, rows, cols):
 def _graph(name, x, hblocks, wblocks, channel_chunks, task):
     """One task per output block: ``task(hblock, wblock)`` returns ``(callable, *args)``
     whose first argument is filled with the grid of input chunk keys."""
+    tasks = {(j, k): task(hb, wb) for j, hb in enumerate(hblocks)
+             for k, wb in enumerate(wblocks)}
     dsk = {}
     for n in range(len(x.chunks[0])):
         for c in range(channel_chunks):
-            for j, hb in enumerate(hblocks):
-                for k, wb in enumerate(wblocks):
-                    parts = [[(x.name, n, c, a, b) for b in wb.chunk_ids] for a in hb.chunk_ids]
-                    fn, *args = task(hb, wb)
-                    dsk[(name, n, c, j, k)] = (fn, parts, *args)
+            for (j, k), (fn, *args) in tasks.items():
+                parts = [[(x.name, n, c, a, b) for b in wblocks[k].chunk_ids]
+                         for a in hblocks[j].chunk_ids]
+                dsk[(name, n, c, j, k)] = (fn, parts, *args)
     return dsk
 
 

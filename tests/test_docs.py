@@ -61,7 +61,8 @@ def section(doc, title):
     return re.search(rf"^\s*{title}\n\s*-{{{len(title)}}}\s*$", doc, re.M) is not None
 
 
-@pytest.mark.parametrize("name, obj", public_objects(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name, obj", public_objects(),
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_public_docstrings_are_complete(name, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc, f"{name} has no docstring"
