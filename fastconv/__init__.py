@@ -1,7 +1,9 @@
 """fastconv: fast 2-D convolution and pooling kernels for NumPy.
 
 NCHW arrays, float32 and float64, with PyTorch's argument names, order and
-semantics. ``fastconv.reference`` holds pure-NumPy versions of every function.
+semantics. ``fastconv.reference`` holds pure-NumPy versions of every function;
+``fastconv.dask`` (the ``[dask]`` extra, imported only on request) runs them
+on dask arrays.
 """
 from ._threads import get_num_threads, set_num_threads
 from .conv import conv2d, conv2d_backward, explain

@@ -752,8 +752,8 @@ def _run_entries(entries, repeat, min_time):
         timed[impl] = fn
     settle = SETTLE_S if fastconv.get_num_threads() > 1 else 0.0
     times, errors = measure_interleaved(timed, repeat, min_time, settle=settle)
-    for impl, exc in errors.items():
-        records[impl]["error"] = f"{type(exc).__name__}: {exc}"
+    for impl, err in errors.items():
+        records[impl]["error"] = f"{type(err).__name__}: {err}"
     for impl, t in times.items():
         if impl not in errors:
             records[impl]["times_s"] = t

@@ -123,6 +123,15 @@ class Explanation:
     output_shape : tuple of int
     flops : int
         Floating-point operations of the forward pass.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> e = fastconv.explain((8, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
+    >>> e.output_shape, e.algorithm in ('direct', 'im2col', '1x1')
+    ((8, 32, 28, 28), True)
+    >>> min(e.costs, key=e.costs.get) == e.algorithm
+    True
     """
 
     algorithm: str

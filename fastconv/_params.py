@@ -16,6 +16,7 @@ __all__ = [
     "conv_geometry",
     "pool_geometry",
     "adaptive_pool_geometry",
+    "avg_pool_divisors",
     "check_grad_output",
     "check_out",
     "check_indices",
@@ -325,8 +326,10 @@ def _pool_input(func, input):
     return g
 
 
-def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate a max/avg pooling call (avg passes dilation=1)."""
+def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode,
+                  operands=True):
+    """Validate a max/avg pooling call (avg passes dilation=1); ``operands=False``:
+    the shapes and dtype only, the input is not made contiguous."""
     g = _pool_input(func, input)
     g.kernel = _pair(kernel_size, func, "kernel_size")
     g.stride = g.kernel if stride is None else _pair(stride, func, "stride")
@@ -349,8 +352,26 @@ def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode
             f"and padding={padding!r}"
         )
     _check_size(func, g.out_shape)
-    g.x = _contiguous(g.x, g.dtype)
+    if operands:
+        g.x = _contiguous(g.x, g.dtype)
     return g
+
+
+def avg_pool_divisors(size, kernel, stride, pad, n_out, count_include_pad):
+    """Along one axis, each average-pooling window's factor of its divisor.
+
+    The window of output ``o`` starts at ``o * stride - pad``; its factor is
+    its length clipped to the padded input ``[-pad, size + pad)`` (so a
+    ceil-mode overhang beyond the padding does not count) with
+    ``count_include_pad``, else the number of input positions it covers. A
+    window's divisor is the product of its row and column factors. (The
+    kernels compute the same in ``_pool.pyx``'s window tables.)
+    """
+    start = np.arange(n_out, dtype=np.int64) * stride - pad
+    stop = start + kernel
+    if count_include_pad:
+        return np.minimum(stop, size + pad) - start
+    return np.minimum(stop, size) - np.maximum(start, 0)
 
 
 def adaptive_pool_geometry(func, input, output_size):

@@ -118,9 +118,28 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     overlap). ``indices`` from ``max_pool2d(..., return_indices=True)`` skips
     recomputing the argmax.
 
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, P, Q) or (C, P, Q)
+        Gradient of the loss with respect to ``max_pool2d``'s output.
+    input, kernel_size, stride, padding, dilation, ceil_mode
+        As given to :func:`max_pool2d`.
+    indices : array_like of int, shape of ``grad_output``, optional
+        The forward's indices; -1 entries (windows over padding only) are skipped.
+
     Returns
     -------
-    ndarray of the input's shape
+    ndarray of the input's shape, (N, C, H, W) or (C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1.0, 5.0, 2.0], [4.0, 3.0, 0.0]]])
+    >>> fastconv.max_pool2d(x, 2, stride=1)          # both windows pick the 5
+    array([[[5., 5.]]])
+    >>> fastconv.max_pool2d_backward(np.ones((1, 1, 2)), x, 2, stride=1)
+    array([[[0., 2., 0.],
+            [0., 0., 0.]]])
     """
     func = "max_pool2d_backward"
     g = _params.pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode)
@@ -157,7 +176,29 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 
 def adaptive_max_pool2d_backward(grad_output, input, output_size, *, indices=None):
-    """Gradient of :func:`adaptive_max_pool2d` with respect to its input."""
+    """Gradient of :func:`adaptive_max_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, P, Q) or (C, P, Q)
+        Gradient of the loss with respect to ``adaptive_max_pool2d``'s output.
+    input, output_size
+        As given to :func:`adaptive_max_pool2d`.
+    indices : array_like of int, shape of ``grad_output``, optional
+        The forward's indices, to skip recomputing the argmax.
+
+    Returns
+    -------
+    ndarray of the input's shape, (N, C, H, W) or (C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1.0, 5.0, 2.0], [4.0, 3.0, 0.0]]])
+    >>> fastconv.adaptive_max_pool2d_backward(np.ones((1, 1, 2)), x, (1, 2))
+    array([[[0., 2., 0.],
+            [0., 0., 0.]]])
+    """
     func = "adaptive_max_pool2d_backward"
     g = _params.adaptive_pool_geometry(func, input, output_size)
     return _max_backward(func, g, grad_output, indices)
@@ -224,9 +265,27 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
                         ceil_mode=False, count_include_pad=True, divisor_override=None):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
+    Each output's gradient, divided by its window's divisor, goes to every
+    input element of the window (padding receives nothing).
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, P, Q) or (C, P, Q)
+        Gradient of the loss with respect to ``avg_pool2d``'s output.
+    input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As given to :func:`avg_pool2d`.
+
     Returns
     -------
-    ndarray of the input's shape
+    ndarray of the input's shape, (N, C, H, W) or (C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d_backward(np.ones((1, 2, 2)), np.zeros((1, 3, 3)), 2, stride=1)
+    array([[[0.25, 0.5 , 0.25],
+            [0.5 , 1.  , 0.5 ],
+            [0.25, 0.5 , 0.25]]])
     """
     func = "avg_pool2d_backward"
     g = _params.pool_geometry(func, input, kernel_size, stride, padding, 1, ceil_mode)
@@ -240,6 +299,17 @@ def adaptive_avg_pool2d(input, output_size):
 
     Windows as in :func:`adaptive_max_pool2d`; ``output_size=1`` is global
     average pooling.
+
+    Parameters
+    ----------
+    input : array_like of shape (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+        None keeps that dimension's input size.
+
+    Returns
+    -------
+    ndarray of shape (N, C, P, Q) or (C, P, Q)
+        ``(P, Q)`` is ``output_size``.
 
     Examples
     --------
@@ -255,7 +325,26 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 def adaptive_avg_pool2d_backward(grad_output, input, output_size):
-    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input."""
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array_like of shape (N, C, P, Q) or (C, P, Q)
+        Gradient of the loss with respect to ``adaptive_avg_pool2d``'s output.
+    input, output_size
+        As given to :func:`adaptive_avg_pool2d`.
+
+    Returns
+    -------
+    ndarray of the input's shape, (N, C, H, W) or (C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.adaptive_avg_pool2d_backward(np.ones((1, 1, 1)), np.zeros((1, 2, 2)), 1)
+    array([[[0.25, 0.25],
+            [0.25, 0.25]]])
+    """
     func = "adaptive_avg_pool2d_backward"
     g = _params.adaptive_pool_geometry(func, input, output_size)
     return _avg_backward(func, g, grad_output, False, 0)

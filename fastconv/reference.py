@@ -250,6 +250,17 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     grad_weight : ndarray of shape (K, C/groups, R, S)
     grad_bias : ndarray of shape (K,)
         ``grad_output`` summed over N, P and Q.
+
+    Examples
+    --------
+    >>> gx, gw, gb = conv2d_backward(np.ones((1, 2, 2)), np.ones((1, 3, 3)), np.ones((1, 1, 2, 2)))
+    >>> gx
+    array([[[1., 2., 1.],
+            [2., 4., 2.],
+            [1., 2., 1.]]])
+    >>> gw, gb
+    (array([[[[4., 4.],
+             [4., 4.]]]]), array([4.]))
     """
     fn = "conv2d_backward"
     (go, x, w), dtype = _to_float64(fn, grad_output=grad_output, input=input, weight=weight)
@@ -516,6 +527,13 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     Returns
     -------
     grad_input : ndarray of the shape of ``input``
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 5.0, 2.0], [4.0, 3.0, 0.0]]])
+    >>> max_pool2d_backward(np.ones((1, 1, 2)), x, 2, stride=1)
+    array([[[0., 2., 0.],
+            [0., 0., 0.]]])
     """
     fn = "max_pool2d_backward"
     (go, x), dtype = _to_float64(fn, grad_output=grad_output, input=input)
@@ -627,6 +645,13 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
     Returns
     -------
     grad_input : ndarray of the shape of ``input``
+
+    Examples
+    --------
+    >>> avg_pool2d_backward(np.ones((1, 2, 2)), np.zeros((1, 3, 3)), 2, stride=1)
+    array([[[0.25, 0.5 , 0.25],
+            [0.5 , 1.  , 0.5 ],
+            [0.25, 0.5 , 0.25]]])
     """
     fn = "avg_pool2d_backward"
     (go, x), dtype = _to_float64(fn, grad_output=grad_output, input=input)
@@ -723,6 +748,12 @@ def adaptive_avg_pool2d_backward(grad_output, input, output_size):
     Returns
     -------
     grad_input : ndarray of the shape of ``input``
+
+    Examples
+    --------
+    >>> adaptive_avg_pool2d_backward(np.ones((1, 1, 1)), np.zeros((1, 2, 2)), 1)
+    array([[[0.25, 0.25],
+            [0.25, 0.25]]])
     """
     fn = "adaptive_avg_pool2d_backward"
     (go, x), dtype = _to_float64(fn, grad_output=grad_output, input=input)
@@ -768,6 +799,12 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     -------
     out : ndarray of shape (N, C, OH, OW), or (C, OH, OW) for a 3-D input
     indices : ndarray of int64, same shape, only if ``return_indices``
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 5.0, 2.0], [4.0, 3.0, 0.0]]])
+    >>> adaptive_max_pool2d(x, (1, 2), return_indices=True)
+    (array([[[5., 5.]]]), array([[[1, 1]]]))
     """
     fn = "adaptive_max_pool2d"
     (x,), dtype = _to_float64(fn, input=input)
@@ -794,6 +831,13 @@ def adaptive_max_pool2d_backward(grad_output, input, output_size, *, indices=Non
     Returns
     -------
     grad_input : ndarray of the shape of ``input``
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 5.0, 2.0], [4.0, 3.0, 0.0]]])
+    >>> adaptive_max_pool2d_backward(np.ones((1, 1, 2)), x, (1, 2))
+    array([[[0., 2., 0.],
+            [0., 0., 0.]]])
     """
     fn = "adaptive_max_pool2d_backward"
     (go, x), dtype = _to_float64(fn, grad_output=grad_output, input=input)
