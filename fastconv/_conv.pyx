@@ -346,8 +346,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     if jn % nr:
                         pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
                                   bpack)
-                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack, jn, yt,
-                                PQ, pc > 0 or has_bias)
+                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
+                                jn, yt, PQ, pc > 0 or has_bias)
         free(bpack)
     free(apack)
     return -status
@@ -430,7 +430,6 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
                     gwp[i] += acc[t * wsize + i]
     free(acc)
     return -status
-
 
 
 cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
@@ -516,8 +515,10 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
       zero-padded to whole vectors, so the kernel has no scalar tail); each
       thread accumulates its own copy of grad_weight, summed once at the end.
 
-    grad_input: dcols[CRS, T] = W^T @ dY_tile (the GEMM kernel, dY read in place
-    as its pixel panel, W^T packed once), then col2im into grad_input. Tiles
+    grad_input: dcols[CRS, T] = W^T @ dY_tile (the GEMM kernel, reading W and
+    dY in place as its two operands), then col2im into grad_input; for a band
+    shorter than two register blocks of pixels (a small image) the GEMM runs
+    transposed, dcols^T = dY_tile^T @ W, its vectors along the rows of W. Tiles
     are bands of ``band_rows`` output rows whose input footprints overlap only
     their neighbours' (the caller makes band_rows * sh >= the kernel's extent
     minus sh), so even bands run in parallel, then odd bands: no two threads
