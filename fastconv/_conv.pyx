@@ -495,7 +495,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
                            Py_ssize_t tw, Py_ssize_t gw_cols, Py_ssize_t band_rows,
-                           Py_ssize_t kc_max, bint copy_free, int n_threads):
+                           Py_ssize_t kc_max, int n_threads):
     """Backward convolution with our micro-kernels, tile by tile of output rows.
 
     grad_weight[Kg, CRS] = sum over tiles of dY_tile[Kg, tw] @ cols_tile[CRS, tw]^T,
@@ -537,7 +537,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef Py_ssize_t wsize = K * CRS
     cdef Py_ssize_t item, n, g, b, j0, jn, pb, pc, kc
     cdef Py_ssize_t phase, n_phases, stride_b, per_phase, ldc
-    cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef bint pointwise = _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
     cdef int status = 0
     cdef int *failed = &status
     cdef int nt = n_threads

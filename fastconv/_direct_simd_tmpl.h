@@ -748,11 +748,15 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
             int data = h >= 0 && h < h_end && ja < jb;
             if (Wb < FC_VL) {
                 FC_N(zero_short)(d, Wb);
+                s = src + (c * Hs + h) * Ws + off;
                 if (data && sw == 1)
-                    FC_N(copy_short)(d + ja, src + (c * Hs + h) * Ws + off + ja, jb - ja);
+                    FC_N(copy_short)(d + ja, s + ja, jb - ja);
+                else if (data && sw == 2)  /* a constant stride: see below */
+                    for (j = ja; j < jb; j++)
+                        d[j] = s[2 * j];
                 else if (data)
                     for (j = ja; j < jb; j++)
-                        d[j] = src[(c * Hs + h) * Ws + off + j * sw];
+                        d[j] = s[j * sw];
                 continue;
             }
             if (!data) {

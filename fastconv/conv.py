@@ -122,7 +122,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         _call(_direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
     else:
         _call(_conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
-              *_choose.backward_blocks(g, n_threads), _choose.in_place(algo, g), n_threads)
+              *_choose.backward_blocks(g, n_threads), n_threads)
     gb = gy.sum(axis=(0, 2, 3))
     return (gx[0] if g.unbatched else gx), gw, gb
 
