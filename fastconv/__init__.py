@@ -3,6 +3,7 @@
 NCHW arrays, float32 and float64, with PyTorch's argument names, order and
 semantics. ``fastconv.reference`` holds pure-NumPy versions of every function.
 """
+from . import nn  # layers: fastconv.nn.Conv2d, MaxPool2d, ...
 from ._threads import get_num_threads, set_num_threads
 from .conv import conv2d, conv2d_backward, explain
 from .pool import (
