@@ -60,7 +60,8 @@ __all__ = [
     "Sequential",
 ]
 
-IntOrPair = Union[int, Tuple[int, int]]
+Pair = Tuple[int, int]
+IntOrPair = Union[int, Pair]
 RNGLike = Union[None, int, np.random.Generator, np.random.SeedSequence]
 
 
@@ -326,8 +327,8 @@ class Conv2d(Module):
         self.weight = gen.uniform(-bound, bound, wshape).astype(dt)
         self.grad_weight = np.zeros(wshape, dt)
         if bias:
-            self.bias: Optional[np.ndarray] = gen.uniform(-bound, bound, self.out_channels).astype(dt)
-            self.grad_bias: Optional[np.ndarray] = np.zeros(self.out_channels, dt)
+            self.bias: Optional[np.ndarray] = gen.uniform(-bound, bound, wshape[0]).astype(dt)
+            self.grad_bias: Optional[np.ndarray] = np.zeros(wshape[0], dt)
             self._param_names = ("weight", "bias")
         else:
             self.bias = self.grad_bias = None
@@ -378,8 +379,10 @@ class Conv2d(Module):
         P, Q = H + pt + pb - dh * (R - 1), W + pl + pr - dw * (S - 1)
         top, left = dh * (R - 1) - pt, dw * (S - 1) - pl
         bottom, right = dh * (R - 1) - pb, dw * (S - 1) - pr
-        if gy.shape != x.shape[:-3] + (self.out_channels, P, Q) or min(top, left, bottom, right) < 0:
-            return None  # conv2d_backward reports a bad grad_output
+        if gy.shape != x.shape[:-3] + (self.out_channels, P, Q):
+            return None  # conv2d_backward reports the bad grad_output
+        if min(top, left, bottom, right) < 0:
+            return None
         g = self.groups
         K, Cg = self.weight.shape[:2]
         wt = (self.weight.reshape(g, K // g, Cg, R, S).transpose(0, 2, 1, 3, 4)
@@ -447,7 +450,7 @@ class MaxPool2d(Module):
         self.return_indices = _params._bool(return_indices, func, "return_indices")
         self.ceil_mode = _params._bool(ceil_mode, func, "ceil_mode")
 
-    def _args(self) -> Tuple[Any, ...]:
+    def _args(self) -> Tuple[Pair, Pair, Pair, Pair, bool]:
         return (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def forward(self, input: Any) -> Any:
@@ -591,7 +594,7 @@ class AdaptiveMaxPool2d(Module):
         self.return_indices = _params._bool(return_indices, func, "return_indices")
 
     def forward(self, input: Any) -> Any:
-        """``adaptive_max_pool2d(input, output_size)``; ``(out, indices)`` with ``return_indices``."""
+        """``adaptive_max_pool2d(input, output_size)`` (and the indices if asked)."""
         x = np.asarray(input)
         if self.training or self.return_indices:
             y, idx = adaptive_max_pool2d(x, self.output_size, return_indices=True)
@@ -630,7 +633,8 @@ class Sequential(Module):
     Examples
     --------
     >>> from fastconv import nn
-    >>> model = nn.Sequential(nn.Conv2d(1, 6, 5, rng=0), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5, rng=1))
+    >>> model = nn.Sequential(nn.Conv2d(1, 6, 5, rng=0), nn.MaxPool2d(2),
+    ...                       nn.Conv2d(6, 16, 5, rng=1))
     >>> sorted(model.state_dict())
     ['0.bias', '0.weight', '2.bias', '2.weight']
     """

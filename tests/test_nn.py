@@ -245,7 +245,8 @@ def test_frozen_conv2d_checks_grad_output(rng):
     layer.requires_grad = False
     layer(make_x(rng, (1, 2, 6, 6)))
     with pytest.raises(ValueError, match=r"conv2d_backward: grad_output must have the forward "
-                                         r"output's shape \(1, 3, 4, 4\), got shape \(1, 3, 5, 5\)"):
+                                         r"output's shape \(1, 3, 4, 4\), "
+                                         r"got shape \(1, 3, 5, 5\)"):
         layer.backward(np.ones((1, 3, 5, 5), np.float32))
 
 
@@ -458,7 +459,8 @@ def test_sequential_load_state_dict():
     (lambda: nn.Conv2d(3, 4, 3, rng="seed"), TypeError,
      r"Conv2d: rng must be None, an int seed or a numpy\.random\.Generator, got 'seed'"),
     (lambda: nn.MaxPool2d(0), ValueError, r"MaxPool2d: kernel_size must be an int >= 1"),
-    (lambda: nn.MaxPool2d(2, ceil_mode=1), TypeError, r"MaxPool2d: ceil_mode must be a bool, got 1"),
+    (lambda: nn.MaxPool2d(2, ceil_mode=1), TypeError,
+     r"MaxPool2d: ceil_mode must be a bool, got 1"),
     (lambda: nn.AvgPool2d(2, stride=(1, 2, 3)), ValueError, r"AvgPool2d: stride must be an int"),
     (lambda: nn.AvgPool2d(2, divisor_override=0), ValueError,
      r"AvgPool2d: divisor_override must be an int >= 1, got 0"),
