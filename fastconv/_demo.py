@@ -525,8 +525,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretrain on digits 0-4, train a new dense classifier on a few "
                              "5-9s with the conv layers frozen, compare with training from "
                              "scratch")
-    parser.add_argument("--per-class", type=int, default=10,
-                        help="labelled images per digit for --transfer (default 10)")
+    parser.add_argument("--per-class", type=int, default=5,
+                        help="labelled images per digit for --transfer (default 5)")
 
 
 def run(args: argparse.Namespace) -> int:

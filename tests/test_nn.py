@@ -570,3 +570,11 @@ def test_torch_float32_lenet_layers(rng):
     for (name, _, grad), (tname, p) in zip(model.named_parameters(), tmodel.named_parameters()):
         assert name == tname
         close(grad, p.grad.numpy(), name)
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(nn, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
