@@ -233,7 +233,7 @@ def lenet5(num_classes: int = 10, seed: int = 0) -> nn.Sequential:
     )
 
 
-CONV_LAYERS = (0, 3)
+FEATURES = 6  # layers 0-5: conv, ReLU, pool, conv, ReLU, pool
 CLASSIFIER = (7, 9, 11)  # the dense layers
 HEAD = 11
 
@@ -493,8 +493,7 @@ def transfer(args: argparse.Namespace, data: Digits) -> Tuple[float, float]:
     fresh = lenet5(5, args.seed + 1)
     for i in CLASSIFIER:
         model[i] = fresh[i]
-    for i in CONV_LAYERS:
-        model[i].requires_grad = False
+    model[:FEATURES].requires_grad = False  # freeze the conv layers (a view: the same layers)
     small_batch = min(args.batch_size, 20)
     tuned = make_backend(args.backend, model, args.lr, args.momentum)
     tuned_hist = train(tuned, small, args.epochs, small_batch, args.seed, log=None)

@@ -640,12 +640,24 @@ class Sequential(Module):
     """
 
     def __init__(self, *layers: Any) -> None:
-        super().__init__()
         for i, layer in enumerate(layers):
             if not (callable(layer) and callable(getattr(layer, "backward", None))):
                 raise TypeError(f"Sequential: layer {i} must be callable and have a backward "
                                 f"method, got {layer!r}")
         self.layers: List[Any] = list(layers)
+        super().__init__()
+
+    @property
+    def requires_grad(self) -> bool:
+        """False when every layer is frozen; setting it sets every layer's
+        (``model[:6].requires_grad = False`` freezes the first six)."""
+        return any(getattr(layer, "requires_grad", False) for layer in self.layers)
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        for layer in self.layers:
+            if hasattr(layer, "requires_grad"):
+                layer.requires_grad = value
 
     def __len__(self) -> int:
         return len(self.layers)

@@ -412,6 +412,19 @@ def test_sequential_keys_forward_backward(rng):
     assert all(layer.training for layer in model)
 
 
+def test_sequential_requires_grad_freezes_its_layers(rng):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.MaxPool2d(2), nn.Conv2d(2, 3, 1, rng=1))
+    assert model.requires_grad
+    model[:2].requires_grad = False  # a slice shares the layers
+    assert [layer.requires_grad for layer in model] == [False, False, True]
+    y = model(make_x(rng, (2, 1, 8, 8)))
+    model.backward(np.ones_like(y))
+    np.testing.assert_array_equal(model[0].grad_weight, 0)
+    assert np.abs(model[2].grad_weight).max() > 0
+    model.requires_grad = False
+    assert not model.requires_grad and not model[2].requires_grad
+
+
 def test_sequential_load_state_dict():
     a = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.MaxPool2d(2), nn.Conv2d(2, 3, 3, rng=1))
     b = nn.Sequential(nn.Conv2d(1, 2, 3, rng=2), nn.MaxPool2d(2), nn.Conv2d(2, 3, 3, rng=3))
