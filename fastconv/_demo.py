@@ -117,11 +117,11 @@ class ReLU(nn.Module):
 
     def forward(self, x: Array) -> Array:
         y = np.maximum(x, 0)
-        self._keep(y)
+        self.save_for_backward(y)
         return y
 
     def backward(self, grad: Array) -> Array:
-        (y,) = self._take()
+        (y,) = self.take_saved()
         return grad * (y > 0)  # (np.where(y > 0, grad, 0) is ~10x slower)
 
 
@@ -129,11 +129,11 @@ class Flatten(nn.Module):
     """``(N, C, H, W)`` -> ``(N, C*H*W)``, as ``torch.nn.Flatten``."""
 
     def forward(self, x: Array) -> Array:
-        self._keep(x.shape)
+        self.save_for_backward(x.shape)
         return x.reshape(len(x), -1)
 
     def backward(self, grad: Array) -> Array:
-        (shape,) = self._take()
+        (shape,) = self.take_saved()
         return grad.reshape(shape)
 
 
@@ -153,14 +153,14 @@ class Linear(nn.Module):
         self.bias = gen.uniform(-bound, bound, out_features).astype(DTYPE)
         self.grad_weight = np.zeros_like(self.weight)
         self.grad_bias = np.zeros_like(self.bias)
-        self._param_names = ("weight", "bias")
+        self.param_names = ("weight", "bias")
 
     def forward(self, x: Array) -> Array:
-        self._keep(x)
+        self.save_for_backward(x)
         return x @ self.weight.T + self.bias
 
     def backward(self, grad: Array) -> Array:
-        (x,) = self._take()
+        (x,) = self.take_saved()
         if self.requires_grad:
             self.grad_weight += grad.T @ x
             self.grad_bias += grad.sum(axis=0)

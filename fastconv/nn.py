@@ -68,8 +68,12 @@ RNGLike = Union[None, int, np.random.Generator, np.random.SeedSequence]
 class Module:
     """What every layer here shares: train/eval mode, freezing, state_dict.
 
-    Subclasses list their parameters in ``_param_names``; each parameter
-    ``p`` is an attribute ndarray with its gradient in ``grad_<p>``.
+    To write a layer (the demo's dense layer is one): subclass, implement
+    ``forward(x)`` calling ``self.save_for_backward(...)`` and
+    ``backward(grad)`` calling ``self.take_saved()``, and name the parameters
+    in ``param_names``: each parameter ``p`` is an ndarray attribute with
+    its gradient in ``grad_<p>``. Train/eval mode, ``state_dict`` and
+    ``zero_grad`` then work as for the built-in layers.
 
     Attributes
     ----------
@@ -80,7 +84,7 @@ class Module:
         only.
     """
 
-    _param_names: Tuple[str, ...] = ()
+    param_names: Tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.training = True
@@ -99,16 +103,17 @@ class Module:
     def backward(self, grad_output: Any) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _keep(self, *saved: Any) -> None:
-        """Keep what backward needs, in training mode only."""
+    def save_for_backward(self, *saved: Any) -> None:
+        """Keep what backward needs (in training mode; in eval mode, nothing)."""
         if self.training:
             self._saved = saved
         else:
             self._saved = None
             self._why_none = "the last forward ran in eval mode (call .train() before it)"
 
-    def _take(self) -> Tuple[Any, ...]:
-        """Hand what the forward kept to backward, once."""
+    def take_saved(self) -> Tuple[Any, ...]:
+        """What the forward saved, handed to backward once; raises ValueError
+        when there is none (eval mode, no forward, or already consumed)."""
         saved = self._saved
         if saved is None:
             raise ValueError(
@@ -136,7 +141,7 @@ class Module:
 
     def named_parameters(self) -> Iterator[Tuple[str, np.ndarray, np.ndarray]]:
         """Yield ``(name, parameter, gradient)`` for each parameter."""
-        for name in self._param_names:
+        for name in self.param_names:
             yield name, getattr(self, name), getattr(self, "grad_" + name)
 
     def zero_grad(self) -> None:
@@ -329,10 +334,10 @@ class Conv2d(Module):
         if bias:
             self.bias: Optional[np.ndarray] = gen.uniform(-bound, bound, wshape[0]).astype(dt)
             self.grad_bias: Optional[np.ndarray] = np.zeros(wshape[0], dt)
-            self._param_names = ("weight", "bias")
+            self.param_names = ("weight", "bias")
         else:
             self.bias = self.grad_bias = None
-            self._param_names = ("weight",)
+            self.param_names = ("weight",)
 
     def _args(self) -> Tuple[Any, ...]:
         return (self.stride, self.padding, self.dilation, self.groups)
@@ -344,12 +349,12 @@ class Conv2d(Module):
             raise ValueError(f"{self._func}: input must have {self.in_channels} channels "
                              f"(in_channels), got input of shape {x.shape}")
         y = conv2d(x, self.weight, self.bias, *self._args())
-        self._keep(x)
+        self.save_for_backward(x)
         return y
 
     def backward(self, grad_output: Any) -> np.ndarray:
         """Return the input's gradient; add the parameters' to ``grad_weight``/``grad_bias``."""
-        (x,) = self._take()
+        (x,) = self.take_saved()
         if not self.requires_grad:
             gx = self._input_grad(grad_output, x)
             if gx is not None:
@@ -460,12 +465,12 @@ class MaxPool2d(Module):
             y, idx = max_pool2d(x, *self._args(), return_indices=True)
         else:
             y, idx = max_pool2d(x, *self._args()), None
-        self._keep(x, idx)
+        self.save_for_backward(x, idx)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_output: Any) -> np.ndarray:
         """Scatter ``grad_output`` to each window's argmax; return the input's gradient."""
-        x, idx = self._take()
+        x, idx = self.take_saved()
         return max_pool2d_backward(grad_output, x, *self._args(), indices=idx)
 
     def _extra_repr(self) -> str:
@@ -514,12 +519,12 @@ class AvgPool2d(Module):
         """``avg_pool2d(input, ...)``."""
         x = np.asarray(input)
         y = avg_pool2d(x, *self._args())
-        self._keep(x)
+        self.save_for_backward(x)
         return y
 
     def backward(self, grad_output: Any) -> np.ndarray:
         """Spread ``grad_output`` over each window; return the input's gradient."""
-        (x,) = self._take()
+        (x,) = self.take_saved()
         return avg_pool2d_backward(grad_output, x, *self._args())
 
     def _extra_repr(self) -> str:
@@ -558,12 +563,12 @@ class AdaptiveAvgPool2d(Module):
         """``adaptive_avg_pool2d(input, output_size)``."""
         x = np.asarray(input)
         y = adaptive_avg_pool2d(x, self.output_size)
-        self._keep(x)
+        self.save_for_backward(x)
         return y
 
     def backward(self, grad_output: Any) -> np.ndarray:
         """Spread ``grad_output`` over each window; return the input's gradient."""
-        (x,) = self._take()
+        (x,) = self.take_saved()
         return adaptive_avg_pool2d_backward(grad_output, x, self.output_size)
 
     def _extra_repr(self) -> str:
@@ -600,12 +605,12 @@ class AdaptiveMaxPool2d(Module):
             y, idx = adaptive_max_pool2d(x, self.output_size, return_indices=True)
         else:
             y, idx = adaptive_max_pool2d(x, self.output_size), None
-        self._keep(x, idx)
+        self.save_for_backward(x, idx)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_output: Any) -> np.ndarray:
         """Scatter ``grad_output`` to each window's argmax; return the input's gradient."""
-        x, idx = self._take()
+        x, idx = self.take_saved()
         return adaptive_max_pool2d_backward(grad_output, x, self.output_size, indices=idx)
 
     def _extra_repr(self) -> str:
