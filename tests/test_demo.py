@@ -93,6 +93,17 @@ def test_demo_transfer(capsys):
     assert 0 <= scratch <= 100
 
 
+def test_demo_transfer_torch_backend_agrees(capsys):
+    """PyTorch freezes the same layers and fine-tunes from the same weights."""
+    pytest.importorskip("torch")
+    args = ["--transfer", "--epochs", "2", "--per-class", "10", "--threads", "1"]
+    pattern = r"fine-tuned (\d+\.\d)% \| from scratch (\d+\.\d)%$"
+    ours = re.search(pattern, run_demo(capsys, *args)[-1])
+    theirs = re.search(pattern, run_demo(capsys, *args, "--backend", "torch")[-1])
+    for i in (1, 2):
+        assert abs(float(ours.group(i)) - float(theirs.group(i))) <= 2.0, (ours, theirs)
+
+
 def test_demo_rejects_bad_options(capsys):
     with pytest.raises(SystemExit, match="demo: --epochs must be >= 1, got 0"):
         main(["demo", "--epochs", "0"])
