@@ -81,7 +81,7 @@ def load_digits_28(seed: int = 0, test_fraction: float = 0.2) -> Digits:
     training images only.
     """
     try:
-        from sklearn.datasets import load_digits  # type: ignore  # (no type stubs)
+        from sklearn.datasets import load_digits
     except ImportError:
         raise SystemExit(
             "demo: needs scikit-learn for its data set: pip install 'fastconv[examples]' "
@@ -330,7 +330,7 @@ def one_blas_thread() -> Any:
     2-core machine). threadpoolctl comes with scikit-learn.
     """
     try:
-        from threadpoolctl import threadpool_limits  # type: ignore  # (no type stubs)
+        from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - scikit-learn requires it
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")

@@ -82,6 +82,25 @@ class Module:
     requires_grad : bool
         False freezes the parameters: ``backward`` returns the input gradient
         only.
+
+    Examples
+    --------
+    A ReLU layer of one's own:
+
+    >>> import numpy as np
+    >>> from fastconv.nn import Module
+    >>> class ReLU(Module):
+    ...     def forward(self, x):
+    ...         self.save_for_backward(x > 0)
+    ...         return np.maximum(x, 0)
+    ...     def backward(self, grad):
+    ...         (mask,) = self.take_saved()
+    ...         return grad * mask
+    >>> relu = ReLU()
+    >>> relu(np.array([-1.0, 2.0]))
+    array([0., 2.])
+    >>> relu.backward(np.array([5.0, 5.0]))
+    array([0., 5.])
     """
 
     param_names: Tuple[str, ...] = ()
