@@ -24,6 +24,12 @@ __all__ = [
 # Largest element count we let an output or workspace reach: beyond it index
 # arithmetic in Py_ssize_t could overflow once multiplied by the item size.
 _MAX_ELEMENTS = sys.maxsize // 16
+# Largest zero-padded input (C x padded H x padded W) we accept. The kernels'
+# workspaces grow with it (a band of the direct kernel holds up to ~60 values
+# per padded position and channel, the pooling row buffers span the padding),
+# so below this bound every size they compute, in bytes, fits in Py_ssize_t
+# with room to spare (2**53 on 64-bit; no real input comes near it).
+_MAX_PADDED = sys.maxsize // 1024
 
 
 # --------------------------------------------------------------------------
@@ -109,13 +115,16 @@ def _contiguous(arr, dtype):
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _check_size(func, shape, what="output"):
+def _check_size(func, shape, what="output", limit=_MAX_ELEMENTS):
+    # empty dimensions count as 1: NumPy refuses a shape whose other sizes
+    # multiply past what it can address, even when the array would be empty
     n = 1
     for d in shape:
-        n *= d
-    if n > _MAX_ELEMENTS:
+        n *= max(d, 1)
+    if n > limit:
+        empty = " (empty dimensions counted as 1)" if 0 in shape else ""
         raise ValueError(
-            f"{func}: the {what} would have {n} elements (shape {tuple(shape)}), "
+            f"{func}: the {what} would have {n} elements{empty} (shape {tuple(shape)}), "
             f"more than can be addressed"
         )
 
@@ -130,6 +139,19 @@ def _batched(arr, func, name="input"):
         f"{func}: {name} must be 3-D (C, H, W) or 4-D (N, C, H, W), "
         f"got {arr.ndim}-D array of shape {arr.shape}"
     )
+
+
+def _padded_input(func, C, padded, stride):
+    """Bound the zero-padded input; return the stride the kernels should use.
+
+    A stride longer than the padded input can only give an output of size 1
+    along its axis (with two outputs or more it is shorter), and then its
+    value no longer matters; the kernels size buffers by it (the direct
+    convolution splits its input into stride x stride phases), so they are
+    given the padded size instead, which gives the same single output.
+    """
+    _check_size(func, (C, *padded), "zero-padded input (per image)", _MAX_PADDED)
+    return tuple(min(s, n) for s, n in zip(stride, padded))
 
 
 # --------------------------------------------------------------------------
@@ -213,6 +235,10 @@ def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups,
     w = _as_array(weight, func, "weight")
     b = None if bias is None else _as_array(bias, func, "bias")
     x4, unbatched = _batched(x, func)
+    if 0 in x4.shape[2:]:  # as PyTorch: only the batch and channels may be empty
+        raise ValueError(
+            f"{func}: input must have non-empty height and width, got shape {x.shape}"
+        )
     if w.ndim != 4:
         raise ValueError(
             f"{func}: weight must be 4-D (K, C/groups, R, S), got {w.ndim}-D array of shape {w.shape}"
@@ -252,6 +278,7 @@ def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups,
             f"({H + pad[0] + pad[1]}, {W + pad[2] + pad[3]}), got input of shape {x.shape}"
         )
     _check_size(func, (N, K, P, Q))
+    g.stride = _padded_input(func, C, (H + pad[0] + pad[1], W + pad[2] + pad[3]), g.stride)
     g.dtype = _result_dtype(func, input=x, weight=w, bias=b)
     g.x = g.w = g.b = None
     if operands:
@@ -349,6 +376,7 @@ def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode
             f"and padding={padding!r}"
         )
     _check_size(func, g.out_shape)
+    g.stride = _padded_input(func, g.C, (g.H + 2 * g.pad[0], g.W + 2 * g.pad[1]), g.stride)
     g.x = _contiguous(g.x, g.dtype)
     return g
 
@@ -391,7 +419,12 @@ def adaptive_pool_geometry(func, input, output_size):
 def check_divisor(func, divisor_override):
     if divisor_override is None:
         return 0
-    return _int(divisor_override, func, "divisor_override", 1)
+    value = _int(divisor_override, func, "divisor_override", 1)
+    if value > sys.maxsize:  # the kernels take a Py_ssize_t
+        raise ValueError(
+            f"{func}: divisor_override must be an int in [1, {sys.maxsize}], got {value!r}"
+        )
+    return value
 
 
 def check_indices(func, indices, out_shape, unbatched):
