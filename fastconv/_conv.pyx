@@ -18,6 +18,11 @@ from libc.string cimport memcpy, memset
 
 from fastconv._types cimport end_valid, first_valid, floating
 
+cdef extern from "_fpmode.h" nogil:
+    # flush-to-zero in each kernel thread, restored when it leaves (see the header)
+    unsigned int fc_ftz_on()
+    void fc_ftz_restore(unsigned int mode)
+
 
 # --------------------------------------------------------------------------
 # im2col + GEMM, tiled over output pixels
@@ -283,6 +288,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef floating *bpack = NULL
     cdef const floating *xg
     cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef unsigned int fpmode
     cdef floating *yt
     cdef const floating *ap
     if N == 0 or K == 0:
@@ -296,6 +302,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         for g in range(groups):
             pack_weights(&w[g * Kg, 0, 0, 0], Kg, CRS, mr, apack + g * Kg_pad * CRS)
     with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
         bpack = <floating *> malloc(kc_max * nc * sizeof(floating))
         if bpack == NULL:
             failed[0] = 1
@@ -335,6 +342,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     gemm_panels(kc, ap, mr * CRS, Kg, xg + pc * PQ + j0, PQ, bpack, jn, yt,
                                 PQ, pc > 0 or has_bias)
         free(bpack)
+        fc_ftz_restore(fpmode)
     free(apack)
     return -status
 
@@ -378,6 +386,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef int status = 0
     cdef int *failed = &status
     cdef int nt = n_threads
+    cdef unsigned int fpmode
     cdef floating *col = NULL
     cdef floating *tail = NULL
     cdef floating *abuf = NULL
@@ -401,6 +410,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     if acc == NULL:
         return -1
     with nogil, parallel(num_threads=nt):
+        fpmode = fc_ftz_on()
         tid = threadid()
         # a tile of dY and dc im2col rows, zero-padded to whole vectors
         abuf = <floating *> malloc(Kg * tw_pad * sizeof(floating))
@@ -447,6 +457,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                          min(dr, Kg - kb * dr), min(dc, CRS - cb * dc))
         free(abuf)
         free(bbuf)
+        fc_ftz_restore(fpmode)
     if status == 0:
         with nogil:
             for i in prange(wsize, schedule="static", num_threads=nt):
@@ -472,6 +483,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     for phase in range(n_phases):
         per_phase = (n_bands - phase + stride_b - 1) // stride_b
         with nogil, parallel(num_threads=nt):
+            fpmode = fc_ftz_on()
             col = NULL
             if not pointwise:
                 col = <floating *> malloc(CRS_pad * T * sizeof(floating))
@@ -505,6 +517,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                                 &gx[n, g * Cg, 0, 0])
             free(col)
             free(tail)
+            fc_ftz_restore(fpmode)
         if status:
             break
     free(wt)
