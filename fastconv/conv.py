@@ -53,6 +53,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         ``P = (H + pad_top + pad_bottom - dilation[0] * (R - 1) - 1) // stride[0] + 1``,
         likewise Q. float32 inputs give float32; see the README for the dtype rules.
 
+    Notes
+    -----
+    The kernels run with flush-to-zero: denormal inputs and results count as
+    zero (they would slow the multiply-adds by two orders of magnitude). The
+    mode is set in the kernels' own threads only and restored after.
+
     Examples
     --------
     >>> import numpy as np, fastconv

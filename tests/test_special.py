@@ -7,8 +7,9 @@ of convolution and average pooling follow IEEE arithmetic (inf + -inf and
 infinite weight gives NaN, as in the reference and PyTorch's im2col path
 (its oneDNN path skips padding taps). conv2d_backward's grad_input has no
 such term, as in PyTorch. Results are compared with the reference and, when
-PyTorch is installed, with it. Denormal inputs give exact denormal results:
-the kernels never switch the CPU to flush-to-zero.
+PyTorch is installed, with it. Denormals: the convolution kernels flush
+them to zero (they made them 70-340 times slower), each kernel thread
+restoring its mode after; pooling keeps them exactly.
 """
 import numpy as np
 import pytest
@@ -274,21 +275,49 @@ TINY = {np.float32: np.finfo(np.float32).smallest_subnormal,
         np.float64: np.finfo(np.float64).smallest_subnormal}
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_denormals_are_not_flushed(rng, dtype):
-    """Results that are denormal come out denormal (no flush-to-zero), and the
-    calls leave the floating-point mode of the process as they found it."""
-    tiny = TINY[dtype]
-    x = (rng.integers(1, 1000, (2, 3, 16, 16)) * tiny).astype(dtype)
+def denormals(rng, shape, dtype):
+    x = (rng.integers(1, 1000, shape) * TINY[dtype]).astype(dtype)
     assert (x != 0).all() and (np.abs(x) < np.finfo(dtype).tiny).all()
-    np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), ref.max_pool2d(x, 2))
-    ones = np.ones((3, 3, 1, 1), dtype)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_convolutions_flush_denormals(rng, threads, dtype):
+    """The convolution kernels run with flush-to-zero and denormals-are-zero
+    (denormals made them 70-340 times slower): denormal inputs count as 0."""
+    threads.set_num_threads(2)
+    x = denormals(rng, (2, 3, 16, 16), dtype)
+    w = np.ones((3, 3, 1, 1), dtype)
     for algorithm in CONV_ALGOS + ["1x1"]:
-        # x * 1 + x * 1 + x * 1, exact in denormals
-        y = fastconv.conv2d(x, ones, algorithm=algorithm)
-        np.testing.assert_array_equal(y, np.broadcast_to(x.sum(axis=1, keepdims=True), y.shape))
-    y = fastconv.avg_pool2d(x, 2, divisor_override=1)  # sums: exact
-    np.testing.assert_array_equal(y, ref.avg_pool2d(x, 2, divisor_override=1))
-    # the mode is unchanged: NumPy's own denormal arithmetic still gives denormals
-    assert dtype(tiny) * dtype(3) == dtype(3 * tiny) != 0
-    assert dtype(tiny * 4) / dtype(2) != 0
+        assert not fastconv.conv2d(x, w, algorithm=algorithm).any(), algorithm
+        y = np.ones((2, 3, 16, 16), dtype)
+        gx, gw, _ = fastconv.conv2d_backward(y, x, denormals(rng, w.shape, dtype),
+                                             algorithm=algorithm)
+        assert not gx.any() and not gw.any(), algorithm
+    # results below the normal range flush to 0 too: 1e-20 * 1e-20 (float32), 1e-160 ** 2
+    small = np.sqrt(np.finfo(dtype).tiny) / 8
+    x = np.full((1, 1, 4, 4), small, dtype)
+    assert not fastconv.conv2d(x, np.full((1, 1, 1, 1), small, dtype)).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_denormals_elsewhere_are_kept(rng, threads, dtype):
+    """Each kernel thread restores its floating-point mode: after convolutions on
+    two threads, pooling on the same OpenMP workers and NumPy in this thread
+    still see denormals (max pooling returns them exactly)."""
+    threads.set_num_threads(2)
+    x = denormals(rng, (1, 4, 128, 128), dtype)  # big enough for pooling to use threads
+    fastconv.conv2d(rng.standard_normal((2, 4, 32, 32)).astype(dtype),
+                    rng.standard_normal((8, 4, 3, 3)).astype(dtype), algorithm="direct")
+    fastconv.conv2d_backward(np.ones((2, 8, 30, 30), dtype), np.ones((2, 4, 32, 32), dtype),
+                             np.ones((8, 4, 3, 3), dtype), algorithm="im2col")
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), ref.max_pool2d(x, 2))
+    y, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ey, eidx = ref.max_pool2d(x, 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(y, ey)
+    np.testing.assert_array_equal(idx, eidx)
+    # sums of denormals are exact: a divisor of 1 keeps them so
+    np.testing.assert_array_equal(fastconv.avg_pool2d(x, 2, divisor_override=1),
+                                  ref.avg_pool2d(x, 2, divisor_override=1))
+    tiny = TINY[dtype]
+    assert dtype(tiny) * dtype(3) == dtype(3 * tiny) != 0  # this thread's mode
