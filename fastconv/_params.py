@@ -141,17 +141,20 @@ def _batched(arr, func, name="input"):
     )
 
 
-def _padded_input(func, C, padded, stride):
-    """Bound the zero-padded input; return the stride the kernels should use.
+def _kernel_steps(func, C, padded, out, kernel, stride, dilation):
+    """Bound the zero-padded input; return the (stride, dilation) the kernels get.
 
-    A stride longer than the padded input can only give an output of size 1
-    along its axis (with two outputs or more it is shorter), and then its
-    value no longer matters; the kernels size buffers by it (the direct
-    convolution splits its input into stride x stride phases), so they are
-    given the padded size instead, which gives the same single output.
+    Along an axis with a single output the stride plays no part, nor does the
+    dilation of a single tap: the kernels are given 1 instead, the same
+    result. They size buffers by them (the direct convolution splits its
+    input into stride x stride phases, pooling rows span 16 windows), so an
+    irrelevant 2**40 was a crash, 2**63 an OverflowError. Any other stride
+    or dilation is below the padded size, itself bounded here.
     """
     _check_size(func, (C, *padded), "zero-padded input (per image)", _MAX_PADDED)
-    return tuple(min(s, n) for s, n in zip(stride, padded))
+    stride = tuple(1 if n == 1 else s for s, n in zip(stride, out))
+    dilation = tuple(1 if k == 1 else d for d, k in zip(dilation, kernel))
+    return stride, dilation
 
 
 # --------------------------------------------------------------------------
@@ -278,7 +281,8 @@ def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups,
             f"({H + pad[0] + pad[1]}, {W + pad[2] + pad[3]}), got input of shape {x.shape}"
         )
     _check_size(func, (N, K, P, Q))
-    g.stride = _padded_input(func, C, (H + pad[0] + pad[1], W + pad[2] + pad[3]), g.stride)
+    g.stride, g.dilation = _kernel_steps(func, C, (H + pad[0] + pad[1], W + pad[2] + pad[3]),
+                                         (P, Q), (R, S), g.stride, g.dilation)
     g.dtype = _result_dtype(func, input=x, weight=w, bias=b)
     g.x = g.w = g.b = None
     if operands:
@@ -376,7 +380,8 @@ def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode
             f"and padding={padding!r}"
         )
     _check_size(func, g.out_shape)
-    g.stride = _padded_input(func, g.C, (g.H + 2 * g.pad[0], g.W + 2 * g.pad[1]), g.stride)
+    g.stride, g.dilation = _kernel_steps(func, g.C, (g.H + 2 * g.pad[0], g.W + 2 * g.pad[1]),
+                                         (g.P, g.Q), g.kernel, g.stride, g.dilation)
     g.x = _contiguous(g.x, g.dtype)
     return g
 

@@ -301,7 +301,8 @@ def conv_geometry(draw):
     R, S = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     if draw(st.integers(0, 29)) == 0:  # an empty weight dimension
         Kg, invalid = 0, True
-    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    # (a single tap's dilation plays no part: sometimes 2**31 and more)
+    dh, dw = draw(small_int(1, 3, huge=R == 1)), draw(small_int(1, 3, huge=S == 1))
     eR, eS = dh * (R - 1) + 1, dw * (S - 1) + 1
     form = draw(st.sampled_from(["int", "pair", "asym", "valid", "same"]))
     sh, sw = (1, 1) if form == "same" else (draw(small_int(1, 3, huge=True)),
@@ -405,7 +406,8 @@ def pool_geometry(draw, avg):
     """Keyword arguments of a max (avg=False) or average pooling and an input size."""
     invalid = False
     kh, kw_ = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    dh, dw = (1, 1) if avg else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dh, dw = (1, 1) if avg else (draw(small_int(1, 3, huge=kh == 1)),
+                                 draw(small_int(1, 3, huge=kw_ == 1)))
     eh, ew = dh * (kh - 1) + 1, dw * (kw_ - 1) + 1
     ph, pw = draw(st.integers(0, eh // 2)), draw(st.integers(0, ew // 2))
     if draw(st.integers(0, 14)) == 0:  # padding above half the kernel: PyTorch refuses it
@@ -646,6 +648,21 @@ def test_conv_stride_beyond_the_input(algorithm, stride):
     for got, exp in zip(fastconv.conv2d_backward(g, x, w, stride, 1, algorithm=algorithm),
                         ref.conv2d_backward(g, x, w, stride, 1)):
         np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dilation", [2**40, 2**63, (2**63, 1)])
+def test_dilation_of_a_single_tap(dilation):
+    """A 1-tap kernel's dilation plays no part, but reached the kernels: 2**63
+    raised OverflowError (found by atheris). The result is that of dilation 1
+    (which the reference, whose index arithmetic is int64, is given)."""
+    x = np.random.default_rng(4).standard_normal((2, 3, 5, 6))
+    np.testing.assert_array_equal(
+        fastconv.max_pool2d(x, (1, 1), 1, dilation=dilation, return_indices=True),
+        ref.max_pool2d(x, (1, 1), 1, return_indices=True))
+    w = np.ones((2, 3, 1, 1))
+    for algorithm in ("direct", "im2col"):
+        np.testing.assert_allclose(fastconv.conv2d(x, w, dilation=dilation, algorithm=algorithm),
+                                   ref.conv2d(x, w), rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
