@@ -105,26 +105,17 @@ def assert_unchanged(snap, name):
 # the checker
 
 
-def tolerance(dtype, reduction):
-    base = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}[np.dtype(dtype)]
-    return base * max(1.0, np.sqrt(reduction / 64.0))
-
-
-def assert_matches(got, expected, reduction, exact, what):
-    assert isinstance(got, np.ndarray), f"{what}: returned {type(got).__name__}"
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != {expected.dtype}"
+def assert_matches(assert_close, got, expected, reduction, exact, what):
+    """conftest's assert_close (dtype- and length-aware tolerance), or exact."""
     if exact or expected.dtype.kind in "iu":
+        assert isinstance(got, np.ndarray), f"{what}: returned {type(got).__name__}"
+        assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != {expected.dtype}"
         np.testing.assert_array_equal(got, expected, err_msg=what)
-        return
-    rtol = tolerance(expected.dtype, reduction)
-    finite = expected[np.isfinite(expected)]
-    scale = float(np.abs(finite).max()) if finite.size else 0.0
-    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * scale, equal_nan=True,
-                               err_msg=what)
+    else:
+        assert_close(got, expected, reduction, err_msg=what)
 
 
-def check_call(name, args, kwargs, extra=None, *, invalid=False, reductions=(1,),
+def check_call(assert_close, name, args, kwargs, extra=None, *, invalid=False, reductions=(1,),
                exact=(False,), out_spec=None, rng=None):
     """Run fastconv's ``name`` and the reference's on the same arguments.
 
@@ -171,7 +162,7 @@ def check_call(name, args, kwargs, extra=None, *, invalid=False, reductions=(1,)
     expected = expected if isinstance(expected, tuple) else (expected,)
     assert len(results) == len(expected)
     for i, (r, e) in enumerate(zip(results, expected)):
-        assert_matches(r, e, reductions[min(i, len(reductions) - 1)],
+        assert_matches(assert_close, r, e, reductions[min(i, len(reductions) - 1)],
                        exact[min(i, len(exact) - 1)], f"{name} result {i}")
     if extra.get("out") is not None:
         assert got is extra["out"], f"{name} did not return out"
@@ -333,9 +324,11 @@ def conv_geometry(draw):
     # one argument made wrong
     if draw(st.integers(0, 9)) == 0:
         param = draw(st.sampled_from(["stride", "dilation", "groups", "padding"]))
-        kw[param] = draw(st.sampled_from([
-            0, -1, 1.5, "2", None, True, (1, 2, 3), (1, 0), "full", ((1, 1), 1),
-            ((0, -1), (0, 0)), ((1, 2, 3), (0, 0)), np.float64(1.0)]))
+        bad = [-1, 1.5, "2", None, True, (1, 2, 3), "full", ((1, 1), 1),
+               ((0, -1), (0, 0)), ((1, 2, 3), (0, 0)), np.float64(1.0)]
+        if param != "padding":  # (a padding of 0 is valid)
+            bad += [0, (1, 0)]
+        kw[param] = draw(st.sampled_from(bad))
         invalid = True  # (the reference refuses some of these too)
     if form == "same" and kw["stride"] not in (1, (1, 1), [1, 1]) and not invalid:
         invalid = True  # 'same' needs stride 1
@@ -347,7 +340,7 @@ def conv_geometry(draw):
 
 
 @given(geo=conv_geometry(), data=st.data(), seed=seeds, kind=value_kinds)
-def test_conv2d(geo, data, seed, kind):
+def test_conv2d(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     set_threads(draw)
@@ -366,13 +359,13 @@ def test_conv2d(geo, data, seed, kind):
     out_spec = draw(st.sampled_from(
         [None] * 6 + ["good", "good", "wrong_dtype", "wrong_shape", "list", "fortran",
                       "strided", "readonly", "overlap"]))
-    check_call("conv2d", (x, w, b), geo["kw"], dict(algorithm=geo["algorithm"]),
+    check_call(assert_close, "conv2d", (x, w, b), geo["kw"], dict(algorithm=geo["algorithm"]),
                invalid=geo["invalid"] or bad_x or bad_w,
                reductions=(geo["Cg"] * geo["R"] * geo["S"],), out_spec=out_spec, rng=rng)
 
 
 @given(geo=conv_geometry(), data=st.data(), seed=seeds, kind=value_kinds)
-def test_conv2d_backward(geo, data, seed, kind):
+def test_conv2d_backward(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     set_threads(draw)
@@ -392,7 +385,8 @@ def test_conv2d_backward(geo, data, seed, kind):
     g = draw(array(y_shape, gt, kind, rng))
     P_Q = int(np.prod(y_shape[-2:])) if len(y_shape) >= 2 else 1
     red_pixels = max(1, N * P_Q)
-    check_call("conv2d_backward", (g, x, w), geo["kw"], dict(algorithm=geo["algorithm"]),
+    check_call(assert_close, "conv2d_backward", (g, x, w), geo["kw"],
+               dict(algorithm=geo["algorithm"]),
                invalid=geo["invalid"] or bad_x or bad_w or bad_g,
                reductions=(geo["Kg"] * geo["R"] * geo["S"], red_pixels, red_pixels))
 
@@ -473,7 +467,7 @@ def pool_output_shape(name, x_shape, kw):
 
 
 @given(geo=pool_geometry(avg=False), data=st.data(), seed=seeds, kind=value_kinds)
-def test_max_pool2d(geo, data, seed, kind):
+def test_max_pool2d(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad = draw(dtype_for())
@@ -482,11 +476,11 @@ def test_max_pool2d(geo, data, seed, kind):
     kw = dict(geo["kw"])
     kw["return_indices"] = draw(st.sampled_from([True, True, False, np.True_, 1]))
     invalid = geo["invalid"] or bad or not isinstance(kw["return_indices"], (bool, np.bool_))
-    check_call("max_pool2d", (x,), kw, invalid=invalid, exact=(True,))
+    check_call(assert_close, "max_pool2d", (x,), kw, invalid=invalid, exact=(True,))
 
 
 @given(geo=pool_geometry(avg=False), data=st.data(), seed=seeds, kind=value_kinds)
-def test_max_pool2d_backward(geo, data, seed, kind):
+def test_max_pool2d_backward(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad_x = draw(dtype_for())
@@ -501,23 +495,23 @@ def test_max_pool2d_backward(geo, data, seed, kind):
         kw["indices"], bad_i = window_indices(draw, rng, y_shape, geo["H"], geo["W"])
         invalid = invalid or bad_i
     # overlapping windows (or any indices) sum up to P*Q gradients into one input
-    check_call("max_pool2d_backward", (g, x), kw, invalid=invalid,
+    check_call(assert_close, "max_pool2d_backward", (g, x), kw, invalid=invalid,
                reductions=(max(1, int(np.prod(y_shape[-2:]))),))
 
 
 @given(geo=pool_geometry(avg=True), data=st.data(), seed=seeds, kind=value_kinds)
-def test_avg_pool2d(geo, data, seed, kind):
+def test_avg_pool2d(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad = draw(dtype_for())
     x_shape, _ = draw(batch(geo["C"], geo["H"], geo["W"]))
     x = draw(array(x_shape, xt, kind, rng))
-    check_call("avg_pool2d", (x,), geo["kw"], invalid=geo["invalid"] or bad,
+    check_call(assert_close, "avg_pool2d", (x,), geo["kw"], invalid=geo["invalid"] or bad,
                reductions=(geo["area"],))
 
 
 @given(geo=pool_geometry(avg=True), data=st.data(), seed=seeds, kind=value_kinds)
-def test_avg_pool2d_backward(geo, data, seed, kind):
+def test_avg_pool2d_backward(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad_x = draw(dtype_for())
@@ -529,7 +523,8 @@ def test_avg_pool2d_backward(geo, data, seed, kind):
         y_shape = y_shape[:-2] + (y_shape[-2] + 1,) + y_shape[-1:] if len(y_shape) >= 2 \
             else (2,)
     g = draw(array(y_shape, gt, kind, rng))
-    check_call("avg_pool2d_backward", (g, x), geo["kw"], invalid=geo["invalid"] or bad_x or bad_g,
+    check_call(assert_close, "avg_pool2d_backward", (g, x), geo["kw"],
+               invalid=geo["invalid"] or bad_x or bad_g,
                reductions=(geo["area"],))
 
 
@@ -565,19 +560,19 @@ def adaptive_reduction(H, W):
 
 
 @given(geo=adaptive_geometry(), data=st.data(), seed=seeds, kind=finite_kinds)
-def test_adaptive_avg_pool2d(geo, data, seed, kind):
+def test_adaptive_avg_pool2d(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad = draw(dtype_for())
     x_shape, _ = draw(batch(geo["C"], geo["H"], geo["W"]))
     x = draw(array(x_shape, xt, kind, rng))
-    check_call("adaptive_avg_pool2d", (x, geo["output_size"]), {},
+    check_call(assert_close, "adaptive_avg_pool2d", (x, geo["output_size"]), {},
                invalid=geo["invalid"] or bad,
                reductions=(adaptive_reduction(geo["H"], geo["W"]),))
 
 
 @given(geo=adaptive_geometry(), data=st.data(), seed=seeds, kind=finite_kinds)
-def test_adaptive_avg_pool2d_backward(geo, data, seed, kind):
+def test_adaptive_avg_pool2d_backward(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad_x = draw(dtype_for())
@@ -589,26 +584,27 @@ def test_adaptive_avg_pool2d_backward(geo, data, seed, kind):
     except Exception:  # an invalid call
         y_shape = (1, 1, 1)
     g = draw(array(y_shape, gt, kind, rng))
-    check_call("adaptive_avg_pool2d_backward", (g, x, geo["output_size"]), {},
+    check_call(assert_close, "adaptive_avg_pool2d_backward", (g, x, geo["output_size"]), {},
                invalid=geo["invalid"] or bad_x or bad_g,
                reductions=(adaptive_reduction(geo["H"], geo["W"]),))
 
 
 @given(geo=adaptive_geometry(), data=st.data(), seed=seeds, kind=value_kinds)
-def test_adaptive_max_pool2d(geo, data, seed, kind):
+def test_adaptive_max_pool2d(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad = draw(dtype_for())
     x_shape, _ = draw(batch(geo["C"], geo["H"], geo["W"]))
     x = draw(array(x_shape, xt, kind, rng))
     ri = draw(st.sampled_from([True, True, False, np.False_, 0]))
-    check_call("adaptive_max_pool2d", (x, geo["output_size"]), dict(return_indices=ri),
+    check_call(assert_close, "adaptive_max_pool2d", (x, geo["output_size"]),
+               dict(return_indices=ri),
                invalid=geo["invalid"] or bad or not isinstance(ri, (bool, np.bool_)),
                exact=(True,))
 
 
 @given(geo=adaptive_geometry(), data=st.data(), seed=seeds, kind=value_kinds)
-def test_adaptive_max_pool2d_backward(geo, data, seed, kind):
+def test_adaptive_max_pool2d_backward(assert_close, geo, data, seed, kind):
     rng = np.random.default_rng(seed)
     draw = data.draw
     xt, bad_x = draw(dtype_for())
@@ -625,7 +621,7 @@ def test_adaptive_max_pool2d_backward(geo, data, seed, kind):
     if draw(st.booleans()):
         kw["indices"], bad_i = window_indices(draw, rng, y_shape, geo["H"], geo["W"])
         invalid = invalid or bad_i
-    check_call("adaptive_max_pool2d_backward", (g, x, geo["output_size"]), kw,
+    check_call(assert_close, "adaptive_max_pool2d_backward", (g, x, geo["output_size"]), kw,
                invalid=invalid, reductions=(max(1, int(np.prod(y_shape[-2:]))),))
 
 
