@@ -168,10 +168,10 @@ def conv_output_size(size, kernel, stride, pad_lo, pad_hi, dilation):
 
 def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
     """PyTorch's pooling size: in ceil mode the last window must start inside
-    the input or the left padding."""
+    the input or the left padding. ``//`` rounds towards -inf, as PyTorch's
+    division does, so in ceil mode a window longer than the padded input
+    still gives one output when the stride covers the overhang."""
     span = size + 2 * pad - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= size + pad:
         out -= 1

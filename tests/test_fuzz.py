@@ -766,3 +766,30 @@ def test_empty_output_of_unaddressable_shape(call):
     came out instead (found by atheris)."""
     with pytest.raises(ValueError, match=r"^adaptive_\w+: the output would have"):
         call(np.zeros((0, 3, 2, 2)))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(kernel_size=(1, 3), stride=3),
+    dict(kernel_size=(1, 4), stride=3, padding=(0, 1)),
+    dict(kernel_size=(2, 3), stride=(2, 3), padding=(1, 0), dilation=(2, 1)),
+])
+def test_ceil_mode_window_longer_than_the_input(kw):
+    """In ceil mode a window longer than the padded input still gives one output
+    when the stride covers the overhang (PyTorch rounds the negative span
+    down); fastconv refused it as 'must fit' (found by the long profile)."""
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 1))
+    y, idx = fastconv.max_pool2d(x, ceil_mode=True, return_indices=True, **kw)
+    ey, eidx = ref.max_pool2d(x, ceil_mode=True, return_indices=True, **kw)
+    np.testing.assert_array_equal(y, ey)
+    np.testing.assert_array_equal(idx, eidx)
+    g = np.ones(y.shape)
+    np.testing.assert_allclose(fastconv.max_pool2d_backward(g, x, ceil_mode=True, **kw),
+                               ref.max_pool2d_backward(g, x, ceil_mode=True, **kw))
+    if "dilation" not in kw:
+        for cip in (True, False):
+            akw = dict(kw, ceil_mode=True, count_include_pad=cip)
+            np.testing.assert_allclose(fastconv.avg_pool2d(x, **akw), ref.avg_pool2d(x, **akw))
+            np.testing.assert_allclose(fastconv.avg_pool2d_backward(g, x, **akw),
+                                       ref.avg_pool2d_backward(g, x, **akw))
+    torch = pytest.importorskip("torch")
+    assert torch.nn.functional.max_pool2d(torch.tensor(x), ceil_mode=True, **kw).shape == y.shape
