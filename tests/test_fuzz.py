@@ -828,3 +828,24 @@ def test_ceil_mode_window_longer_than_the_input(kw):
                                        ref.avg_pool2d_backward(g, x, **akw))
     torch = pytest.importorskip("torch")
     assert torch.nn.functional.max_pool2d(torch.tensor(x), ceil_mode=True, **kw).shape == y.shape
+
+
+@pytest.mark.parametrize("k", [2**40, 2**63])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_ceil_mode_single_window_of_any_length(k, padding):
+    """... and that window can be of any length (found by atheris: 2**63 raised
+    OverflowError, 2**40 needed a row buffer of 2**40): the kernels get the
+    shortest one with the same taps and count. The reference, which builds
+    its windows tap by tap, is given an equivalent window of 40."""
+    x = np.random.default_rng(8).standard_normal((2, 3, 3, 5))
+    for cip in (True, False):
+        akw = dict(padding=padding, ceil_mode=True, count_include_pad=cip)
+        np.testing.assert_allclose(fastconv.avg_pool2d(x, k, **akw),
+                                   ref.avg_pool2d(x, 40, 2**62, **akw), rtol=1e-12)
+        g = np.ones((2, 3, 1, 1))
+        np.testing.assert_allclose(fastconv.avg_pool2d_backward(g, x, k, **akw),
+                                   ref.avg_pool2d_backward(g, x, 40, 2**62, **akw), rtol=1e-12)
+    got = fastconv.max_pool2d(x, k, padding=padding, ceil_mode=True, return_indices=True)
+    exp = ref.max_pool2d(x, 40, 2**62, padding=padding, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(got[0], exp[0])
+    np.testing.assert_array_equal(got[1], exp[1])
