@@ -382,11 +382,12 @@ def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode
     _check_size(func, g.out_shape)
     padded = (g.H + 2 * g.pad[0], g.W + 2 * g.pad[1])
     # In ceil mode a single window may be longer than the padded input (any
-    # length: 2**63 raised OverflowError, 2**40 a MemoryError): the kernels
-    # get the shortest window with the same taps inside it and the same
-    # count, reaching past the padded input, (k - 1) * d >= size + 2 * pad - 1
+    # length: 2**63 raised OverflowError, 2**40 a MemoryError, a dilation of
+    # 2**62 an overflowed buffer size): the kernels get only its taps inside
+    # the padded input, the same result (and, dilation being 1 for average
+    # pooling, the same divisor: the window still reaches its end)
     g.kernel = tuple(
-        min(k, -(-(n - 1) // d) + 1) if out == 1 else k
+        min(k, (n - 1) // d + 1) if out == 1 else k
         for k, d, n, out in zip(g.kernel, g.dilation, padded, (g.P, g.Q))
     )
     g.stride, g.dilation = _kernel_steps(func, g.C, padded, (g.P, g.Q), g.kernel, g.stride,

@@ -849,3 +849,10 @@ def test_ceil_mode_single_window_of_any_length(k, padding):
     exp = ref.max_pool2d(x, 40, 2**62, padding=padding, ceil_mode=True, return_indices=True)
     np.testing.assert_array_equal(got[0], exp[0])
     np.testing.assert_array_equal(got[1], exp[1])
+    # two taps 2**62 apart: the second is past the input (the first, with padding,
+    # before it: an empty window, -inf and index -1)
+    got = fastconv.max_pool2d(x, 2, 2**63, padding=padding, dilation=2**62, ceil_mode=True,
+                              return_indices=True)
+    exp = ref.max_pool2d(x, 1, 2**62, padding=padding, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(got[0], exp[0])
+    np.testing.assert_array_equal(got[1], exp[1])
