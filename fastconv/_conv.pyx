@@ -18,6 +18,11 @@ from libc.string cimport memcpy, memset
 
 from fastconv._types cimport end_valid, first_valid, floating
 
+cdef extern from "_fpmode.h" nogil:
+    # flush-to-zero in each kernel thread, restored when it leaves (see the header)
+    unsigned int fc_ftz_on()
+    void fc_ftz_restore(unsigned int mode)
+
 
 # --------------------------------------------------------------------------
 # im2col + GEMM, tiled over output pixels
@@ -293,6 +298,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef bint has_bias = bias is not None
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
     cdef floating *apack
     cdef floating *bpack = NULL
     cdef const floating *xg
@@ -310,6 +316,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         for g in range(groups):
             pack_weights(&w[g * Kg, 0, 0, 0], CRS, Kg, CRS, mr, apack + g * Kg_pad * CRS)
     with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
         bpack = <floating *> malloc(kc_max * nc * sizeof(floating))
         if bpack == NULL:
             failed[0] = 1
@@ -349,6 +356,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
                                 jn, yt, PQ, pc > 0 or has_bias)
         free(bpack)
+        fc_ftz_restore(fpmode)
     free(apack)
     return -status
 
@@ -372,10 +380,12 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
     cdef floating *bbuf = NULL
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
     acc = <floating *> calloc(nt * wsize, sizeof(floating))
     if acc == NULL:
         return -1
     with nogil, parallel(num_threads=nt):
+        fpmode = fc_ftz_on()
         tid = threadid()
         # a tile of dY and dc im2col rows, zero-padded to whole vectors
         abuf = <floating *> malloc(Kg * tw_pad * sizeof(floating))
@@ -422,6 +432,7 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
                          min(dr, Kg - kb * dr), min(dc, CRS - cb * dc))
         free(abuf)
         free(bbuf)
+        fc_ftz_restore(fpmode)
     if status == 0:
         with nogil:
             for i in prange(wsize, schedule="static", num_threads=nt):
@@ -453,8 +464,10 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef floating *col = NULL
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
     memset(gwp, 0, groups * Kg * CRS * sizeof(floating))
     with nogil, parallel(num_threads=nt):
+        fpmode = fc_ftz_on()
         abuf = <floating *> malloc(Kg_pad * tw * sizeof(floating))
         bbuf = <floating *> malloc(tw * gw_cols * sizeof(floating))
         col = <floating *> malloc(gw_cols * tw * sizeof(floating))
@@ -486,6 +499,7 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
         free(abuf)
         free(bbuf)
         free(col)
+        fc_ftz_restore(fpmode)
     return -status
 
 
@@ -540,6 +554,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef bint pointwise = _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
     cdef int nt = n_threads
     cdef floating *col = NULL
     cdef floating *tail = NULL
@@ -579,6 +594,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     for phase in range(n_phases):
         per_phase = (n_bands - phase + stride_b - 1) // stride_b
         with nogil, parallel(num_threads=nt):
+            fpmode = fc_ftz_on()
             col = NULL
             if not pointwise:
                 col = <floating *> malloc(CRS_pad * T * sizeof(floating))
@@ -644,6 +660,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
             free(apack)
             free(tail)
             free(atail)
+            fc_ftz_restore(fpmode)
         if status:
             break
     return -status

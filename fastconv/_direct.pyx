@@ -66,6 +66,11 @@ from libc.string cimport memset
 
 from fastconv._types cimport end_valid, first_valid, floating
 
+cdef extern from "_fpmode.h" nogil:
+    # flush-to-zero in each kernel thread, restored when it leaves (see the header)
+    unsigned int fc_ftz_on()
+    void fc_ftz_restore(unsigned int mode)
+
 cdef extern from "_direct_simd.h" nogil:
     int fc_isa_supported(int isa)
     int fc_best_isa()
@@ -539,6 +544,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef floating *obuf = NULL
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
     if N == 0 or K == 0:
         return 0
     if bias is not None:
@@ -610,6 +616,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
             bp = bpack
 
     with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
         raw = malloc((Cg * sh * sw * bd.Bh * bd.Wb + obuf_n + 2 * VL) * sizeof(floating) + 128)
         buf = NULL
         obuf = NULL
@@ -630,6 +637,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                       (bp + g * (Kgp if bpack != NULL else Kg)) if bp != NULL else NULL,
                       &y[n, g * Kg, p0, 0], min(nb, P - p0), buf, obuf, VL)
         free(raw)
+        fc_ftz_restore(fpmode)
     free(wpack)
     free(toff)
     free(bpack)
@@ -712,6 +720,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     cdef floating *obuf = NULL
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
 
     ncb = _cdiv(Cg, fc_pband_kbmax(isa))
     cb = _cdiv(Cg, ncb)
@@ -829,6 +838,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
             bd.dw3_t0, bd.dw3_dir = 8, -1
 
     with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
         raw = malloc((buf_n + obuf_n + 2 * VL) * sizeof(floating) + 128)
         buf = NULL
         obuf = NULL
@@ -857,6 +867,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
                           + pi[_PH_VLO] * sw + ph % sw - pl,
                           nu, buf, obuf, VL)
         free(raw)
+        fc_ftz_restore(fpmode)
     free(info)
     free(bands)
     free(toff)
@@ -910,6 +921,7 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
     cdef const floating *gr
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
 
     if lanes_mode:
         nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
@@ -955,6 +967,7 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
         return -1
 
     with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
         tid = threadid()
         raw = malloc((Cg * cs + gyb_n + 2 * VL) * sizeof(floating) + 128)
         buf = NULL
@@ -1011,6 +1024,7 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
                                     s = s + gr[q] * xr[q]
                             pg[((k * Cg + c) * T + t) * lanes] += s
         free(raw)
+        fc_ftz_restore(fpmode)
     if status == 0 and lanes_mode:
         with nogil:
             # partials are [g][c*T + t][Kgp], grad_weight [g][k][c*T + t]: a
@@ -1063,7 +1077,9 @@ cdef int _grad_weight_owners(const floating[:, :, :, ::1] gy, const floating[:, 
     cdef floating *gwp = &gw[0, 0, 0, 0]
     cdef int status = 0
     cdef int *failed = &status
+    cdef unsigned int fpmode
     with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
         raw = malloc((Cg * cs + nb * Q * kbg + Cg * T * kbg + 3 * VL) * sizeof(floating) + 192)
         buf = NULL
         gyb = NULL
@@ -1098,4 +1114,5 @@ cdef int _grad_weight_owners(const floating[:, :, :, ::1] gy, const floating[:, 
                     for t in range(T):
                         gwp[((g * Kg + k0 + k) * Cg + c) * T + t] = acc[(c * T + t) * kl + k]
         free(raw)
+        fc_ftz_restore(fpmode)
     return -status

@@ -25,6 +25,12 @@ __all__ = [
 # Largest element count we let an output or workspace reach: beyond it index
 # arithmetic in Py_ssize_t could overflow once multiplied by the item size.
 _MAX_ELEMENTS = sys.maxsize // 16
+# Largest zero-padded input (C x padded H x padded W) we accept. The kernels'
+# workspaces grow with it (a band of the direct kernel holds up to ~60 values
+# per padded position and channel, the pooling row buffers span the padding),
+# so below this bound every size they compute, in bytes, fits in Py_ssize_t
+# with room to spare (2**53 on 64-bit; no real input comes near it).
+_MAX_PADDED = sys.maxsize // 1024
 
 
 # --------------------------------------------------------------------------
@@ -110,13 +116,16 @@ def _contiguous(arr, dtype):
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _check_size(func, shape, what="output"):
+def _check_size(func, shape, what="output", limit=_MAX_ELEMENTS):
+    # empty dimensions count as 1: NumPy refuses a shape whose other sizes
+    # multiply past what it can address, even when the array would be empty
     n = 1
     for d in shape:
-        n *= d
-    if n > _MAX_ELEMENTS:
+        n *= max(d, 1)
+    if n > limit:
+        empty = " (empty dimensions counted as 1)" if 0 in shape else ""
         raise ValueError(
-            f"{func}: the {what} would have {n} elements (shape {tuple(shape)}), "
+            f"{func}: the {what} would have {n} elements{empty} (shape {tuple(shape)}), "
             f"more than can be addressed"
         )
 
@@ -133,6 +142,22 @@ def _batched(arr, func, name="input"):
     )
 
 
+def _kernel_steps(func, C, padded, out, kernel, stride, dilation):
+    """Bound the zero-padded input; return the (stride, dilation) the kernels get.
+
+    Along an axis with a single output the stride plays no part, nor does the
+    dilation of a single tap: the kernels are given 1 instead, the same
+    result. They size buffers by them (the direct convolution splits its
+    input into stride x stride phases, pooling rows span 16 windows), so an
+    irrelevant 2**40 was a crash, 2**63 an OverflowError. Any other stride
+    or dilation is below the padded size, itself bounded here.
+    """
+    _check_size(func, (C, *padded), "zero-padded input (per image)", _MAX_PADDED)
+    stride = tuple(1 if n == 1 else s for s, n in zip(stride, out))
+    dilation = tuple(1 if k == 1 else d for d, k in zip(dilation, kernel))
+    return stride, dilation
+
+
 # --------------------------------------------------------------------------
 # output sizes (the only copy of these formulas in the package)
 
@@ -144,10 +169,10 @@ def conv_output_size(size, kernel, stride, pad_lo, pad_hi, dilation):
 
 def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
     """PyTorch's pooling size: in ceil mode the last window must start inside
-    the input or the left padding."""
+    the input or the left padding. ``//`` rounds towards -inf, as PyTorch's
+    division does, so in ceil mode a window longer than the padded input
+    still gives one output when the stride covers the overhang."""
     span = size + 2 * pad - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= size + pad:
         out -= 1
@@ -214,6 +239,10 @@ def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups,
     w = _as_array(weight, func, "weight")
     b = None if bias is None else _as_array(bias, func, "bias")
     x4, unbatched = _batched(x, func)
+    if 0 in x4.shape[2:]:  # as PyTorch: only the batch and channels may be empty
+        raise ValueError(
+            f"{func}: input must have non-empty height and width, got shape {x.shape}"
+        )
     if w.ndim != 4:
         raise ValueError(
             f"{func}: weight must be 4-D (K, C/groups, R, S), got {w.ndim}-D array of shape {w.shape}"
@@ -253,6 +282,8 @@ def conv_geometry(func, input, weight, bias, stride, padding, dilation, groups,
             f"({H + pad[0] + pad[1]}, {W + pad[2] + pad[3]}), got input of shape {x.shape}"
         )
     _check_size(func, (N, K, P, Q))
+    g.stride, g.dilation = _kernel_steps(func, C, (H + pad[0] + pad[1], W + pad[2] + pad[3]),
+                                         (P, Q), (R, S), g.stride, g.dilation)
     g.dtype = _result_dtype(func, input=x, weight=w, bias=b)
     g.x = g.w = g.b = None
     if operands:
@@ -352,6 +383,18 @@ def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode
             f"and padding={padding!r}"
         )
     _check_size(func, g.out_shape)
+    padded = (g.H + 2 * g.pad[0], g.W + 2 * g.pad[1])
+    # In ceil mode a single window may be longer than the padded input (any
+    # length: 2**63 raised OverflowError, 2**40 a MemoryError, a dilation of
+    # 2**62 an overflowed buffer size): the kernels get only its taps inside
+    # the padded input, the same result (and, dilation being 1 for average
+    # pooling, the same divisor: the window still reaches its end)
+    g.kernel = tuple(
+        min(k, (n - 1) // d + 1) if out == 1 else k
+        for k, d, n, out in zip(g.kernel, g.dilation, padded, (g.P, g.Q))
+    )
+    g.stride, g.dilation = _kernel_steps(func, g.C, padded, (g.P, g.Q), g.kernel, g.stride,
+                                         g.dilation)
     if operands:
         g.x = _contiguous(g.x, g.dtype)
     return g
@@ -412,7 +455,12 @@ def adaptive_pool_geometry(func, input, output_size):
 def check_divisor(func, divisor_override):
     if divisor_override is None:
         return 0
-    return _int(divisor_override, func, "divisor_override", 1)
+    value = _int(divisor_override, func, "divisor_override", 1)
+    if value > sys.maxsize:  # the kernels take a Py_ssize_t
+        raise ValueError(
+            f"{func}: divisor_override must be an int in [1, {sys.maxsize}], got {value!r}"
+        )
+    return value
 
 
 def check_indices(func, indices, out_shape, unbatched):

@@ -716,7 +716,8 @@ FP_TGT static fp_index FP_FN(scatter)(const T *restrict g, const int64_t *restri
     fp_index q, odd = 0;
     for (q = 0; q < Q; q++) {
         int64_t j = idx[q];
-        if ((uint64_t)(j - lo) < (uint64_t)(hi - lo))
+        /* unsigned: a caller's index near INT64_MIN must not overflow j - lo */
+        if ((uint64_t)j - (uint64_t)lo < (uint64_t)(hi - lo))
             gx[j] += g[q];
         else if (j != -1 && (j < blo || j >= bhi))
             odd++;

@@ -12,6 +12,11 @@ from . import _openmp
 
 __all__ = ["set_num_threads", "get_num_threads"]
 
+# Most threads a call may ask OpenMP for: libgomp sets up a team on the
+# calling thread's stack, which ~100,000 threads overflow (a crash), and
+# each thread is an OS thread the process limits may refuse (an exit)
+MAX_THREADS = 1024
+
 
 def set_num_threads(n):
     """Set the number of threads fastconv's kernels use.
@@ -22,8 +27,8 @@ def set_num_threads(n):
 
     Parameters
     ----------
-    n : int >= 1 or None
-        Thread count; None restores the default (OpenMP's: all cores, or
+    n : int in [1, 1024] or None
+        Thread count; None restores the default (all cores, or
         ``OMP_NUM_THREADS`` when set).
 
     See Also
@@ -40,11 +45,13 @@ def set_num_threads(n):
     """
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"set_num_threads: n must be an int >= 1 or None, got {n!r}")
-        if n < 1:
-            raise ValueError(f"set_num_threads: n must be an int >= 1 or None, got {n!r}")
-        if n > 2**31 - 1:
-            raise ValueError(f"set_num_threads: n must be an int < 2**31, got {n!r}")
+            raise TypeError(
+                f"set_num_threads: n must be an int in [1, {MAX_THREADS}] or None, got {n!r}"
+            )
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(
+                f"set_num_threads: n must be an int in [1, {MAX_THREADS}] or None, got {n!r}"
+            )
     _openmp.set_num_threads(0 if n is None else int(n))
 
 
@@ -71,7 +78,7 @@ def get_num_threads():
         with threadpoolctl.threadpool_limits(1):
             fastconv.get_num_threads()  # 1, in every thread, until the block ends
     """
-    return _openmp.get_num_threads()
+    return min(_openmp.get_num_threads(), MAX_THREADS)
 
 
 def _register_threadpoolctl():

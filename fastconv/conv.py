@@ -8,10 +8,10 @@ from . import _choose, _conv, _direct, _params, _threads
 __all__ = ["conv2d", "conv2d_backward", "explain"]
 
 
-def _call(kernel, *args):
+def _call(func, kernel, *args):
     """Run a kernel, mapping its status code to an exception."""
     if kernel(*args) < 0:
-        raise MemoryError(f"fastconv: {kernel.__name__} could not allocate its workspace")
+        raise MemoryError(f"{func}: {kernel.__name__} could not allocate its workspace")
 
 
 def _geometry_args(g):
@@ -53,6 +53,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         ``P = (H + pad_top + pad_bottom - dilation[0] * (R - 1) - 1) // stride[0] + 1``,
         likewise Q. float32 inputs give float32; see the README for the dtype rules.
 
+    Notes
+    -----
+    The kernels run with flush-to-zero: denormal inputs and results count as
+    zero (they would slow the multiply-adds by two orders of magnitude). The
+    mode is set in the kernels' own threads only and restored after.
+
     Examples
     --------
     >>> import numpy as np, fastconv
@@ -72,9 +78,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     y4 = y.reshape(g.out_shape)
     n_threads = _choose.threads_for(g, _threads.get_num_threads())
     if algo == "direct":
-        _call(_direct.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
+        _call(func, _direct.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
     else:
-        _call(_conv.conv2d_packed, g.x, g.w, g.b, y4, *_geometry_args(g),
+        _call(func, _conv.conv2d_packed, g.x, g.w, g.b, y4, *_geometry_args(g),
               *_choose.gemm_blocks(g, n_threads), _choose.in_place(algo, g), n_threads)
     return y
 
@@ -115,15 +121,22 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     if dtype != g.dtype:  # a float64 grad_output promotes float32 operands
         g.dtype, g.x, g.w = dtype, g.x.astype(dtype), g.w.astype(dtype)
     algo = _choose.resolve(func, algorithm, g, backward=True)
+    if algo == "direct" and not np.isfinite(g.w).all():
+        # the direct grad_input convolves the zero-padded grad_output with the
+        # weights, so an infinite weight meets padding zeros (0 * inf = NaN)
+        # where PyTorch's (and im2col's) col2im has no such term
+        algo = "im2col"
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
     if algo == "direct":
-        _call(_direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g), n_threads)
+        _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g),
+              n_threads)
     else:
-        _call(_conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
+        _call(func, _conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
               *_choose.backward_blocks(g, n_threads), n_threads)
-    gb = gy.sum(axis=(0, 2, 3))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in the kernels
+        gb = gy.sum(axis=(0, 2, 3))
     return (gx[0] if g.unbatched else gx), gw, gb
 
 

@@ -22,7 +22,7 @@ def _call(func, kernel, *args):
             f"indices, got input of shape {args[0].shape}"
         )
     if status < 0:
-        raise MemoryError(f"{func}: could not allocate the window tables")
+        raise MemoryError(f"{func}: could not allocate the kernel's window tables and buffers")
     return status
 
 
