@@ -826,8 +826,21 @@ def test_ceil_mode_window_longer_than_the_input(kw):
             np.testing.assert_allclose(fastconv.avg_pool2d(x, **akw), ref.avg_pool2d(x, **akw))
             np.testing.assert_allclose(fastconv.avg_pool2d_backward(g, x, **akw),
                                        ref.avg_pool2d_backward(g, x, **akw))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(kernel_size=(1, 3), stride=3),
+    dict(kernel_size=(1, 4), stride=3, padding=(0, 1)),
+    dict(kernel_size=(2, 3), stride=(2, 3), padding=(1, 0), dilation=(2, 1)),
+])
+def test_ceil_mode_window_longer_than_the_input_as_torch(kw):
     torch = pytest.importorskip("torch")
-    assert torch.nn.functional.max_pool2d(torch.tensor(x), ceil_mode=True, **kw).shape == y.shape
+    x = np.random.default_rng(6).standard_normal((2, 3, 4, 1))
+    ty, tidx = torch.nn.functional.max_pool2d(torch.tensor(x), ceil_mode=True,
+                                              return_indices=True, **kw)
+    y, idx = fastconv.max_pool2d(x, ceil_mode=True, return_indices=True, **kw)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
 
 
 @pytest.mark.parametrize("k", [2**40, 2**63])

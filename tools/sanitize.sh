@@ -35,7 +35,12 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-work="${FASTCONV_SANITIZE_DIR:-$(mktemp -d -t fastconv-sanitize.XXXXXX)}"
+if [ -n "${FASTCONV_SANITIZE_DIR:-}" ]; then
+    work="$FASTCONV_SANITIZE_DIR"
+else
+    work="$(mktemp -d -t fastconv-sanitize.XXXXXX)"
+    trap 'rm -rf "$work"' EXIT
+fi
 mkdir -p "$work"
 src="$work/src"
 site="$work/site"
