@@ -6,7 +6,9 @@
  * panel, or for grad_input the weight array itself) and a pixel
  * panel B (kc rows of NR contiguous output pixels, ldb apart: a packed im2col
  * panel, or for a pointwise convolution the image itself). C rows are output channels,
- * C columns contiguous output pixels of an NCHW image (row stride ldc).
+ * C columns contiguous output pixels of an NCHW image (row stride ldc); the
+ * backward runs the same kernels on other products (grad_weight[K, CRS] over
+ * pixels, dcols^T = dY^T @ W), with the roles named in _conv.pyx.
  *
  * The accumulators live in vector registers for the whole reduction; the body
  * is written with GCC vector extensions and instantiated per instruction set
