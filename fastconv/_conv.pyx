@@ -209,6 +209,18 @@ cdef void pack_weights(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_
                 out[mb * CRS + p * mr + i] = w[k * ld + p] if k < K else 0
 
 
+cdef void transpose(const floating *src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                    floating *dst, Py_ssize_t ldd, Py_ssize_t rows_pad) noexcept nogil:
+    """dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: a rows x cols
+    block transposed, each row of dst zero-padded from rows to rows_pad."""
+    cdef Py_ssize_t i, j
+    for j in range(cols):
+        for i in range(rows):
+            dst[j * ldd + i] = src[i * lds + j]
+        for i in range(rows, rows_pad):
+            dst[j * ldd + i] = 0
+
+
 cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t n,
                     Py_ssize_t nr, floating *out) noexcept nogil:
     """Copy a kc x n block (rows ld apart) into one [kc][nr] panel, zero-padded."""
@@ -458,7 +470,7 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
     cdef Py_ssize_t n_cb = (CRS + gw_cols - 1) // gw_cols
     cdef Py_ssize_t n_pt = (PQ + tw - 1) // tw
-    cdef Py_ssize_t item, n, g, c0, cw, cw_pad, t, j0, jn, i, j
+    cdef Py_ssize_t item, n, g, c0, cw, cw_pad, t, j0, jn
     cdef floating *abuf = NULL
     cdef floating *bbuf = NULL
     cdef floating *col = NULL
@@ -489,11 +501,7 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
                     pack_weights(&gy[n, g * Kg, 0, 0] + j0, PQ, Kg, jn, mr, abuf)
                     im2col_rows(&x[n, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl, dh, dw, Q,
                                 c0, cw, j0, jn, jn, col)
-                    for j in range(jn):
-                        for i in range(cw):
-                            bbuf[j * cw_pad + i] = col[i * jn + j]
-                        for i in range(cw, cw_pad):
-                            bbuf[j * cw_pad + i] = 0
+                    transpose(col, cw, jn, jn, bbuf, cw_pad, cw_pad)
                     gemm_panels(jn, abuf, mr, mr * jn, NULL, Kg, bbuf, cw_pad, NULL, cw,
                                 gwp + g * Kg * CRS + c0, CRS, 1)
         free(abuf)
@@ -566,7 +574,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
     # vectors along the rows of W (read once, in order) instead of along a
     # band too short to fill them
     cdef bint transposed = not pointwise and T < 2 * nr
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     cdef floating *gwp = &gw[0, 0, 0, 0]
     cdef floating *cp
     cdef const floating *gyt
@@ -649,9 +657,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                     gemm_panels(kc, wg, CRS, mr, atail, CRS, gyt, PQ, tail, jn, cp, ldc,
                                 pc > 0)
                 if transposed:
-                    for i in range(CRS):
-                        for j in range(jn):
-                            col[i * jn + j] = colt[j * CRS + i]
+                    transpose(colt, jn, CRS, CRS, col, jn, jn)
                 if not pointwise:
                     col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
                                 &gx[n, g * Cg, 0, 0])
