@@ -425,7 +425,9 @@ def pool_backward_call(layer, impl, dtype, seed=0, torch=None):
 # measuring and checking
 
 
-def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle=0.0):
+def measure_interleaved(
+    fns, repeat=5, min_time=0.2, max_samples=100_000, settle=0.0, cooldown=None
+):
     """Time single calls of each callable in ``fns`` (name -> callable), round-robin.
 
     Each round calls every entry that still needs samples once, so a burst of
@@ -440,7 +442,12 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle
     threads, each library's OpenMP runtime (torch bundles its own) keeps its
     idle workers spinning for milliseconds after a call; timed right after
     another library, an entry would share the cores with those spinners.
+    ``cooldown``: name -> seconds to sleep after each timed call of that entry,
+    for runtimes whose workers spin longer than ``settle`` (OpenBLAS's spin
+    for about 2**28 cycles, a tenth of a second); sleeping leaves them the
+    cores until they block.
     """
+    cooldown = cooldown or {}
     times = {name: [] for name in fns}
     spent = dict.fromkeys(fns, 0.0)
     errors = {}
@@ -471,6 +478,8 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle
                     continue
                 times[name].append(t1 - t0)
                 spent[name] += t1 - t0
+                if cooldown.get(name):
+                    time.sleep(cooldown[name])
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -519,6 +528,7 @@ def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
     fn = functools.partial(np.matmul, a, b)
     fn()
     t = min(measure(fn, max(repeat, 5), min_time))
+    time.sleep(BLAS_COOLDOWN_S)  # let BLAS's workers block before anything else is timed
     return 2.0 * n**3 / t / 1e9, f"{name} (numpy matmul)"
 
 
@@ -730,6 +740,14 @@ def thread_count(n, torch=None):
 #: twice the time GNU OpenMP's idle workers spin (GOMP_SPINCOUNT) on our machines
 SETTLE_S = 0.03
 
+#: sleep after a multi-threaded OpenBLAS call (the NumPy peer, the GEMM
+#: yardstick): its idle workers spin for 2**28 TSC cycles (0.1 s at 2.6 GHz)
+#: before blocking, and 2-thread calls timed meanwhile ran 2-3x slower
+BLAS_COOLDOWN_S = 0.2
+
+#: entries that run NumPy's BLAS
+_BLAS_PEERS = ("numpy",)
+
 
 def _run_entries(entries, repeat, min_time):
     """Warm up, check against "auto" (or the first fastconv entry) and time each entry.
@@ -738,6 +756,9 @@ def _run_entries(entries, repeat, min_time):
     raised while building it).  Returns impl -> record.
     """
     records, outputs, timed = {}, {}, {}
+    threaded = fastconv.get_num_threads() > 1
+    settle = SETTLE_S if threaded else 0.0
+    cooldown = {impl: BLAS_COOLDOWN_S for impl in entries if threaded and impl in _BLAS_PEERS}
     for impl, fn in entries.items():
         record = {"impl": impl}
         records[impl] = record
@@ -750,8 +771,9 @@ def _run_entries(entries, repeat, min_time):
             record["error"] = f"{type(exc).__name__}: {exc}"
             continue
         timed[impl] = fn
-    settle = SETTLE_S if fastconv.get_num_threads() > 1 else 0.0
-    times, errors = measure_interleaved(timed, repeat, min_time, settle=settle)
+        if threaded and impl in _BLAS_PEERS:
+            time.sleep(BLAS_COOLDOWN_S)
+    times, errors = measure_interleaved(timed, repeat, min_time, settle=settle, cooldown=cooldown)
     for impl, err in errors.items():
         records[impl]["error"] = f"{type(err).__name__}: {err}"
     for impl, t in times.items():
