@@ -70,6 +70,10 @@ CASES = [
     # rows longer than a whole tile of vectors (128 floats on AVX-512)
     case("wide-image", N=1, C=2, K=3, H=4, W=150, pads=1),
     case("wide-image-stride2", N=1, C=1, K=2, H=5, W=301, R=4, stride=2, pads=(1, 2, 0, 1)),
+    # stride 2 beyond the vectorised column split's stack row (64 padding
+    # columns, 1024 in all): the element-by-element fill
+    case("stride2-pad-beyond-split", N=1, C=2, K=3, H=4, W=5, stride=2, pads=(1, 0, 70, 3)),
+    case("stride2-row-beyond-split", N=1, C=1, K=2, H=3, W=1100, stride=2, pads=1),
 ]
 
 
