@@ -719,10 +719,12 @@ FC_N(zero_short)(FC_T *FC_RESTRICT dst, ptrdiff_t n)
         dst[i] = 0;
 }
 
-/* Stride 2 in columns: each source row is copied once into a zero-padded
- * row on the stack and split into its two column phases with two-vector
- * shuffles, both planes at once (element by element, a 14-wide phase row
- * cost ~40 cycles: 10% of a stride-2 layer's time). */
+/* Stride 2 in columns: source rows are copied into zero-padded rows on the
+ * stack, FC_SPLIT_ROWS at a time, then each is split into its two column
+ * phases with two-vector shuffles, both planes at once. (Element by element
+ * a 14-wide phase row cost ~40 cycles, 10% of a stride-2 layer's time; and
+ * splitting a row right after staging it stalls on store forwarding, hence
+ * the batches.) */
 #undef FC_SPLIT2
 #if !defined(FC_SCALAR) && defined(__has_builtin)
 #if __has_builtin(__builtin_shufflevector)
@@ -748,21 +750,42 @@ FC_N(zero_short)(FC_T *FC_RESTRICT dst, ptrdiff_t n)
 #define FC_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2)
 #define FC_ODD(a, b) __builtin_shufflevector(a, b, 1, 3)
 #endif
-/* the stack row: FC_SPLIT_PAD zeros, the source row, zeros (elements) */
-#ifndef FC_SPLIT_MAX
-#define FC_SPLIT_MAX 1024
+/* a stack row: FC_SPLIT_PAD zeros, the source row, zeros (elements) */
+#ifndef FC_SPLIT_LEN
+#define FC_SPLIT_LEN 512
 #endif
 #define FC_SPLIT_PAD 64
+#define FC_SPLIT_ROWS 8
 
 /* Whether fill_split2 can run: the padded row and every vector it reads
- * fit the stack row. */
+ * fit a stack row. */
 static FC_INLINE int
 FC_N(split2_fits)(ptrdiff_t w_end, ptrdiff_t col0, ptrdiff_t Wb)
 {
     ptrdiff_t span = Wb > FC_VL ? Wb : FC_VL;
-    return col0 >= -FC_SPLIT_PAD && col0 <= FC_SPLIT_MAX && w_end <= FC_SPLIT_MAX
-           && FC_SPLIT_PAD + w_end <= FC_SPLIT_MAX
-           && FC_SPLIT_PAD + col0 + 2 * span <= FC_SPLIT_MAX;
+    return col0 >= -FC_SPLIT_PAD && col0 <= FC_SPLIT_LEN && w_end <= FC_SPLIT_LEN
+           && FC_SPLIT_PAD + w_end <= FC_SPLIT_LEN
+           && FC_SPLIT_PAD + col0 + 2 * span <= FC_SPLIT_LEN;
+}
+
+/* d0[j] = row[col0 + 2j], d1[j] = row[col0 + 1 + 2j] for j < Wb; the last
+ * vector overlaps the one before, or is stored in part. */
+static FC_INLINE FC_TARGET void
+FC_N(split2_row)(const FC_T *row, ptrdiff_t col0, ptrdiff_t Wb, FC_T *d0, FC_T *d1)
+{
+    for (ptrdiff_t j = 0; j < Wb; j += FC_VL) {
+        ptrdiff_t jj = Wb < FC_VL || j < Wb - FC_VL ? j : Wb - FC_VL;
+        const FC_T *u = row + col0 + 2 * jj;
+        FC_VEC v0 = FC_LOAD(u), v1 = FC_LOAD(u + FC_VL);
+        FC_VEC e = FC_EVEN(v0, v1), o = FC_ODD(v0, v1);
+        if (Wb < FC_VL) {
+            FC_N(store_part)(d0, e, Wb);
+            FC_N(store_part)(d1, o, Wb);
+        } else {
+            FC_STORE(d0 + jj, e);
+            FC_STORE(d1 + jj, o);
+        }
+    }
 }
 
 /* fill (below) for sw == 2 where split2_fits. */
@@ -771,21 +794,41 @@ FC_N(fill_split2)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, pt
                   ptrdiff_t w_end, ptrdiff_t sh, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t Bh,
                   ptrdiff_t Wb, ptrdiff_t i_begin, ptrdiff_t i_end, FC_T *buf)
 {
-    FC_T t[FC_SPLIT_MAX] __attribute__((aligned(64)));
+    FC_T t[FC_SPLIT_ROWS][FC_SPLIT_LEN] __attribute__((aligned(64)));
     const FC_VEC zero = FC_BCAST(0);
     ptrdiff_t span = Wb > FC_VL ? Wb : FC_VL, used, j;
-    FC_T *row = t + FC_SPLIT_PAD;
     used = FC_SPLIT_PAD + (w_end > col0 + 2 * span ? w_end : col0 + 2 * span);
-    for (j = 0; j < used; j++)  /* only [PAD, PAD + w_end) is written below */
-        t[j] = 0;
+    for (int r = 0; r < FC_SPLIT_ROWS; r++)  /* only [PAD, PAD + w_end) is rewritten */
+        for (j = 0; j < used; j++)
+            t[r][j] = 0;
     for (ptrdiff_t c = 0; c < nch; c++)
     for (ptrdiff_t a = 0; a < sh; a++) {
         FC_T *plane = buf + (c * sh + a) * 2 * Bh * Wb;
-        for (ptrdiff_t i = i_begin; i < i_end; i++) {
-            FC_T *d0 = plane + i * Wb, *d1 = d0 + Bh * Wb;
-            ptrdiff_t h = row0 + i * sh + a;
-            if (h < 0 || h >= h_end || w_end <= 0) {
-                if (Wb < FC_VL) {
+        for (ptrdiff_t i0 = i_begin; i0 < i_end; i0 += FC_SPLIT_ROWS) {
+            ptrdiff_t i1 = i_end - i0 < FC_SPLIT_ROWS ? i_end : i0 + FC_SPLIT_ROWS;
+            for (ptrdiff_t i = i0; i < i1; i++) {  /* stage the batch's rows */
+                ptrdiff_t h = row0 + i * sh + a;
+                FC_T *row = t[i - i0] + FC_SPLIT_PAD;
+                const FC_T *s = src + (c * Hs + h) * Ws;
+                if (h < 0 || h >= h_end || w_end <= 0)
+                    continue;
+                for (j = 0; j < w_end; j += 64 / (ptrdiff_t)sizeof(FC_T))
+                    __builtin_prefetch(s + j + FC_PF_ROWS * sh * Ws, 0, 3);
+                if (w_end >= FC_VL) {
+                    for (j = 0; j + FC_VL <= w_end; j += FC_VL)
+                        FC_STORE(row + j, FC_LOAD(s + j));
+                    if (j < w_end)
+                        FC_STORE(row + w_end - FC_VL, FC_LOAD(s + w_end - FC_VL));
+                } else {
+                    FC_N(copy_short)(row, s, w_end);
+                }
+            }
+            for (ptrdiff_t i = i0; i < i1; i++) {  /* and split them */
+                ptrdiff_t h = row0 + i * sh + a;
+                FC_T *d0 = plane + i * Wb, *d1 = d0 + Bh * Wb;
+                if (h >= 0 && h < h_end && w_end > 0) {
+                    FC_N(split2_row)(t[i - i0] + FC_SPLIT_PAD, col0, Wb, d0, d1);
+                } else if (Wb < FC_VL) {
                     FC_N(zero_short)(d0, Wb);
                     FC_N(zero_short)(d1, Wb);
                 } else {
@@ -794,33 +837,6 @@ FC_N(fill_split2)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, pt
                         FC_STORE(d0 + jj, zero);
                         FC_STORE(d1 + jj, zero);
                     }
-                }
-                continue;
-            }
-            const FC_T *s = src + (c * Hs + h) * Ws;
-            for (j = 0; j < w_end; j += 64 / (ptrdiff_t)sizeof(FC_T))
-                __builtin_prefetch(s + j + FC_PF_ROWS * sh * Ws, 0, 3);
-            if (w_end >= FC_VL) {
-                for (j = 0; j + FC_VL <= w_end; j += FC_VL)
-                    FC_STORE(row + j, FC_LOAD(s + j));
-                if (j < w_end)
-                    FC_STORE(row + w_end - FC_VL, FC_LOAD(s + w_end - FC_VL));
-            } else {
-                FC_N(copy_short)(row, s, w_end);
-            }
-            /* d0[j] = row[col0 + 2j], d1[j] = row[col0 + 1 + 2j]; the last
-             * vector overlaps the one before, or is stored in part */
-            for (j = 0; j < Wb; j += FC_VL) {
-                ptrdiff_t jj = Wb < FC_VL || j < Wb - FC_VL ? j : Wb - FC_VL;
-                const FC_T *u = row + col0 + 2 * jj;
-                FC_VEC v0 = FC_LOAD(u), v1 = FC_LOAD(u + FC_VL);
-                FC_VEC e = FC_EVEN(v0, v1), o = FC_ODD(v0, v1);
-                if (Wb < FC_VL) {
-                    FC_N(store_part)(d0, e, Wb);
-                    FC_N(store_part)(d1, o, Wb);
-                } else {
-                    FC_STORE(d0 + jj, e);
-                    FC_STORE(d1 + jj, o);
                 }
             }
         }
