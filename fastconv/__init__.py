@@ -5,7 +5,7 @@ semantics. ``fastconv.reference`` holds pure-NumPy versions of every function;
 ``fastconv.dask`` (the ``[dask]`` extra, imported only on request) runs them
 on dask arrays.
 """
-from . import nn  # layers: fastconv.nn.Conv2d, MaxPool2d, ...
+from . import _simd, nn  # layers: fastconv.nn.Conv2d, MaxPool2d, ...
 from ._threads import get_num_threads, set_num_threads
 from .conv import conv2d, conv2d_backward, explain
 from .pool import (
@@ -20,6 +20,8 @@ from .pool import (
 )
 
 __version__ = "0.1.0"
+
+_simd.apply_environment()  # FASTCONV_SIMD=avx2|baseline: run narrower kernels
 
 __all__ = [
     "conv2d",

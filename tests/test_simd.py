@@ -79,3 +79,36 @@ def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert
     assert_close(got[0], want[0], reduction=K // groups * R * S)
     assert_close(got[1], want[1], reduction=N * P * Q)
     assert_close(got[2], want[2], reduction=N * P * Q)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_environment_selects_variant_everywhere(name):
+    from fastconv import _direct, _pool, _simd
+
+    try:
+        assert _simd.apply_environment({"FASTCONV_SIMD": name.upper()}) == name
+        assert (_conv.simd_variant(), _direct.simd_variant(), _pool.simd_variant()) == (
+            name, name, name)
+    finally:
+        _simd.use(VARIANTS[0])
+
+
+def test_environment_unknown_variant_warns_and_keeps_default():
+    from fastconv import _simd
+
+    with pytest.warns(RuntimeWarning, match=r"FASTCONV_SIMD must be one of .*got 'sse9'"):
+        assert _simd.apply_environment({"FASTCONV_SIMD": "sse9"}) == VARIANTS[0]
+    assert _simd.apply_environment({}) == VARIANTS[0]
+
+
+def test_environment_applies_at_import():
+    import os
+    import subprocess
+    import sys
+
+    name = VARIANTS[-1]
+    code = ("import fastconv; from fastconv import _conv, _direct, _pool; "
+            "print(_conv.simd_variant(), _direct.simd_variant(), _pool.simd_variant())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "FASTCONV_SIMD": name}, check=True).stdout
+    assert out.split() == [name] * 3
