@@ -101,7 +101,7 @@ def test_environment_unknown_variant_warns_and_keeps_default():
     assert _simd.apply_environment({}) == VARIANTS[0]
 
 
-def test_environment_applies_at_import():
+def test_environment_applies_at_import(tmp_path):
     import os
     import subprocess
     import sys
@@ -110,5 +110,6 @@ def test_environment_applies_at_import():
     code = ("import fastconv; from fastconv import _conv, _direct, _pool; "
             "print(_conv.simd_variant(), _direct.simd_variant(), _pool.simd_variant())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "FASTCONV_SIMD": name}, check=True).stdout
+                         env={**os.environ, "FASTCONV_SIMD": name}, check=True,
+                         cwd=tmp_path).stdout  # the installed package, not the source tree
     assert out.split() == [name] * 3
