@@ -425,9 +425,7 @@ def pool_backward_call(layer, impl, dtype, seed=0, torch=None):
 # measuring and checking
 
 
-def measure_interleaved(
-    fns, repeat=5, min_time=0.2, max_samples=100_000, settle=0.0, cooldown=None
-):
+def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle=0.0):
     """Time single calls of each callable in ``fns`` (name -> callable), round-robin.
 
     Each round calls every entry that still needs samples once, so a burst of
@@ -442,12 +440,7 @@ def measure_interleaved(
     threads, each library's OpenMP runtime (torch bundles its own) keeps its
     idle workers spinning for milliseconds after a call; timed right after
     another library, an entry would share the cores with those spinners.
-    ``cooldown``: name -> seconds to sleep after each timed call of that entry,
-    for runtimes whose workers spin longer than ``settle`` (OpenBLAS's spin
-    for about 2**28 cycles, a tenth of a second); sleeping leaves them the
-    cores until they block.
     """
-    cooldown = cooldown or {}
     times = {name: [] for name in fns}
     spent = dict.fromkeys(fns, 0.0)
     errors = {}
@@ -478,8 +471,6 @@ def measure_interleaved(
                     continue
                 times[name].append(t1 - t0)
                 spent[name] += t1 - t0
-                if cooldown.get(name):
-                    time.sleep(cooldown[name])
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -740,12 +731,13 @@ def thread_count(n, torch=None):
 #: twice the time GNU OpenMP's idle workers spin (GOMP_SPINCOUNT) on our machines
 SETTLE_S = 0.03
 
-#: sleep after a multi-threaded OpenBLAS call (the NumPy peer, the GEMM
+#: sleep after multi-threaded OpenBLAS calls (the NumPy peer, the GEMM
 #: yardstick): its idle workers spin for 2**28 TSC cycles (0.1 s at 2.6 GHz)
 #: before blocking, and 2-thread calls timed meanwhile ran 2-3x slower
 BLAS_COOLDOWN_S = 0.2
 
-#: entries that run NumPy's BLAS
+#: entries that run NumPy's BLAS: timed apart from the others, each followed
+#: by BLAS_COOLDOWN_S (interleaved, every round would need that sleep)
 _BLAS_PEERS = ("numpy",)
 
 
@@ -757,8 +749,6 @@ def _run_entries(entries, repeat, min_time):
     """
     records, outputs, timed = {}, {}, {}
     threaded = fastconv.get_num_threads() > 1
-    settle = SETTLE_S if threaded else 0.0
-    cooldown = {impl: BLAS_COOLDOWN_S for impl in entries if threaded and impl in _BLAS_PEERS}
     for impl, fn in entries.items():
         record = {"impl": impl}
         records[impl] = record
@@ -773,7 +763,15 @@ def _run_entries(entries, repeat, min_time):
         timed[impl] = fn
         if threaded and impl in _BLAS_PEERS:
             time.sleep(BLAS_COOLDOWN_S)
-    times, errors = measure_interleaved(timed, repeat, min_time, settle=settle, cooldown=cooldown)
+    settle = SETTLE_S if threaded else 0.0
+    together = {impl: fn for impl, fn in timed.items() if impl not in _BLAS_PEERS}
+    times, errors = measure_interleaved(together, repeat, min_time, settle=settle)
+    for impl in [i for i in timed if i in _BLAS_PEERS]:
+        apart, failed = measure_interleaved({impl: timed[impl]}, repeat, min_time)
+        times.update(apart)
+        errors.update(failed)
+        if threaded:
+            time.sleep(BLAS_COOLDOWN_S)
     for impl, err in errors.items():
         records[impl]["error"] = f"{type(err).__name__}: {err}"
     for impl, t in times.items():

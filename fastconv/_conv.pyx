@@ -64,12 +64,8 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
             for qq in range(q, lo):
                 col[d + qq] = 0
             xo = (c * H + h) * W + col_off  # x[xo + qq * sw] is tap (r, s) of column qq
-            if sw == 1:
-                for qq in range(lo, hi):
-                    col[d + qq] = x[xo + qq]
-            else:
-                for qq in range(lo, hi):
-                    col[d + qq] = x[xo + qq * sw]
+            if hi > lo:
+                _gather(col + d + lo, x + xo + lo * sw, hi - lo, sw)
             for qq in range(hi, qe):
                 col[d + qq] = 0
 
@@ -130,6 +126,8 @@ cdef extern from "_gemm_kernels.h":
                                 Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
                                 Py_ssize_t, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_gather_f32)(float *, const float *, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_gather_f64)(double *, const double *, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef struct fc_isa:
         const char *name
         fc_kernel_f32 f32[3]
@@ -141,6 +139,8 @@ cdef extern from "_gemm_kernels.h":
         fc_dot_f64 dot_f64
         int dr
         int dc
+        fc_gather_f32 gather_f32
+        fc_gather_f64 gather_f64
     const fc_isa fc_isas[]
     int FC_N_ISAS
     int fc_isa_supported(int i) nogil
@@ -186,6 +186,15 @@ cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const 
         _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
     else:
         _isa.f64[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+
+
+cdef inline void _gather(floating *dst, const floating *src, Py_ssize_t n,
+                         Py_ssize_t stride) noexcept nogil:
+    """dst[j] = src[j * stride] for j < n (vectorised for strides 1 and 2)."""
+    if floating is float:
+        _isa.gather_f32(dst, src, n, stride)
+    else:
+        _isa.gather_f64(dst, src, n, stride)
 
 
 cdef inline void _dot(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
