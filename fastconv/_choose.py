@@ -10,12 +10,14 @@ forward's operations (twice that for a backward):
   N * C * R * S * P * Q``: the micro-kernels' rate inside a convolution,
   discounted for output channels that leave the last register block part
   empty (``fill``), plus copying the im2col rows;
-* ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding
-  the image is read in place, so nothing is copied;
+* ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
+  with few channels or small planes (in_place), the image is read in place,
+  so nothing is copied;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
-  along rows), or the rest; float64 has its own figure for short rows. Plus
-  FILL_CYCLES per element of the phase planes its input is copied into.
+  along rows, deep or not), or the rest. Plus the copy of its input into
+  stride x stride phase planes (PACK_CYCLES per element, FILL_CYCLES above
+  stride 2).
 
 The efficiencies were measured on the yardstick layers and 16 others (odd
 sizes, batch 1-3, 5x5, 11x11/4, 7x7/2, grouped, MobileNet blocks, ResNet's
@@ -36,8 +38,8 @@ ALGORITHMS = ("auto", "direct", "im2col", "1x1")
 GEMM_EFFICIENCY = (0.6, 0.45)
 #: cycles per im2col element copied (a contiguous copy through L1/L2)
 PACK_CYCLES = 0.35
-#: cycles per element of the direct kernels' phase planes (strided gathers;
-#: measured on 3x3 kernels at strides 4-32, where most planes are never read)
+#: cycles per element of the direct kernels' phase planes at strides above 2
+#: (element by element; up to stride 2 a vectorised copy, PACK_CYCLES)
 FILL_CYCLES = 1.0
 #: fraction of peak of the direct kernels, (forward, backward), by kind of layer
 DIRECT_EFFICIENCY = {
@@ -47,12 +49,15 @@ DIRECT_EFFICIENCY = {
     # repacking of the weights weighs as much as the multiply-adds
     "small images": (0.35, 0.2),
     "short rows": (0.72, 0.55),  # fewer than DIRECT_LONG_ROWS output columns
+    # short rows and at least DIRECT_DEEP output channels per group: the GEMM,
+    # its panels topped up across images and its im2col copy spread over
+    # many channels, runs as fast or faster forward (measured on 14x14 and
+    # 7x7 outputs of 256 channels, stride 1 and 2: 0.66-1.02x direct's time
+    # in float32 and float64; at 64-128 channels direct is 5-30% faster)
+    "deep short rows": (0.57, 0.55),
     "dense": (0.8, 0.74),
 }
-#: float64 exceptions: on short rows the GEMM, whose copying costs half as
-#: much per multiply-add as in float32, wins (measured 83-90% of DGEMM
-#: against direct's 74% on ResNet's 14x14 layers)
-DIRECT_EFFICIENCY_F64 = {"short rows": (0.58, 0.55)}
+DIRECT_DEEP = 256
 DIRECT_LONG_ROWS = 28
 DIRECT_SMALL_IMAGE = 64
 #: bytes of one thread's im2col tile: about half of a typical L2 cache
@@ -75,7 +80,7 @@ def _direct_kind(g):
     if g.P * g.Q < DIRECT_SMALL_IMAGE:
         return "small images"
     if g.Q < DIRECT_LONG_ROWS:
-        return "short rows"
+        return "deep short rows" if g.K // g.groups >= DIRECT_DEEP else "short rows"
     return "dense"
 
 
@@ -105,10 +110,9 @@ def _costs(g, backward=False):
         pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0) and in_place("1x1", g)
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
-    kind = _direct_kind(g)
-    efficiency = DIRECT_EFFICIENCY_F64.get(kind) if g.dtype.itemsize == 8 else None
-    efficiency = (efficiency or DIRECT_EFFICIENCY[kind])[backward]
-    costs["direct"] = flops / (peak * efficiency) + FILL_CYCLES * _direct_filled(g)
+    efficiency = DIRECT_EFFICIENCY[_direct_kind(g)][backward]
+    fill = PACK_CYCLES if max(g.stride) <= 2 else FILL_CYCLES  # vectorised up to stride 2
+    costs["direct"] = flops / (peak * efficiency) + fill * _direct_filled(g)
     return costs
 
 
@@ -204,13 +208,23 @@ def threads_for(g, n_threads, backward=False):
     return n_threads if g.flops * (2 if backward else 1) >= PARALLEL_MIN_FLOPS else 1
 
 
+#: "1x1" reads a stride-1 unpadded image in place as the GEMM's pixel panel
+#: when it has at most IN_PLACE_MAX_CHANNELS channels per group or rows of at
+#: most IN_PLACE_MAX_ROW_BYTES: a panel's rows lie one image plane apart, and
+#: past a few pages apart the reads miss the TLB. Measured on 7 pointwise
+#: layers (24-2048 channels, AVX-512 at 1 and 2 threads, AVX2): in place took
+#: 0.69-0.96x the time of copying the rows first within these bounds; beyond
+#: them float32 was mixed (0.9-1.14x) and float64 up to 2.3x slower.
+IN_PLACE_MAX_CHANNELS = 64
+IN_PLACE_MAX_ROW_BYTES = 16 * 1024
+
+
 def in_place(algorithm, g):
-    """Whether the GEMM kernels may read the image itself as the pixel panel
-    (where it is one: stride 1, no padding). "1x1" does, whatever the depth:
-    on 7 pointwise layers of 24-2048 input channels, AVX-512 at 1 and 2
-    threads and AVX2, in place took 0.91x the time of copying the rows
-    first (geometric mean; 0.69x to 1.14x)."""
-    return algorithm == "1x1"
+    """Whether the GEMM kernels may read the image itself as the pixel panel."""
+    return algorithm == "1x1" and (
+        g.C // g.groups <= IN_PLACE_MAX_CHANNELS
+        or g.H * g.W * g.dtype.itemsize <= IN_PLACE_MAX_ROW_BYTES
+    )
 
 
 #: output pixels per work item of the packed GEMM (its pixel block is

@@ -315,13 +315,17 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
-    cdef Py_ssize_t n_blocks, item, n, g, t, j0, jn, pb, pc, kc, k, j, i, ld
+    cdef Py_ssize_t n_blocks, item, g, t, j0, jn, pb, pc, kc, k, j, i, ld, pixels, slots
+    cdef Py_ssize_t n, a, e, u, v, jb, slot
     cdef bint has_bias = bias is not None
+    cdef bint batched
     cdef int status = 0
     cdef int *failed = &status
     cdef unsigned int fpmode
     cdef floating *apack
     cdef floating *bpack = NULL
+    cdef floating *sbuf = NULL
+    cdef floating *sp
     cdef const floating *xg
     cdef bint pointwise = copy_free and _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
     cdef floating *yt
@@ -329,7 +333,16 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     if N == 0 or K == 0:
         return 0
     nc = max(nr, nc // nr * nr)
-    n_blocks = (PQ + nc - 1) // nc
+    # Images smaller than a block whose pixels do not fill whole panels (14x14:
+    # 196 = 4 x 48 + 4) run as one pixel axis across the batch, so a panel is
+    # topped up with the next image's pixels instead of running a narrow
+    # kernel on 4 of 16 lanes. A panel that straddles two images accumulates
+    # in a per-thread buffer (a slot per image boundary in a block) and is
+    # scattered into both at the end.
+    batched = not pointwise and N > 1 and PQ % nr != 0 and PQ < nc
+    pixels = N * PQ if batched else PQ
+    n_blocks = (pixels + nc - 1) // nc
+    slots = nc // PQ + 2 if batched else 0
     apack = <floating *> malloc(groups * Kg_pad * CRS * sizeof(floating))
     if apack == NULL:
         return -1
@@ -339,44 +352,86 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
         bpack = <floating *> malloc(kc_max * nc * sizeof(floating))
-        if bpack == NULL:
+        sbuf = <floating *> malloc(max(1, slots * Kg * nr) * sizeof(floating))
+        if bpack == NULL or sbuf == NULL:
             failed[0] = 1
-        for item in prange(N * groups * n_blocks, schedule="static"):
+        for item in prange((1 if batched else N) * groups * n_blocks, schedule="static"):
             if failed[0]:
                 continue
-            n = item // (groups * n_blocks)
+            n = 0 if batched else item // (groups * n_blocks)
             g = (item // n_blocks) % groups
             t = item % n_blocks
-            j0 = t * nc
-            jn = nc if PQ - j0 > nc else PQ - j0
-            yt = &y[n, g * Kg, 0, 0] + j0
-            if has_bias:
+            j0 = t * nc  # the block's pixels [j0, j0 + jn) of image n (all images if batched)
+            jn = nc if pixels - j0 > nc else pixels - j0
+            a = j0
+            while has_bias and a < j0 + jn:  # one image's run of pixels at a time
+                e = min(j0 + jn, (a // PQ + 1) * PQ)
+                yt = &y[n + a // PQ, g * Kg, 0, 0] + a % PQ
                 for k in range(Kg):
-                    for j in range(jn):
+                    for j in range(e - a):
                         yt[k * PQ + j] = bias[g * Kg + k]
+                a = e
+            ld = (jn + nr - 1) // nr * nr
             for pb in range((CRS + kc_max - 1) // kc_max):
                 pc = pb * kc_max
                 kc = kc_max if CRS - pc > kc_max else CRS - pc
-                xg = &x[n, g * Cg, 0, 0]
                 ap = apack + g * Kg_pad * CRS + pc * mr
-                if not pointwise:
-                    ld = (jn + nr - 1) // nr * nr
-                    im2col_rows(xg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, pc, kc, j0, jn,
-                                ld, bpack)
-                    for i in range(kc):  # the last panel's tail: read, results dropped
-                        for j in range(jn, ld):
-                            bpack[i * ld + j] = 0
-                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack, ld, NULL, jn, yt, PQ,
-                                pc > 0 or has_bias)
-                else:
+                if pointwise:
                     # the image is the B operand, read in place, except the last
                     # partial panel, copied so the kernel never reads past the array
+                    xg = &x[n, g * Cg, 0, 0]
+                    yt = &y[n, g * Kg, 0, 0] + j0
                     if jn % nr:
                         pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
                                   bpack)
                     gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
                                 jn, yt, PQ, pc > 0 or has_bias)
+                    continue
+                # the block's im2col rows, one image's run of pixels at a time
+                a = j0
+                while a < j0 + jn:
+                    e = min(j0 + jn, (a // PQ + 1) * PQ)
+                    im2col_rows(&x[n + a // PQ, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl,
+                                dh, dw, Q, pc, kc, a % PQ, e - a, ld, bpack + a - j0)
+                    a = e
+                for i in range(kc):  # the last panel's tail: read, results dropped
+                    for j in range(jn, ld):
+                        bpack[i * ld + j] = 0
+                # runs of whole panels within one image go straight to the output
+                slot = 0
+                u = 0  # panels [u, v) form the current run
+                while u < ld // nr:
+                    a = j0 + u * nr
+                    v = u
+                    while (v < ld // nr and (a + (v - u) * nr) // PQ == a // PQ
+                           and (min(j0 + jn, a + (v - u + 1) * nr) - 1) // PQ == a // PQ):
+                        v = v + 1
+                    if v > u:
+                        e = min(j0 + jn, j0 + v * nr)
+                        gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
+                                    e - a, &y[n + a // PQ, g * Kg, 0, 0] + a % PQ, PQ,
+                                    pc > 0 or has_bias)
+                        u = v
+                    else:  # panel u straddles two images
+                        gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
+                                    min(nr, j0 + jn - a), sbuf + slot * Kg * nr, nr, pc > 0)
+                        slot = slot + 1
+                        u = u + 1
+            if batched:  # scatter the straddling panels (found as above)
+                slot = 0
+                for jb in range(ld // nr):
+                    a = j0 + jb * nr
+                    e = min(j0 + jn, a + nr)
+                    if a // PQ == (e - 1) // PQ:
+                        continue
+                    sp = sbuf + slot * Kg * nr
+                    slot = slot + 1
+                    for j in range(a, e):
+                        yt = &y[j // PQ, g * Kg, 0, 0] + j % PQ
+                        for k in range(Kg):
+                            yt[k * PQ] = sp[k * nr + j - a] + (bias[g * Kg + k] if has_bias else 0)
         free(bpack)
+        free(sbuf)
         fc_ftz_restore(fpmode)
     free(apack)
     return -status
