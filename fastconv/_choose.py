@@ -228,8 +228,10 @@ def in_place(algorithm, g):
 
 
 #: output pixels per work item of the packed GEMM (its pixel block is
-#: PIXEL_BLOCK x REDUCTION_BLOCK values: 384 KiB in float32, L2-resident)
-PIXEL_BLOCK = 384
+#: PIXEL_BLOCK x REDUCTION_BLOCK values: 384 KiB in float32, L2-resident),
+#: counted in bytes per row: 384 float32 or 192 float64 pixels (at 384,
+#: float64 rows 3 KiB apart ran 5-15% slower on the dense 3x3 layers)
+PIXEL_BLOCK_BYTES = 1536
 #: reduction rows (of C/groups * R * S) per packed block: the kernel's pixel
 #: panel (REDUCTION_BLOCK x 48 in float32, 48 KiB) streams from L2 with the
 #: weights, and fewer blocks mean fewer passes over the output (measured
@@ -243,7 +245,7 @@ def gemm_blocks(g, n_threads):
     Pixel blocks shrink when there are fewer images x groups than threads,
     so every thread gets work."""
     pq = g.P * g.Q
-    nc = PIXEL_BLOCK
+    nc = PIXEL_BLOCK_BYTES // g.dtype.itemsize
     items = max(1, g.N * g.groups)
     if items < n_threads:
         nc = min(nc, -(-pq // -(-n_threads // items)))
