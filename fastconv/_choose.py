@@ -15,7 +15,7 @@ forward's operations (twice that for a backward):
   so nothing is copied;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
-  along rows, deep or not), or the rest. Plus the copy of its input into
+  along rows; deep and strided or not), or the rest. Plus the copy of its input into
   stride x stride phase planes (PACK_CYCLES per element, FILL_CYCLES above
   stride 2).
 
@@ -49,12 +49,13 @@ DIRECT_EFFICIENCY = {
     # repacking of the weights weighs as much as the multiply-adds
     "small images": (0.35, 0.2),
     "short rows": (0.72, 0.55),  # fewer than DIRECT_LONG_ROWS output columns
-    # short rows and at least DIRECT_DEEP output channels per group: the GEMM,
-    # its panels topped up across images and its im2col copy spread over
-    # many channels, runs as fast or faster forward (measured on 14x14 and
-    # 7x7 outputs of 256 channels, stride 1 and 2: 0.66-1.02x direct's time
-    # in float32 and float64; at 64-128 channels direct is 5-30% faster)
-    "deep short rows": (0.57, 0.55),
+    # short rows, strided, and at least DIRECT_DEEP output channels per
+    # group: direct pays for its phase planes (a padding column per row,
+    # four times the copying) while the GEMM, its panels topped up across
+    # images and its im2col copy spread over many channels, runs 9-34%
+    # faster forward (14x14 and 7x7 outputs of 256 channels, float32 and
+    # float64). At stride 1, or 64-128 channels, direct is as fast or faster.
+    "deep strided short rows": (0.57, 0.55),
     "dense": (0.8, 0.74),
 }
 DIRECT_DEEP = 256
@@ -80,7 +81,8 @@ def _direct_kind(g):
     if g.P * g.Q < DIRECT_SMALL_IMAGE:
         return "small images"
     if g.Q < DIRECT_LONG_ROWS:
-        return "deep short rows" if g.K // g.groups >= DIRECT_DEEP else "short rows"
+        deep = g.K // g.groups >= DIRECT_DEEP and max(g.stride) > 1
+        return "deep strided short rows" if deep else "short rows"
     return "dense"
 
 
