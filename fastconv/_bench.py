@@ -431,7 +431,8 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle
     Each round calls every entry that still needs samples once, so a burst of
     load from elsewhere on a shared machine hits all entries alike instead of
     whichever happened to be running.  An entry needs samples until it has
-    ``repeat`` of them and its calls add up to ``min_time`` seconds.  The
+    ``repeat`` of them and its calls (with their settling) add up to
+    ``min_time`` seconds.  The
     caller runs a warm-up call first; the garbage collector is off while
     timing, as in :mod:`timeit`.  Returns ``(times, errors)``: name -> list of
     per-call seconds, and name -> exception for entries that raised.
@@ -460,8 +461,8 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle
             for name in pending:
                 fn = fns[name]
                 try:
-                    t0 = time.perf_counter()
-                    while time.perf_counter() - t0 < settle:
+                    ts = time.perf_counter()
+                    while time.perf_counter() - ts < settle:
                         fn()
                     t0 = time.perf_counter()
                     fn()
@@ -470,7 +471,9 @@ def measure_interleaved(fns, repeat=5, min_time=0.2, max_samples=100_000, settle
                     errors[name] = exc
                     continue
                 times[name].append(t1 - t0)
-                spent[name] += t1 - t0
+                # settling counts towards min_time: a sub-millisecond entry
+                # would otherwise settle 30 ms for each of its ~1000 samples
+                spent[name] += t1 - ts
     finally:
         if gc_was_enabled:
             gc.enable()

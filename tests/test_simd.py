@@ -21,6 +21,11 @@ CASES = [
     (2, 5, 11, 6, 7, 1, 1, 2, 1, 1, 1),  # 1x1 with stride and padding
     (1, 40, 5, 5, 50, 5, 5, 1, 2, 1, 1),  # reduction longer than one block
     (1, 2, 1, 1, 3, 1, 1, 1, 0, 1, 1),  # a single pixel
+    # rows of several vectors: the row copy's whole and masked vectors
+    (1, 3, 6, 75, 5, 3, 3, 2, 1, 1, 1),
+    (1, 2, 4, 70, 3, 3, 3, 1, 1, 1, 1),
+    # 6x6 outputs (36 pixels) across 5 images: panels straddle images
+    (5, 4, 6, 6, 9, 3, 3, 1, 1, 1, 1),
 ]
 
 
