@@ -26,6 +26,8 @@ CASES = [
     (1, 2, 4, 70, 3, 3, 3, 1, 1, 1, 1),
     # 6x6 outputs (36 pixels) across 5 images: panels straddle images
     (5, 4, 6, 6, 9, 3, 3, 1, 1, 1, 1),
+    # 2x2 outputs across 30 images: every panel spans several images
+    (30, 3, 4, 4, 10, 3, 3, 1, 0, 1, 1),
 ]
 
 
