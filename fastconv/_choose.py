@@ -262,8 +262,9 @@ WEIGHT_TILE_MAX = 1024
 
 
 #: grad_weight runs on the GEMM micro-kernel (grad_weight itself the output,
-#: reduced over pixels) from this many output channels per group: enough
-#: multiply-adds per im2col value to pay for transposing it
+#: reduced over pixels) from this many output channels per group (and one
+#: panel of columns C/groups * R * S): enough multiply-adds per im2col value
+#: to pay for transposing it
 GW_GEMM_MIN_CHANNELS = 128
 #: pixels per tile and columns (c, r, s) per block of that path: the
 #: transposed im2col tile (256 x 480 floats, 480 KiB) stays in L2
@@ -276,9 +277,11 @@ def backward_blocks(g, n_threads):
     "dot" kernel), output rows per grad_input band, reduction block)`` of
     the packed-GEMM backward."""
     kg = g.K // g.groups
-    if kg >= GW_GEMM_MIN_CHANNELS:
-        nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
-        crs = (g.C // g.groups) * g.R * g.S
+    nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
+    crs = (g.C // g.groups) * g.R * g.S
+    # grad_weight's columns (c, r, s) fill the GEMM's pixel vectors: fewer
+    # than one panel's worth (a 24-channel 1x1) and the "dot" kernel wins
+    if kg >= GW_GEMM_MIN_CHANNELS and crs >= nr:
         # blocks x groups a multiple of the thread count, so no thread idles
         blocks = -(-crs // GW_GEMM_COLUMNS)
         while (blocks * g.groups) % n_threads and blocks < crs:

@@ -263,8 +263,13 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t vl = nr // 3  # the widest block is 3 vectors
     cdef Py_ssize_t n_jb = (jn + nr - 1) // nr, n_mb = (m + mr - 1) // mr
-    cdef Py_ssize_t outer, inner, jb, jr, mb_i, mb, l, la, nv
+    cdef Py_ssize_t outer, inner, jb, jr, jw, mb_i, mb, l, la, nv
     cdef bint a_outer = m > jn
+    # a last panel of one vector (49 = 48 + 1 pixels) runs, with the panel
+    # before it, as two panels of two vectors: the one-vector block is bound
+    # by its broadcasts and ran at half the rate (B is readable that far:
+    # without a tail, whole blocks are)
+    cdef bint split = tail == NULL and n_jb >= 2 and jn - (n_jb - 1) * nr <= vl
     cdef const floating *ap
     cdef const floating *bp
     for outer in range(n_mb if a_outer else n_jb):
@@ -272,6 +277,10 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
             jb = inner if a_outer else outer
             mb_i = outer if a_outer else inner
             jr = jb * nr
+            jw = min(nr, jn - jr)
+            if split and jb >= n_jb - 2:
+                jr = (n_jb - 2) * nr + (jb - n_jb + 2) * 2 * vl
+                jw = 2 * vl if jb == n_jb - 2 else jn - jr
             mb = mb_i * mr
             ap = a + mb_i * a_panel
             la = lda
@@ -284,9 +293,9 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
                 bp = tail
                 l = nr
             # a last partial panel runs the narrowest block that covers it
-            nv = min(3, (jn - jr + vl - 1) // vl)
+            nv = (jw + vl - 1) // vl
             _micro(kc, ap, la, bp, l, c + mb * ldc + jr, ldc, accumulate,
-                   min(mr, m - mb), min(nr, jn - jr), nv)
+                   min(mr, m - mb), jw, nv)
 
 
 def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
