@@ -65,7 +65,7 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
                 col[d + qq] = 0
             xo = (c * H + h) * W + col_off  # x[xo + qq * sw] is tap (r, s) of column qq
             if hi > lo:
-                _gather(col + d + lo, x + xo + lo * sw, hi - lo, sw)
+                _gather(col + (d + lo), x + (xo + lo * sw), hi - lo, sw)
             for qq in range(hi, qe):
                 col[d + qq] = 0
 
@@ -307,12 +307,13 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     per image and group, with our micro-kernels (the Goto/BLIS loop order).
 
     The weights are packed once per call into mr-row panels. Each work item
-    is a block of ``nc`` output pixels of one image and group; for each slice
+    is a block of ``nc`` output pixels of one image and group (of the whole
+    batch, for images smaller than a block: see ``batched``); for each slice
     of ``kc_max`` reduction rows its im2col rows are built in a per-thread
     block (L2), and for each nr-pixel column of it (kept in L1 while every
     channel panel of the weights streams past it) the micro-kernel
     accumulates into the NCHW output. Extra memory: the packed weights plus
-    one kc_max x nc block per thread.
+    one kc_max x nc block and the panels straddling images per thread.
 
     ``copy_free``: a pointwise (1x1, stride 1, unpadded) convolution reads the
     image in place as the B operand; only a last partial panel is copied.
