@@ -23,9 +23,11 @@ The efficiencies were measured on the yardstick layers and 16 others (odd
 sizes, batch 1-3, 5x5, 11x11/4, 7x7/2, grouped, MobileNet blocks, ResNet's
 other 1x1 layers) at one thread on AVX-512, every strategy timed side by side
 (the README's Performance section): over those 26 layers, forward and
-backward, auto picks the fastest strategy or one within 7% of it in all 52
-cases in float32, and in float64 forward in 26 of 26 (checked again after
-the last change to this file).
+backward, auto picks the fastest strategy or one within 7% of it in 51 of
+the 52 cases in float32; the exception is the batch-2 14x14 256-channel 3x3
+layer forward, where im2col runs 10% faster than the direct kernels auto
+picks. In float64 the GEMM gains on short rows (its copying costs half as
+much per multiply-add): the same layer misses by 11%.
 """
 import math
 from dataclasses import dataclass, field
