@@ -719,6 +719,35 @@ FC_N(zero_short)(FC_T *FC_RESTRICT dst, ptrdiff_t n)
         dst[i] = 0;
 }
 
+/* dst[j] = src[j] for j < n, in whole vectors (the last one overlapping),
+ * below one vector as copy_short: a row in a few instructions, not a
+ * library call. */
+static FC_TARGET void
+FC_N(copy)(FC_T *FC_RESTRICT dst, const FC_T *FC_RESTRICT src, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    if (n < FC_VL) {
+        FC_N(copy_short)(dst, src, n);
+        return;
+    }
+    for (j = 0; j + FC_VL <= n; j += FC_VL)
+        FC_STORE(dst + j, FC_LOAD(src + j));
+    if (j < n)
+        FC_STORE(dst + n - FC_VL, FC_LOAD(src + n - FC_VL));
+}
+
+/* dst[j] = 0 for j < n, likewise. */
+static FC_INLINE FC_TARGET void
+FC_N(zero_row)(FC_T *FC_RESTRICT dst, ptrdiff_t n)
+{
+    if (n < FC_VL) {
+        FC_N(zero_short)(dst, n);
+        return;
+    }
+    for (ptrdiff_t j = 0; j < n; j += FC_VL)
+        FC_STORE(dst + (j < n - FC_VL ? j : n - FC_VL), FC_BCAST(0));
+}
+
 /* Stride 2 in columns: source rows are copied into zero-padded rows on the
  * stack, FC_SPLIT_ROWS at a time, then each is split into its two column
  * phases with two-vector shuffles, both planes at once. (Element by element
@@ -795,7 +824,6 @@ FC_N(fill_split2)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, pt
                   ptrdiff_t Wb, ptrdiff_t i_begin, ptrdiff_t i_end, FC_T *buf)
 {
     FC_T t[FC_SPLIT_ROWS][FC_SPLIT_LEN] __attribute__((aligned(64)));
-    const FC_VEC zero = FC_BCAST(0);
     ptrdiff_t span = Wb > FC_VL ? Wb : FC_VL, used, j;
     used = FC_SPLIT_PAD + (w_end > col0 + 2 * span ? w_end : col0 + 2 * span);
     for (int r = 0; r < FC_SPLIT_ROWS; r++)  /* only [PAD, PAD + w_end) is rewritten */
@@ -814,29 +842,16 @@ FC_N(fill_split2)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, pt
                     continue;
                 for (j = 0; j < w_end; j += 64 / (ptrdiff_t)sizeof(FC_T))
                     __builtin_prefetch(s + j + FC_PF_ROWS * sh * Ws, 0, 3);
-                if (w_end >= FC_VL) {
-                    for (j = 0; j + FC_VL <= w_end; j += FC_VL)
-                        FC_STORE(row + j, FC_LOAD(s + j));
-                    if (j < w_end)
-                        FC_STORE(row + w_end - FC_VL, FC_LOAD(s + w_end - FC_VL));
-                } else {
-                    FC_N(copy_short)(row, s, w_end);
-                }
+                FC_N(copy)(row, s, w_end);
             }
             for (ptrdiff_t i = i0; i < i1; i++) {  /* and split them */
                 ptrdiff_t h = row0 + i * sh + a;
                 FC_T *d0 = plane + i * Wb, *d1 = d0 + Bh * Wb;
                 if (h >= 0 && h < h_end && w_end > 0) {
                     FC_N(split2_row)(t[i - i0] + FC_SPLIT_PAD, col0, Wb, d0, d1);
-                } else if (Wb < FC_VL) {
-                    FC_N(zero_short)(d0, Wb);
-                    FC_N(zero_short)(d1, Wb);
                 } else {
-                    for (j = 0; j < Wb; j += FC_VL) {
-                        ptrdiff_t jj = j < Wb - FC_VL ? j : Wb - FC_VL;
-                        FC_STORE(d0 + jj, zero);
-                        FC_STORE(d1 + jj, zero);
-                    }
+                    FC_N(zero_row)(d0, Wb);
+                    FC_N(zero_row)(d1, Wb);
                 }
             }
         }
@@ -892,8 +907,7 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
                 continue;
             }
             if (!data) {
-                for (j = 0; j < Wb; j += FC_VL)
-                    FC_STORE(d + (j < Wb - FC_VL ? j : Wb - FC_VL), zero);
+                FC_N(zero_row)(d, Wb);
                 continue;
             }
             /* zeros first, in whole vectors that may spill into the data
@@ -909,13 +923,8 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
             for (j = 0; j < (jb - ja) * sw; j += 64 / (ptrdiff_t)sizeof(FC_T))
                 __builtin_prefetch(s + ja * sw + j + FC_PF_ROWS * sh * Ws, 0, 3);
 #endif
-            if (sw == 1 && jb - ja >= FC_VL) {
-                for (j = ja; j + FC_VL <= jb; j += FC_VL)
-                    FC_STORE(d + j, FC_LOAD(s + j));
-                if (j < jb)
-                    FC_STORE(d + jb - FC_VL, FC_LOAD(s + jb - FC_VL));
-            } else if (sw == 1) {
-                FC_N(copy_short)(d + ja, s + ja, jb - ja);
+            if (sw == 1) {
+                FC_N(copy)(d + ja, s + ja, jb - ja);
             } else if (sw == 2) {
                 /* a constant stride, which the compiler vectorises (loads
                  * and permutes) where a variable one stays scalar */
@@ -927,22 +936,6 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
             }
         }
     }
-}
-
-/* dst[j] = src[j] for j < n, in whole vectors (the last one overlapping). */
-static FC_TARGET void
-FC_N(copy)(FC_T *FC_RESTRICT dst, const FC_T *FC_RESTRICT src, ptrdiff_t n)
-{
-    ptrdiff_t j;
-    if (n < FC_VL) {
-        for (j = 0; j < n; j++)
-            dst[j] = src[j];
-        return;
-    }
-    for (j = 0; j + FC_VL <= n; j += FC_VL)
-        FC_STORE(dst + j, FC_LOAD(src + j));
-    if (j < n)
-        FC_STORE(dst + n - FC_VL, FC_LOAD(src + n - FC_VL));
 }
 
 /* Whether p[0:n] is all finite: an integer test of the exponent bits. */
