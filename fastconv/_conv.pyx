@@ -70,6 +70,31 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
                 col[d + qq] = 0
 
 
+cdef void im2col_span(const floating *x, Py_ssize_t image, Py_ssize_t PQ, Py_ssize_t H,
+                      Py_ssize_t W, Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t Q, Py_ssize_t crs0, Py_ssize_t n_rows, Py_ssize_t j0,
+                      Py_ssize_t jn, Py_ssize_t ld, floating *col) noexcept nogil:
+    """im2col_rows over the pixels [j0, j0 + jn) of the batch end to end (pixel j
+    is pixel j % PQ of image j // PQ; images ``image`` elements apart from x),
+    one image's run of pixels at a time."""
+    cdef Py_ssize_t a = j0, e
+    while a < j0 + jn:
+        e = min(j0 + jn, (a // PQ + 1) * PQ)
+        im2col_rows(x + a // PQ * image, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, crs0, n_rows,
+                    a % PQ, e - a, ld, col + (a - j0))
+        a = e
+
+
+cdef inline Py_ssize_t panel_image(Py_ssize_t j0, Py_ssize_t jn, Py_ssize_t u, Py_ssize_t nr,
+                                   Py_ssize_t PQ) noexcept nogil:
+    """The image holding all of panel u (pixels j0 + u*nr on, at most nr, up to
+    j0 + jn) of the batch end to end, or -1 when the panel straddles two."""
+    cdef Py_ssize_t a = j0 + u * nr
+    cdef Py_ssize_t e = min(j0 + jn, a + nr)
+    return a // PQ if a // PQ == (e - 1) // PQ else -1
+
+
 cdef void col2im_tile(const floating *col, Py_ssize_t Cg, Py_ssize_t H, Py_ssize_t W,
                       Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
                       Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
@@ -326,7 +351,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
     cdef Py_ssize_t n_blocks, item, g, t, j0, jn, pb, pc, kc, k, j, i, ld, pixels, slots
-    cdef Py_ssize_t n, a, e, u, v, jb, slot
+    cdef Py_ssize_t n, a, e, u, v, jb, slot, img
     cdef bint has_bias = bias is not None
     cdef bint batched
     cdef int status = 0
@@ -407,13 +432,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
                                 jn, yt, PQ, pc > 0 or has_bias)
                     continue
-                # the block's im2col rows, one image's run of pixels at a time
-                a = j0
-                while a < j0 + jn:
-                    e = min(j0 + jn, (a // PQ + 1) * PQ)
-                    im2col_rows(&x[n + a // PQ, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl,
-                                dh, dw, Q, pc, kc, a % PQ, e - a, ld, bpack + a - j0)
-                    a = e
+                im2col_span(&x[n, g * Cg, 0, 0], C * H * W, PQ, H, W, R, S, sh, sw, pt, pl,
+                            dh, dw, Q, pc, kc, j0, jn, ld, bpack)
                 for i in range(kc):  # the last panel's tail: read, results dropped
                     for j in range(jn, ld):
                         bpack[i * ld + j] = 0
@@ -422,28 +442,28 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                 u = 0  # panels [u, v) form the current run
                 while u < ld // nr:
                     a = j0 + u * nr
-                    v = u
-                    while (v < ld // nr and (a + (v - u) * nr) // PQ == a // PQ
-                           and (min(j0 + jn, a + (v - u + 1) * nr) - 1) // PQ == a // PQ):
-                        v = v + 1
-                    if v > u:
-                        e = min(j0 + jn, j0 + v * nr)
-                        gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
-                                    e - a, &y[n + a // PQ, g * Kg, 0, 0] + a % PQ, PQ,
-                                    pc > 0 or has_bias)
-                        u = v
-                    else:  # panel u straddles two images
+                    img = panel_image(j0, jn, u, nr, PQ)
+                    if img < 0:  # panel u straddles two images
                         gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
                                     min(nr, j0 + jn - a), sbuf + slot * Kg * nr, nr, pc > 0)
                         slot = slot + 1
                         u = u + 1
-            if batched:  # scatter the straddling panels (found as above)
+                        continue
+                    v = u + 1
+                    while v < ld // nr and panel_image(j0, jn, v, nr, PQ) == img:
+                        v = v + 1
+                    e = min(j0 + jn, j0 + v * nr)
+                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
+                                e - a, &y[n + img, g * Kg, 0, 0] + a % PQ, PQ,
+                                pc > 0 or has_bias)
+                    u = v
+            if batched:  # scatter the straddling panels
                 slot = 0
                 for jb in range(ld // nr):
+                    if panel_image(j0, jn, jb, nr, PQ) >= 0:
+                        continue
                     a = j0 + jb * nr
                     e = min(j0 + jn, a + nr)
-                    if a // PQ == (e - 1) // PQ:
-                        continue
                     sp = sbuf + slot * Kg * nr
                     slot = slot + 1
                     for j in range(a, e):
@@ -510,15 +530,9 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
                     abuf[kb * jn_pad + i] = 0
             accp = acc + tid * wsize + g * Kg * CRS
             for cb in range((CRS + dc - 1) // dc):
-                # im2col rows for the tile, one image's stretch of pixels at a time
-                i = 0
-                while i < jn:
-                    n = (j0 + i) // PQ
-                    jt = min(jn - i, (n + 1) * PQ - (j0 + i))
-                    im2col_rows(&x[n, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl, dh, dw, Q,
-                                cb * dc, min(dc, CRS - cb * dc), j0 + i - n * PQ, jt, jn_pad,
-                                bbuf + i)
-                    i = i + jt
+                im2col_span(&x[0, g * Cg, 0, 0], x.shape[1] * H * W, PQ, H, W, R, S, sh, sw,
+                            pt, pl, dh, dw, Q, cb * dc, min(dc, CRS - cb * dc), j0, jn,
+                            jn_pad, bbuf)
                 for i in range(jn, jn_pad):
                     for kb in range(min(dc, CRS - cb * dc)):
                         bbuf[kb * jn_pad + i] = 0
