@@ -128,9 +128,37 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
     }                                                                                  \
 }
 
-/* the tail of every im2col row copy below: any other stride, element by element */
-#define FC_GATHER_STRIDED                                                              \
-    for (; j < n; j++) dst[j] = src[j * stride];
+/* The im2col row copy, dst[j] = src[j * stride] for 0 <= j < n: whole vectors
+ * then one masked vector, so a row of 14 is one or two instructions instead
+ * of a loop with a scalar remainder (the copy was 13-19% of an im2col
+ * convolution's time). Stride 2 loads the two vectors its elements span and
+ * keeps the even lanes; other strides go element by element. Masked loads
+ * and stores neither read outside src[0, (n - 1) * stride] nor write outside
+ * dst[0, n). Per ISA and type: vector V of L lanes, LOAD/STORE whole vectors,
+ * MLOAD(p, k)/MSTORE(p, k, v) the first k lanes (none for k <= 0, all for
+ * k >= L), EVEN(a, b) the even lanes of a then b. */
+#define FC_DEFINE_GATHER(NAME, T, V, L, TARGET, LOAD, STORE, MLOAD, MSTORE, EVEN)      \
+TARGET static void NAME(T *dst, const T *src, fc_index n, fc_index stride)             \
+{                                                                                      \
+    fc_index j = 0;                                                                    \
+    if (stride == 1) {                                                                 \
+        for (; j + L <= n; j += L) STORE(dst + j, LOAD(src + j));                      \
+        if (j < n) MSTORE(dst + j, n - j, MLOAD(src + j, n - j));                      \
+        return;                                                                        \
+    }                                                                                  \
+    if (stride == 2) {                                                                 \
+        for (; j < n; j += L) {                                                        \
+            fc_index left = n - j, span = 2 * (left < L ? left : L) - 1;               \
+            V v = EVEN(MLOAD(src + 2 * j, span), MLOAD(src + 2 * j + L, span - L));    \
+            if (left >= L)                                                             \
+                STORE(dst + j, v);                                                     \
+            else                                                                       \
+                MSTORE(dst + j, left, v);                                              \
+        }                                                                              \
+        return;                                                                        \
+    }                                                                                  \
+    for (; j < n; j++) dst[j] = src[j * stride];                                       \
+}
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FC_X86 1
@@ -158,138 +186,41 @@ FC_DEFINE_DOT(fc_dot_avx512_f64, double, 64, 4, 6, FC_TARGET_AVX512)
 FC_DEFINE_DOT(fc_dot_avx2_f32, float, 32, 3, 4, FC_TARGET_AVX2)
 FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 
-/* The im2col row copy, dst[j] = src[j * stride] for 0 <= j < n: whole vectors
- * then one masked vector, so a row of 14 is one or two instructions instead
- * of a loop with a scalar remainder (the copy was 13-19% of an im2col
- * convolution's time). Stride 2 loads the two vectors its elements span and
- * keeps the even lanes. Masked loads and stores neither read outside
- * src[0, (n - 1) * stride] nor write outside dst[0, n). */
 #include <immintrin.h>
 
-FC_TARGET_AVX512 static void fc_gather_avx512_f32(float *dst, const float *src, fc_index n,
-                                                 fc_index stride)
-{
-    fc_index j = 0;
-    if (stride == 1) {
-        for (; j + 16 <= n; j += 16) _mm512_storeu_ps(dst + j, _mm512_loadu_ps(src + j));
-        if (j < n) {
-            __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
-            _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
-        }
-        return;
-    }
-    if (stride == 2) {
-        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
-                                               24, 26, 28, 30);
-        for (; j < n; j += 16) {
-            fc_index left = n - j, span = 2 * (left < 16 ? left : 16) - 1;
-            __mmask16 m0 = (__mmask16)(span >= 16 ? 0xffffu : (1u << span) - 1);
-            __mmask16 m1 = (__mmask16)(span > 16 ? (1u << (span - 16)) - 1 : 0);
-            __m512 v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, src + 2 * j), even,
-                                              _mm512_maskz_loadu_ps(m1, src + 2 * j + 16));
-            if (left >= 16)
-                _mm512_storeu_ps(dst + j, v);
-            else
-                _mm512_mask_storeu_ps(dst + j, (__mmask16)((1u << left) - 1), v);
-        }
-        return;
-    }
-    FC_GATHER_STRIDED
-}
-
-FC_TARGET_AVX512 static void fc_gather_avx512_f64(double *dst, const double *src, fc_index n,
-                                                 fc_index stride)
-{
-    fc_index j = 0;
-    if (stride == 1) {
-        for (; j + 8 <= n; j += 8) _mm512_storeu_pd(dst + j, _mm512_loadu_pd(src + j));
-        if (j < n) {
-            __mmask8 m = (__mmask8)((1u << (n - j)) - 1);
-            _mm512_mask_storeu_pd(dst + j, m, _mm512_maskz_loadu_pd(m, src + j));
-        }
-        return;
-    }
-    if (stride == 2) {
-        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-        for (; j < n; j += 8) {
-            fc_index left = n - j, span = 2 * (left < 8 ? left : 8) - 1;
-            __mmask8 m0 = (__mmask8)(span >= 8 ? 0xffu : (1u << span) - 1);
-            __mmask8 m1 = (__mmask8)(span > 8 ? (1u << (span - 8)) - 1 : 0);
-            __m512d v = _mm512_permutex2var_pd(_mm512_maskz_loadu_pd(m0, src + 2 * j), even,
-                                               _mm512_maskz_loadu_pd(m1, src + 2 * j + 8));
-            if (left >= 8)
-                _mm512_storeu_pd(dst + j, v);
-            else
-                _mm512_mask_storeu_pd(dst + j, (__mmask8)((1u << left) - 1), v);
-        }
-        return;
-    }
-    FC_GATHER_STRIDED
-}
-
-/* lanes [0, k) of an AVX2 mask (k <= 0: none, k >= lanes: all) */
+/* the first k lanes of a mask (see FC_DEFINE_GATHER) */
+#define FC_K16(k) ((__mmask16)((k) >= 16 ? 0xffffu : (k) <= 0 ? 0u : (1u << (k)) - 1))
+#define FC_K8(k) ((__mmask8)((k) >= 8 ? 0xffu : (k) <= 0 ? 0u : (1u << (k)) - 1))
 #define FC_MASK8(k) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k)),                     \
                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define FC_MASK4(k) _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(k)),               \
                                        _mm256_setr_epi64x(0, 1, 2, 3))
 
-FC_TARGET_AVX2 static void fc_gather_avx2_f32(float *dst, const float *src, fc_index n,
-                                             fc_index stride)
-{
-    fc_index j = 0;
-    if (stride == 1) {
-        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
-        if (j < n) {
-            __m256i m = FC_MASK8(n - j);
-            _mm256_maskstore_ps(dst + j, m, _mm256_maskload_ps(src + j, m));
-        }
-        return;
-    }
-    if (stride == 2) {
-        for (; j < n; j += 8) {
-            fc_index left = n - j, span = 2 * (left < 8 ? left : 8) - 1;
-            __m256 a = _mm256_maskload_ps(src + 2 * j, FC_MASK8(span));
-            __m256 b = _mm256_maskload_ps(src + 2 * j + 8, FC_MASK8(span - 8));
-            /* even lanes of each 128-bit half, then the halves in order */
-            __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
-            if (left >= 8)
-                _mm256_storeu_ps(dst + j, v);
-            else
-                _mm256_maskstore_ps(dst + j, FC_MASK8(left), v);
-        }
-        return;
-    }
-    FC_GATHER_STRIDED
-}
+#define FC_PS512_MLOAD(p, k) _mm512_maskz_loadu_ps(FC_K16(k), p)
+#define FC_PS512_MSTORE(p, k, v) _mm512_mask_storeu_ps(p, FC_K16(k), v)
+#define FC_PS512_EVEN(a, b) _mm512_permutex2var_ps(a, _mm512_setr_epi32(                \
+    0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b)
+#define FC_PD512_MLOAD(p, k) _mm512_maskz_loadu_pd(FC_K8(k), p)
+#define FC_PD512_MSTORE(p, k, v) _mm512_mask_storeu_pd(p, FC_K8(k), v)
+#define FC_PD512_EVEN(a, b) _mm512_permutex2var_pd(a, _mm512_setr_epi64(                \
+    0, 2, 4, 6, 8, 10, 12, 14), b)
+#define FC_PS256_MLOAD(p, k) _mm256_maskload_ps(p, FC_MASK8(k))
+#define FC_PS256_MSTORE(p, k, v) _mm256_maskstore_ps(p, FC_MASK8(k), v)
+/* even lanes of each 128-bit half, then the halves in order */
+#define FC_PS256_EVEN(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(                     \
+    _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8))
+#define FC_PD256_MLOAD(p, k) _mm256_maskload_pd(p, FC_MASK4(k))
+#define FC_PD256_MSTORE(p, k, v) _mm256_maskstore_pd(p, FC_MASK4(k), v)
+#define FC_PD256_EVEN(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xd8)
 
-FC_TARGET_AVX2 static void fc_gather_avx2_f64(double *dst, const double *src, fc_index n,
-                                             fc_index stride)
-{
-    fc_index j = 0;
-    if (stride == 1) {
-        for (; j + 4 <= n; j += 4) _mm256_storeu_pd(dst + j, _mm256_loadu_pd(src + j));
-        if (j < n) {
-            __m256i m = FC_MASK4(n - j);
-            _mm256_maskstore_pd(dst + j, m, _mm256_maskload_pd(src + j, m));
-        }
-        return;
-    }
-    if (stride == 2) {
-        for (; j < n; j += 4) {
-            fc_index left = n - j, span = 2 * (left < 4 ? left : 4) - 1;
-            __m256d a = _mm256_maskload_pd(src + 2 * j, FC_MASK4(span));
-            __m256d b = _mm256_maskload_pd(src + 2 * j + 4, FC_MASK4(span - 4));
-            __m256d v = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xd8);
-            if (left >= 4)
-                _mm256_storeu_pd(dst + j, v);
-            else
-                _mm256_maskstore_pd(dst + j, FC_MASK4(left), v);
-        }
-        return;
-    }
-    FC_GATHER_STRIDED
-}
+FC_DEFINE_GATHER(fc_gather_avx512_f32, float, __m512, 16, FC_TARGET_AVX512, _mm512_loadu_ps,
+                 _mm512_storeu_ps, FC_PS512_MLOAD, FC_PS512_MSTORE, FC_PS512_EVEN)
+FC_DEFINE_GATHER(fc_gather_avx512_f64, double, __m512d, 8, FC_TARGET_AVX512, _mm512_loadu_pd,
+                 _mm512_storeu_pd, FC_PD512_MLOAD, FC_PD512_MSTORE, FC_PD512_EVEN)
+FC_DEFINE_GATHER(fc_gather_avx2_f32, float, __m256, 8, FC_TARGET_AVX2, _mm256_loadu_ps,
+                 _mm256_storeu_ps, FC_PS256_MLOAD, FC_PS256_MSTORE, FC_PS256_EVEN)
+FC_DEFINE_GATHER(fc_gather_avx2_f64, double, __m256d, 4, FC_TARGET_AVX2, _mm256_loadu_pd,
+                 _mm256_storeu_pd, FC_PD256_MLOAD, FC_PD256_MSTORE, FC_PD256_EVEN)
 #else
 #define FC_X86 0
 #endif
@@ -297,26 +228,17 @@ FC_DEFINE_KERNELS(base, 4, )
 FC_DEFINE_DOT(fc_dot_base_f32, float, 16, 3, 4, )
 FC_DEFINE_DOT(fc_dot_base_f64, double, 16, 3, 4, )
 
-/* baseline: plain loops (the compiler vectorises the stride-1 one) */
-static void fc_gather_base_f32(float *dst, const float *src, fc_index n, fc_index stride)
-{
-    fc_index j = 0;
-    if (stride == 1) {
-        for (; j < n; j++) dst[j] = src[j];
-        return;
-    }
-    FC_GATHER_STRIDED
-}
-
-static void fc_gather_base_f64(double *dst, const double *src, fc_index n, fc_index stride)
-{
-    fc_index j = 0;
-    if (stride == 1) {
-        for (; j < n; j++) dst[j] = src[j];
-        return;
-    }
-    FC_GATHER_STRIDED
-}
+/* baseline: vectors of one element, so every copy goes element by element
+ * (the compiler vectorises the stride-1 loop) */
+#define FC_SCALAR_LOAD(p) (*(p))
+#define FC_SCALAR_STORE(p, v) (*(p) = (v))
+#define FC_SCALAR_MLOAD(p, k) ((k) > 0 ? *(p) : 0)
+#define FC_SCALAR_MSTORE(p, k, v) ((k) > 0 ? (void)(*(p) = (v)) : (void)0)
+#define FC_SCALAR_EVEN(a, b) (a)
+FC_DEFINE_GATHER(fc_gather_base_f32, float, float, 1, , FC_SCALAR_LOAD, FC_SCALAR_STORE,
+                 FC_SCALAR_MLOAD, FC_SCALAR_MSTORE, FC_SCALAR_EVEN)
+FC_DEFINE_GATHER(fc_gather_base_f64, double, double, 1, , FC_SCALAR_LOAD, FC_SCALAR_STORE,
+                 FC_SCALAR_MLOAD, FC_SCALAR_MSTORE, FC_SCALAR_EVEN)
 
 /* The variant in use, chosen once at import (fc_select) and switchable for tests. */
 typedef void (*fc_dot_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, fc_index, fc_index);
