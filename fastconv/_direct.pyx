@@ -110,6 +110,7 @@ cdef extern from "_direct_simd.h" nogil:
     void fc_copy_f32(int isa, float *dst, const float *src, ptrdiff_t n)
     void fc_copy_f64(int isa, double *dst, const double *src, ptrdiff_t n)
     int fc_krow_kvmax(int isa)
+    int fc_kgband_kvmax(int isa)
     int fc_krow_kv(ptrdiff_t n)
     void fc_krow_f32(int isa, int kv, const float *x, ptrdiff_t cs, ptrdiff_t nc,
                      const ptrdiff_t *toff, ptrdiff_t nt, const float *w, const float *bias,
@@ -139,9 +140,6 @@ cdef extern from "_direct_simd.h" nogil:
 
 #: bytes of one band's buffers (input rows + results): well inside L2
 BAND_BYTES = 192 * 1024
-#: channels in lanes (forward) only while one vector's column of weights
-#: (vector length x C/groups x R x S values) fits in this many bytes of L1
-cdef Py_ssize_t LANES_WEIGHT_BYTES = 32 * 1024
 
 # --------------------------------------------------------------------------
 # instruction set
@@ -266,12 +264,10 @@ cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
       each result from its tile into place (2 * VL: a scalar move costs about
       two vector multiply-adds).
 
-    Measured corrections (AVX-512, one thread): rows shorter than two vectors
+    Measured correction (AVX-512, one thread): rows shorter than two vectors
     run their tiles about 10% slower than the wide grid's one long run
-    (ResNet's 14x14 layers); and channels in lanes pays only while one
-    vector's column of weights (``VL * depth`` values) stays in L1: deeper,
-    its kernel streams the weights from L2 per pixel tile and runs 25-40%
-    slower than the model says (the caller passes ``lanes_ok`` accordingly).
+    (ResNet's 14x14 layers). ``lanes_ok``: whether the caller has the
+    channels-in-lanes kernel (grad_input does not).
     """
     cdef Py_ssize_t rows = nout * _round_up(ncols, VL) * depth
     if ncols < 2 * VL:
@@ -536,6 +532,9 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef Band bd
     cdef const floating *bp = NULL
     cdef const floating *wsrc
+    cdef const floating *wrow
+    cdef floating *wdst
+    cdef Py_ssize_t ct
     cdef floating *wpack = NULL
     cdef floating *bpack = NULL
     cdef ptrdiff_t *toff = NULL
@@ -550,8 +549,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     if bias is not None:
         bp = &bias[0]
     maxco = (S - 1) * dw // sw
-    bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True,
-                           VL * Cg * T * sizeof(floating) <= LANES_WEIGHT_BYTES)
+    bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True, True)
     if bd.mode == _LANES:
         # blocks of whole vectors of channels; the last one padded with zeros
         nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
@@ -583,7 +581,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     n_items = N * groups * nbands
 
     # weights as [group][channel block][c][r*S + s][channel in block]
-    wpack = <floating *> calloc(groups * Kgp * Cg * T, sizeof(floating))
+    wpack = <floating *> malloc(groups * Kgp * Cg * T * sizeof(floating))
     toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
     if bp != NULL and bd.mode == _LANES:
         bpack = <floating *> calloc(groups * Kgp, sizeof(floating))
@@ -599,19 +597,26 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         bd.co3[0], bd.co3[1], bd.co3[2] = toff[0], toff[1], toff[2]
         bd.dw3_t0, bd.dw3_dir = 0, 1
     wsrc = &w[0, 0, 0, 0]
-    with nogil:
+    if bpack != NULL:
         for g in range(groups):
-            for kbi in range(nkb):
-                k0 = kbi * kb
-                kk = min(kb, Kg - k0)
-                kl = VL * fc_krow_kv(_cdiv(kk, VL)) if bd.mode == _LANES else kk
+            for k in range(Kg):
+                bpack[g * Kgp + k] = bp[g * Kg + k]
+    with nogil:
+        # one block of channels per item; the reads walk kk rows of w side by
+        # side (kk lines stay in L1), the writes run in order: serial and
+        # element by element, this copy took 20-55% of a deep batch-1 layer
+        for item in prange(groups * nkb, schedule="static", num_threads=n_threads):
+            g = item // nkb
+            k0 = item % nkb * kb
+            kk = min(kb, Kg - k0)
+            kl = VL * fc_krow_kv(_cdiv(kk, VL)) if bd.mode == _LANES else kk
+            wdst = wpack + (g * Kgp + k0) * Cg * T
+            wrow = wsrc + (g * Kg + k0) * Cg * T
+            for ct in range(Cg * T):
                 for k in range(kk):
-                    if bpack != NULL:
-                        bpack[g * Kgp + k0 + k] = bp[g * Kg + k0 + k]
-                    for c in range(Cg):
-                        for t in range(T):
-                            wpack[(g * Kgp + k0) * Cg * T + (c * T + t) * kl + k] = \
-                                wsrc[((g * Kg + k0 + k) * Cg + c) * T + t]
+                    wdst[ct * kl + k] = wrow[k * Cg * T + ct]
+                for k in range(kk, kl):
+                    wdst[ct * kl + k] = 0
         if bpack != NULL:
             bp = bpack
 
@@ -924,7 +929,7 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
     cdef unsigned int fpmode
 
     if lanes_mode:
-        nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
+        nkb = _cdiv(Kg, fc_kgband_kvmax(isa) * VL)
         kbg = VL * fc_krow_kv(_cdiv(_cdiv(Kg, nkb), VL))
         Kgp = (nkb - 1) * kbg + VL * fc_krow_kv(_cdiv(Kg - (nkb - 1) * kbg, VL))
         KCTp = groups * Cg * T * Kgp

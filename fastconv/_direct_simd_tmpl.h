@@ -542,10 +542,13 @@ static FC_TARGET void FC_CAT(FC_N(krow), KV)(                                 \
                          KV * FC_VL, kk, Q);                                  \
         }                                                                     \
     }                                                                         \
+    /* tiles as even as they go: 29 pixels run as 10 + 10 + 9, not as     \
+     * 14 + 14 + 1 (a one-pixel tile is bound by its loads) */              \
+    const ptrdiff_t ntq = (Q + NPM - 1) / NPM, npt = (Q + ntq - 1) / ntq;    \
     for (; i < nrows; i++) {                                                  \
         const FC_T *xi = x + i * xrs;                                         \
-        for (ptrdiff_t q = 0; q < Q; q += NPM) {                              \
-            ptrdiff_t np = Q - q < NPM ? Q - q : NPM;                         \
+        for (ptrdiff_t q = 0; q < Q; q += npt) {                              \
+            ptrdiff_t np = Q - q < npt ? Q - q : npt;                         \
             FC_T *o = out + i * ors + q;                                      \
             FC_SWITCH24(FC_KTAIL, KV, NPM) {}                                 \
             FC_N(kstore)(o, ldo, tmp, KV * FC_VL, kk, np);                    \

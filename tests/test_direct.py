@@ -67,6 +67,9 @@ CASES = [
     case("K9-C1", C=1, K=9, H=8, W=8, R=5, pads=2),
     case("K17-C10", N=1, C=10, K=17, H=6, W=7, pads=1),
     case("K6-C6-k5", N=2, C=6, K=6, H=10, W=10, R=5),
+    # channels in lanes on deep weights: blocks of 2 + 2 + 1 vectors of
+    # channels, rows of 29 in tiles of 10, 10 and 9 pixels
+    case("deep-K80-C40", N=1, C=40, K=80, H=5, W=29, pads=1),
     # rows longer than a whole tile of vectors (128 floats on AVX-512)
     case("wide-image", N=1, C=2, K=3, H=4, W=150, pads=1),
     case("wide-image-stride2", N=1, C=1, K=2, H=5, W=301, R=4, stride=2, pads=(1, 2, 0, 1)),
