@@ -58,7 +58,7 @@
 #define FC_GLIST16(X) X(1, 6) X(2, 4) X(3, 3)
 #define FC_KLIST32(X) X(1, 24) X(2, 14)
 #define FC_KGLIST32(X) X(1, 9) X(2, 9) X(4, 5)
-#define FC_KLIST16(X) X(1, 12) X(2, 5)
+#define FC_KLIST16(X) X(1, 12) X(2, 6)
 /* depthwise 3x3 tiles: X(rows, largest NV) for the full and the single-row tiles */
 #define FC_DWLIST32(X) X(4, 4) X(1, 4)
 #define FC_DWLIST16(X) X(2, 2) X(1, 2)
