@@ -189,8 +189,9 @@ def set_layout(layout="auto"):
     """Force the kernels' layout (for tests): ``"rows"`` (pixels in lanes,
     stored in place row by row where the column stride allows it), ``"wide"``
     (pixels in lanes over the wide grid), ``"lanes"`` (output channels in
-    lanes, for the forward pass and grad_weight; grad_input then takes the
-    cheaper of the other two) or ``"auto"`` (the cheapest, by _choose_mode)."""
+    lanes; grad_input at a stride above 1, which stores its results strided,
+    then takes the cheaper of the other two) or ``"auto"`` (the cheapest, by
+    _choose_mode)."""
     global _layout
     if layout not in _LAYOUTS:
         raise ValueError(f"set_layout: layout must be one of {_LAYOUTS}, got {layout!r}")
@@ -266,8 +267,8 @@ cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
 
     Measured correction (AVX-512, one thread): rows shorter than two vectors
     run their tiles about 10% slower than the wide grid's one long run
-    (ResNet's 14x14 layers). ``lanes_ok``: whether the caller has the
-    channels-in-lanes kernel (grad_input does not).
+    (ResNet's 14x14 layers). ``lanes_ok``: whether channels in lanes can
+    store the results (they must lie in contiguous rows).
     """
     cdef Py_ssize_t rows = nout * _round_up(ncols, VL) * depth
     if ncols < 2 * VL:
@@ -709,7 +710,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     cdef Py_ssize_t ncb, cb, nb, nbands, n_items, buf_n = 0, obuf_n = 0, nu_max = 0
     cdef Py_ssize_t row_bytes = 0
     cdef Py_ssize_t ph, a, bb, r, s, nt, tap, romax, comax, wofs, nV, Jr
-    cdef Py_ssize_t item, n, g, b, u0, nu, cbi, c0, cc, ci, k, t
+    cdef Py_ssize_t item, n, g, b, u0, nu, cbi, c0, cc, ci, k, t, cl, Cgp
     cdef Py_ssize_t *info = NULL
     cdef Py_ssize_t *pi
     cdef Band *bands = NULL
@@ -729,11 +730,13 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
 
     ncb = _cdiv(Cg, fc_pband_kbmax(isa))
     cb = _cdiv(Cg, ncb)
+    Cgp = Cg  # channels per group, as packed
     info = <Py_ssize_t *> malloc(nph * _PH_FIELDS * sizeof(Py_ssize_t))
     bands = <Band *> malloc(nph * sizeof(Band))
     toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
     taps = <Py_ssize_t *> malloc(T * sizeof(Py_ssize_t))
-    wpack = <floating *> malloc(K * Cg * T * sizeof(floating))
+    # (channels in lanes pads the last block of channels by less than a vector)
+    wpack = <floating *> malloc(groups * Kg * (Cg + VL) * T * sizeof(floating))
     if info == NULL or bands == NULL or toff == NULL or taps == NULL or wpack == NULL:
         free(info)
         free(bands)
@@ -778,13 +781,19 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         bd.fsh, bd.fsw, bd.col0 = 1, 1, pi[_PH_VLO] - comax
         bd.maxro = romax
         bd.nt = nt
-        bd.nout, bd.kbs = Cg, cb
         bd.ldo, bd.ors, bd.ocs, bd.ncols = H * W, sh * W, sw, nV
         bd.rows_per_call = max(1, 256 // max(1, nV))
-        bd.mode = _choose_mode(Cg, nV, nV + comax, Kg * nt, VL, sw == 1, False)
+        # channels in lanes stores rows in place: stride 1 (a single phase)
+        bd.mode = _choose_mode(Cg, nV, nV + comax, Kg * nt, VL, sw == 1, nph == 1)
+        if bd.mode == _LANES:
+            # blocks of whole vectors of channels, the last padded with zeros
+            ncb = _cdiv(Cg, fc_krow_kvmax(isa) * VL)
+            cb = VL * fc_krow_kv(_cdiv(_cdiv(Cg, ncb), VL))
+            Cgp = (ncb - 1) * cb + VL * fc_krow_kv(_cdiv(Cg - (ncb - 1) * cb, VL))
+        bd.nout, bd.kbs = Cg, cb
         bd.Wb = max(1, (_round_up(nV, VL) if bd.mode == _ROWS else nV) + comax)
         nu_max = max(nu_max, pi[_PH_NU])
-        row_bytes = max(row_bytes, (Kg + (0 if bd.mode == _ROWS else cb)) * bd.Wb
+        row_bytes = max(row_bytes, (Kg + (cb if bd.mode == _WIDE else 0)) * bd.Wb
                         * sizeof(floating))
         # weights as [group][channel block][k][tap][channel in block]; the
         # phase's taps listed first (a batch-1 layer spends as long here as
@@ -800,12 +809,15 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
                 for cbi in range(ncb):
                     c0 = cbi * cb
                     cc = min(cb, Cg - c0)
+                    cl = VL * fc_krow_kv(_cdiv(cc, VL)) if bd.mode == _LANES else cc
                     wk = wsrc + ((g * Kg + k) * Cg + c0) * T
-                    pk = wpack + wofs + (g * Cg + c0) * Kg * nt + k * nt * cc
+                    pk = wpack + wofs + (g * Cgp + c0) * Kg * nt + k * nt * cl
                     for t in range(nt):
                         for ci in range(cc):
-                            pk[t * cc + ci] = wk[ci * T + taps[t]]
-        wofs += K * Cg * nt
+                            pk[t * cl + ci] = wk[ci * T + taps[t]]
+                        for ci in range(cc, cl):
+                            pk[t * cl + ci] = 0
+        wofs += groups * Cgp * Kg * nt
         tap += nt
 
     nb = _band_rows(nu_max, row_bytes, N * groups, n_threads)
@@ -818,7 +830,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         bd = bands + ph
         romax = pi[_PH_ROMAX]
         comax = pi[_PH_COMAX]
-        if bd.mode == _ROWS:
+        if bd.mode != _WIDE:
             bd.Bh = nb + romax
         else:
             Jr = _round_up(nb * bd.Wb, VL)
@@ -867,7 +879,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
                 u0 = pi[_PH_ULO] + b * nb
                 _run_band(isa, bd, &gy[n, g * Kg, 0, 0], u0 - pi[_PH_ROMAX],
                           toff + pi[_PH_TAP0],
-                          wpack + pi[_PH_WOFS] + g * Cg * Kg * bd.nt, NULL,
+                          wpack + pi[_PH_WOFS] + g * Cgp * Kg * bd.nt, NULL,
                           &gx[n, g * Cg, 0, 0] + (u0 * sh + ph // sw - pt) * W
                           + pi[_PH_VLO] * sw + ph % sw - pl,
                           nu, buf, obuf, VL)
