@@ -19,15 +19,14 @@ forward's operations (twice that for a backward):
   stride x stride phase planes (PACK_CYCLES per element, FILL_CYCLES above
   stride 2).
 
-The efficiencies were measured on the yardstick layers and 16 others (odd
-sizes, batch 1-3, 5x5, 11x11/4, 7x7/2, grouped, MobileNet blocks, ResNet's
-other 1x1 layers) at one thread on AVX-512, every strategy timed side by side
-(the README's Performance section): over those 26 layers, forward and
-backward, auto picks the fastest strategy or one within 7% of it in 51 of
-the 52 cases in float32; the exception is the batch-2 14x14 256-channel 3x3
-layer forward, where im2col runs 10% faster than the direct kernels auto
-picks. In float64 the GEMM gains on short rows (its copying costs half as
-much per multiply-add): the same layer misses by 11%.
+The efficiencies were measured on the yardstick layers and others (odd
+sizes, batch 1-4, 5x5, 11x11/4, 7x7/2, dilation, grouped, MobileNet blocks,
+ResNet's other 1x1 layers) at one thread on AVX-512, every strategy timed
+side by side (the README's Performance section). Last checked on 24 layers
+(the yardstick and ``benchmarks/off_yardstick.json``), forward and backward,
+float32: auto picks the fastest strategy or one within 7% of it in 47 of the
+48 cases; the exception is ResNet's 256-to-64 1x1 layer forward, where
+im2col measured 7-10% faster than the 1x1 path auto picks.
 """
 import math
 from dataclasses import dataclass, field
@@ -47,8 +46,10 @@ FILL_CYCLES = 1.0
 DIRECT_EFFICIENCY = {
     "depthwise": (0.2, 0.2),  # one input channel per output: few FMAs per load
     "pointwise": (0.45, 0.34),  # 1x1: nothing to reuse across taps
-    # fewer than DIRECT_SMALL_IMAGE output pixels per image: the per-call
-    # repacking of the weights weighs as much as the multiply-adds
+    # fewer than DIRECT_SMALL_IMAGE output pixels per image: each weight
+    # serves few pixels, and the direct kernels stream the weights once per
+    # band (batch-1 7x7x512: the GEMM 20-25% faster in float64 and on AVX2,
+    # within 10% of direct in float32 on AVX-512)
     "small images": (0.35, 0.2),
     "short rows": (0.72, 0.55),  # fewer than DIRECT_LONG_ROWS output columns
     # short rows, strided, and at least DIRECT_DEEP output channels per

@@ -34,8 +34,10 @@ Three layouts of the results (_choose_mode picks the cheapest)
   rows with few output channels.
 - channels in lanes (_LANES): vectors of output channels, the input
   broadcast (one multiply-add per broadcast, folded into it on AVX-512);
-  tiles of pixels transposed into place.  Best when the channels fill whole
-  vectors better than a row's pixels do (LeNet's second layer).
+  tiles of two vectors of channels x up to 14 pixels (6 below AVX-512)
+  transposed into place.  Best when the channels fill whole vectors better
+  than a row's pixels do: LeNet's second layer, and the deep layers of short
+  rows (ResNet's 14x14 and 7x7 outputs), which waste no lanes on padding.
 
 grad_input is the same computation run backwards: for each phase (a, b) of
 the input (rows ``h = u*sh + a - pt``), only the taps with ``r*dh % sh == a``
@@ -519,8 +521,8 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     each copies its band of the input into phase planes and runs one kernel
     per block of output channels: pixels in lanes (blocks of up to 8 channels
     on AVX-512, else 4) or, where the channels fill whole vectors better
-    than the pixels of a row do, channels in lanes (blocks of up to 4
-    vectors, else 2); see _choose_mode.
+    than the pixels of a row do, channels in lanes (blocks of up to 2
+    vectors); see _choose_mode.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], R = w.shape[2], S = w.shape[3]
