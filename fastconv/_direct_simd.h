@@ -62,7 +62,7 @@
 /* depthwise 3x3 tiles: X(rows, largest NV) for the full and the single-row tiles */
 #define FC_DWLIST32(X) X(4, 4) X(1, 4)
 #define FC_DWLIST16(X) X(2, 2) X(1, 2)
-#define FC_KGLIST16(X) X(1, 6) X(2, 4)
+#define FC_KGLIST16(X) X(1, 6) X(2, 6)
 
 /* ---- baseline ---------------------------------------------------------- */
 #define FC_TARGET

@@ -638,8 +638,10 @@ static FC_TARGET void FC_CAT(FC_N(kgband), KV)(                               \
     ptrdiff_t nt, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, FC_T *part,    \
     ptrdiff_t ldp)                                                            \
 {                                                                             \
-    for (ptrdiff_t t = 0; t < nt; t += NTM) {                                 \
-        ptrdiff_t ntl = nt - t < NTM ? nt - t : NTM;                          \
+    /* tiles of taps as even as they go: 9 taps run as 5 + 4, not 6 + 3 */   \
+    const ptrdiff_t ntt = (nt + NTM - 1) / NTM, npt = (nt + ntt - 1) / ntt;  \
+    for (ptrdiff_t t = 0; t < nt; t += npt) {                                 \
+        ptrdiff_t ntl = nt - t < npt ? nt - t : npt;                          \
         FC_SWITCH16(FC_KGTAIL, KV, NTM) {}                                    \
     }                                                                         \
 }
