@@ -542,13 +542,13 @@ static FC_TARGET void FC_CAT(FC_N(krow), KV)(                                 \
                          KV * FC_VL, kk, Q);                                  \
         }                                                                     \
     }                                                                         \
-    /* tiles as even as they go: 29 pixels run as 10 + 10 + 9, not as     \
-     * 14 + 14 + 1 (a one-pixel tile is bound by its loads) */              \
-    const ptrdiff_t ntq = (Q + NPM - 1) / NPM, npt = (Q + ntq - 1) / ntq;    \
     for (; i < nrows; i++) {                                                  \
         const FC_T *xi = x + i * xrs;                                         \
-        for (ptrdiff_t q = 0; q < Q; q += npt) {                              \
-            ptrdiff_t np = Q - q < npt ? Q - q : npt;                         \
+        /* as few tiles as fit, as even as they go: 29 pixels run as        \
+         * 10 + 10 + 9, not 14 + 14 + 1 (a one-pixel tile is load-bound) */ \
+        ptrdiff_t left = (Q + NPM - 1) / NPM, np;                             \
+        for (ptrdiff_t q = 0; q < Q; q += np, left--) {                       \
+            np = (Q - q + left - 1) / left;                                   \
             FC_T *o = out + i * ors + q;                                      \
             FC_SWITCH24(FC_KTAIL, KV, NPM) {}                                 \
             FC_N(kstore)(o, ldo, tmp, KV * FC_VL, kk, np);                    \
@@ -638,10 +638,10 @@ static FC_TARGET void FC_CAT(FC_N(kgband), KV)(                               \
     ptrdiff_t nt, ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t xrs, FC_T *part,    \
     ptrdiff_t ldp)                                                            \
 {                                                                             \
-    /* tiles of taps as even as they go: 9 taps run as 5 + 4, not 6 + 3 */   \
-    const ptrdiff_t ntt = (nt + NTM - 1) / NTM, npt = (nt + ntt - 1) / ntt;  \
-    for (ptrdiff_t t = 0; t < nt; t += npt) {                                 \
-        ptrdiff_t ntl = nt - t < npt ? nt - t : npt;                          \
+    /* as few tiles of taps as fit, as even as they go (9 = 5 + 4) */        \
+    ptrdiff_t left = (nt + NTM - 1) / NTM, ntl;                               \
+    for (ptrdiff_t t = 0; t < nt; t += ntl, left--) {                         \
+        ntl = (nt - t + left - 1) / left;                                     \
         FC_SWITCH16(FC_KGTAIL, KV, NTM) {}                                    \
     }                                                                         \
 }
