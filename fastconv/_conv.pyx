@@ -490,6 +490,7 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
     cdef Py_ssize_t n_wtiles = (N * PQ + tw - 1) // tw
     cdef Py_ssize_t tw_pad = (tw + 15) // 16 * 16
     cdef Py_ssize_t item, n, g, j0, jn, jn_pad, jt, i, t, tid, kb, cb
+    cdef bint pointwise = _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
     cdef floating *acc
     cdef floating *accp
     cdef floating *abuf = NULL
@@ -529,6 +530,22 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
                 for i in range(jn, jn_pad):
                     abuf[kb * jn_pad + i] = 0
             accp = acc + tid * wsize + g * Kg * CRS
+            if pointwise:
+                # the image's channel rows are the im2col rows: read them in
+                # place, one image's stretch of the tile at a time (copying
+                # them was 12% of ResNet's 256-to-64 1x1 backward)
+                i = 0
+                while i < jn:
+                    n = (j0 + i) // PQ
+                    jt = min(jn - i, (n + 1) * PQ - (j0 + i))
+                    for cb in range((CRS + dc - 1) // dc):
+                        for kb in range((Kg + dr - 1) // dr):
+                            _dot(jt, abuf + kb * dr * jn_pad + i, jn_pad,
+                                 &x[n, g * Cg + cb * dc, 0, 0] + j0 + i - n * PQ, PQ,
+                                 accp + kb * dr * CRS + cb * dc, CRS,
+                                 min(dr, Kg - kb * dr), min(dc, CRS - cb * dc))
+                    i = i + jt
+                continue
             for cb in range((CRS + dc - 1) // dc):
                 im2col_span(&x[0, g * Cg, 0, 0], x.shape[1] * H * W, PQ, H, W, R, S, sh, sw,
                             pt, pl, dh, dw, Q, cb * dc, min(dc, CRS - cb * dc), j0, jn,
