@@ -277,10 +277,11 @@ static ptrdiff_t fc_vec_len(int isa, size_t size)
 static int fc_pband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 8 : 4; }
 static int fc_gband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 3; }
 /* Largest number of channel vectors of krow and of kgband, and the number
- * they run for n vectors of channels (1, 2 or 4). krow stops at 2 x 14
- * pixels: each weight vector it loads feeds 14 multiply-adds, where its
- * former 4 x 6 tile was bound by streaming deep weights from L2 (ResNet's
- * 14x14 layers ran 30% slower than pixels in lanes; now 5-15% faster). */
+ * they run for n vectors of channels (1, 2 or 4). krow stops at 2 vectors
+ * (x 14 pixels on AVX-512): each weight vector it loads feeds 14
+ * multiply-adds, where a 4 x 6 tile was bound by streaming deep weights from
+ * L2 (ResNet's 14x14 layers ran 22-25% slower than with pixels in lanes;
+ * at 2 x 14, 8-11% faster). */
 static int fc_krow_kvmax(int isa) { (void)isa; return 2; }
 static int fc_kgband_kvmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 2; }
 static int fc_krow_kv(ptrdiff_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : 4; }
