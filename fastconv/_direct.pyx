@@ -191,8 +191,9 @@ def set_layout(layout="auto"):
     """Force the kernels' layout (for tests): ``"rows"`` (pixels in lanes,
     stored in place row by row where the column stride allows it), ``"wide"``
     (pixels in lanes over the wide grid), ``"lanes"`` (output channels in
-    lanes; grad_input at a stride above 1, which stores its results strided,
-    then takes the cheaper of the other two) or ``"auto"`` (the cheapest, by
+    lanes, for the forward pass, grad_weight and grad_input at stride 1;
+    grad_input at a larger stride, which stores its results strided, then
+    takes the cheaper of the other two) or ``"auto"`` (the cheapest, by
     _choose_mode)."""
     global _layout
     if layout not in _LAYOUTS:
@@ -740,8 +741,10 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     bands = <Band *> malloc(nph * sizeof(Band))
     toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
     taps = <Py_ssize_t *> malloc(T * sizeof(Py_ssize_t))
-    # (channels in lanes pads the last block of channels by less than a vector)
-    wpack = <floating *> malloc(groups * Kg * (Cg + VL) * T * sizeof(floating))
+    # (channels in lanes pads the last block of channels to at most
+    # fc_krow_kvmax vectors)
+    wpack = <floating *> malloc(groups * Kg * (Cg + fc_krow_kvmax(isa) * VL) * T
+                                * sizeof(floating))
     if info == NULL or bands == NULL or toff == NULL or taps == NULL or wpack == NULL:
         free(info)
         free(bands)

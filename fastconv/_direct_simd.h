@@ -277,7 +277,8 @@ static ptrdiff_t fc_vec_len(int isa, size_t size)
 static int fc_pband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 8 : 4; }
 static int fc_gband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 3; }
 /* Largest number of channel vectors of krow and of kgband, and the number
- * they run for n vectors of channels (1, 2 or 4). krow stops at 2 vectors
+ * they run for n vectors of channels (1, 2 or 4; krow, whose tile list
+ * stops at 2, is never given more than fc_krow_kvmax). krow stops at 2 vectors
  * (x 14 pixels on AVX-512): each weight vector it loads feeds 14
  * multiply-adds, where a 4 x 6 tile was bound by streaming deep weights from
  * L2 (ResNet's 14x14 layers ran 22-25% slower than with pixels in lanes;
