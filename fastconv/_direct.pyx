@@ -237,6 +237,22 @@ cdef inline Py_ssize_t _round_up(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return _cdiv(a, b) * b
 
 
+cdef inline Py_ssize_t _lane_width(Py_ssize_t n, Py_ssize_t VL) noexcept nogil:
+    """Channels a channels-in-lanes block of ``n`` channels takes: whole
+    vectors, as many as the kernel runs for them (1, 2 or 4)."""
+    return VL * fc_krow_kv(_cdiv(n, VL))
+
+
+cdef Py_ssize_t _lane_blocks(Py_ssize_t n, Py_ssize_t kvmax, Py_ssize_t VL,
+                             Py_ssize_t *nblk, Py_ssize_t *width) noexcept nogil:
+    """Split ``n`` channels into ``nblk`` blocks of ``width`` channels, whole
+    vectors and at most ``kvmax`` of them, the last block narrower; returns
+    the channels as packed, the last block padded with zeros to whole vectors."""
+    nblk[0] = _cdiv(n, kvmax * VL)
+    width[0] = _lane_width(_cdiv(n, nblk[0]), VL)
+    return (nblk[0] - 1) * width[0] + _lane_width(n - (nblk[0] - 1) * width[0], VL)
+
+
 cdef inline floating *_aligned(void *p, floating *like) noexcept nogil:
     """p rounded up to 64 bytes (``like`` only selects the type)."""
     return <floating *> ((<uintptr_t> p + 63) & ~(<uintptr_t> 63))
@@ -535,7 +551,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef int isa = _isa
     cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
     cdef Py_ssize_t nkb, kb, Kgp, maxco, nb, nbands, Jmax, obuf_n = 0, n_items
-    cdef Py_ssize_t item, n, g, b, p0, kbi, k0, kk, kl, k, c, t
+    cdef Py_ssize_t item, n, g, b, p0, k0, kk, kl, k
     cdef Band bd
     cdef const floating *bp = NULL
     cdef const floating *wsrc
@@ -558,10 +574,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     maxco = (S - 1) * dw // sw
     bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True, True)
     if bd.mode == _LANES:
-        # blocks of whole vectors of channels; the last one padded with zeros
-        nkb = _cdiv(Kg, fc_krow_kvmax(isa) * VL)
-        kb = VL * fc_krow_kv(_cdiv(_cdiv(Kg, nkb), VL))
-        Kgp = (nkb - 1) * kb + VL * fc_krow_kv(_cdiv(Kg - (nkb - 1) * kb, VL))
+        Kgp = _lane_blocks(Kg, fc_krow_kvmax(isa), VL, &nkb, &kb)
     else:
         nkb = _cdiv(Kg, fc_pband_kbmax(isa))
         kb = _cdiv(Kg, nkb)
@@ -616,7 +629,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
             g = item // nkb
             k0 = item % nkb * kb
             kk = min(kb, Kg - k0)
-            kl = VL * fc_krow_kv(_cdiv(kk, VL)) if bd.mode == _LANES else kk
+            kl = _lane_width(kk, VL) if bd.mode == _LANES else kk
             wdst = wpack + (g * Kgp + k0) * Cg * T
             wrow = wsrc + (g * Kg + k0) * Cg * T
             for ct in range(Cg * T):
@@ -794,10 +807,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         # channels in lanes stores rows in place: stride 1 (a single phase)
         bd.mode = _choose_mode(Cg, nV, nV + comax, Kg * nt, VL, sw == 1, nph == 1)
         if bd.mode == _LANES:
-            # blocks of whole vectors of channels, the last padded with zeros
-            ncb = _cdiv(Cg, fc_krow_kvmax(isa) * VL)
-            cb = VL * fc_krow_kv(_cdiv(_cdiv(Cg, ncb), VL))
-            Cgp = (ncb - 1) * cb + VL * fc_krow_kv(_cdiv(Cg - (ncb - 1) * cb, VL))
+            Cgp = _lane_blocks(Cg, fc_krow_kvmax(isa), VL, &ncb, &cb)
         bd.nout, bd.kbs = Cg, cb
         bd.Wb = max(1, (_round_up(nV, VL) if bd.mode == _ROWS else nV) + comax)
         nu_max = max(nu_max, pi[_PH_NU])
@@ -817,7 +827,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
                 for cbi in range(ncb):
                     c0 = cbi * cb
                     cc = min(cb, Cg - c0)
-                    cl = VL * fc_krow_kv(_cdiv(cc, VL)) if bd.mode == _LANES else cc
+                    cl = _lane_width(cc, VL) if bd.mode == _LANES else cc
                     wk = wsrc + ((g * Kg + k) * Cg + c0) * T
                     pk = wpack + wofs + (g * Cgp + c0) * Kg * nt + k * nt * cl
                     for t in range(nt):
@@ -949,9 +959,7 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
     cdef unsigned int fpmode
 
     if lanes_mode:
-        nkb = _cdiv(Kg, fc_kgband_kvmax(isa) * VL)
-        kbg = VL * fc_krow_kv(_cdiv(_cdiv(Kg, nkb), VL))
-        Kgp = (nkb - 1) * kbg + VL * fc_krow_kv(_cdiv(Kg - (nkb - 1) * kbg, VL))
+        Kgp = _lane_blocks(Kg, fc_kgband_kvmax(isa), VL, &nkb, &kbg)
         KCTp = groups * Cg * T * Kgp
         owners = n_threads > 1 and n_threads * KCTp * sizeof(floating) > PARTIAL_BYTES
         vacc = False
@@ -1122,7 +1130,7 @@ cdef int _grad_weight_owners(const floating[:, :, :, ::1] gy, const floating[:, 
             kbi = item % nkb
             k0 = kbi * kbg
             kk = min(kbg, Kg - k0)
-            kl = VL * fc_krow_kv(_cdiv(kk, VL))
+            kl = _lane_width(kk, VL)
             memset(acc, 0, Cg * T * kl * sizeof(floating))
             for n in range(N):
                 for b in range(nbands):
