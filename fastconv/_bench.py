@@ -507,21 +507,25 @@ def compare(result, expected):
     return worst, worst_tol
 
 
-def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
-    """GFLOP/s of an ``n x n x n`` GEMM through NumPy's BLAS: the machine's
-    matrix-multiply rate, the yardstick for "% of SGEMM" (fastconv itself
-    calls no BLAS). The rate is the best of at least 5 calls: it stands for
-    what the machine can do, so a burst of load from elsewhere should not
-    lower it. Returns ``(gflops, label)``.
-    """
+def gemm_call(dtype, n=1536):
+    """An ``n x n x n`` GEMM through NumPy's BLAS (fastconv itself calls no
+    BLAS), warmed up: the yardstick for "% of SGEMM"."""
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(2)
     a = rng.uniform(-1, 1, (n, n)).astype(dtype)
     b = rng.uniform(-1, 1, (n, n)).astype(dtype)
-    name = ("SGEMM" if dtype == np.float32 else "DGEMM") + f" {n}^3"
     fn = functools.partial(np.matmul, a, b)
     fn()
-    t = min(measure(fn, max(repeat, 5), min_time))
+    return fn
+
+
+def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
+    """GFLOP/s of the GEMM yardstick, the best of at least 5 calls: what the
+    machine can do, so a burst of load from elsewhere should not lower it.
+    Returns ``(gflops, label)``.
+    """
+    name = ("SGEMM" if np.dtype(dtype) == np.float32 else "DGEMM") + f" {n}^3"
+    t = min(measure(gemm_call(dtype, n), max(repeat, 5), min_time))
     time.sleep(BLAS_COOLDOWN_S)  # let BLAS's workers block before anything else is timed
     return 2.0 * n**3 / t / 1e9, f"{name} (numpy matmul)"
 
@@ -830,9 +834,18 @@ def _progress(stream, records):
     print(", ".join(parts), file=stream, flush=True)
 
 
-def run_benchmarks(shapes, *, dtype, compare_with, backward, repeat, min_time, torch, stream):
-    """Run every section; returns a list of result records (dicts)."""
+def run_benchmarks(shapes, *, dtype, compare_with, backward, repeat, min_time, torch, stream,
+                   gemm_size=0):
+    """Run every section; returns a list of result records (dicts).
+
+    With ``gemm_size``, the GEMM yardstick is timed right after each
+    convolution's entries (median, like theirs) and stored in their records
+    as ``gemm_gflops``: the machine's rate at the moment the layer ran, since
+    on shared machines it drifts by 10-20% over a run.
+    """
     dtype = np.dtype(dtype)
+    gemm = gemm_call(dtype, gemm_size) if gemm_size else None
+    threaded = fastconv.get_num_threads() > 1
     peers = tuple(compare_with)
     jobs = []
     for layer in shapes["conv"]:
@@ -874,10 +887,18 @@ def run_benchmarks(shapes, *, dtype, compare_with, backward, repeat, min_time, t
             for impl in ("fastconv",) + tuple(section_peers):
                 entries[impl] = _build(pool_backward_call, layer, impl, dtype, torch=torch)
         records = _run_entries(entries, repeat, min_time)
+        gemm_gflops = None
+        if gemm is not None and kind == "conv":
+            gemm_gflops = 2.0 * gemm_size**3 / float(np.median(measure(gemm, repeat, min_time)))
+            gemm_gflops /= 1e9
+            if threaded:
+                time.sleep(BLAS_COOLDOWN_S)
         _progress(stream, records)
         for impl, rec in records.items():
             rec.update(section=section, layer=layer["name"], dtype=dtype.name)
             rec["out_shape"] = list(out_shape) if out_shape is not None else None
+            if gemm_gflops is not None:
+                rec["gemm_gflops"] = gemm_gflops
             if "median_s" in rec and out_shape is not None:
                 if kind == "conv":
                     # backward = grad input + grad weight: twice the forward's FLOPs
@@ -963,7 +984,8 @@ def report_lines(results, peers, gemm):
                 rate = rec.get("gflops" if conv else "gbps")
                 row.append(_rate(rate) if rate is not None else "-")
                 if conv and gemm is not None:
-                    row.append(_percent(100 * rate / gemm[0]) if rate is not None else "-")
+                    yardstick = rec.get("gemm_gflops", gemm[0])
+                    row.append(_percent(100 * rate / yardstick) if rate is not None else "-")
             else:
                 row = [rec["layer"], rec["impl"], "error", "-"]
                 if conv and gemm is not None:
@@ -1080,8 +1102,8 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--gemm-size", type=_nonnegative_int, default=1536, metavar="N",
-        help="size of the N^3 GEMM whose rate the %%GEMM column refers to; 0 skips it "
-        "(default 1536)",
+        help="size of the N^3 GEMM whose rate the %%GEMM column refers to, timed right "
+        "after each convolution layer; 0 skips it (default 1536)",
     )
     parser.add_argument("--json", metavar="FILE", help="write every raw result to FILE")
     parser.add_argument(
@@ -1192,19 +1214,21 @@ def run(args, stdout=None, stderr=None):
         results = run_benchmarks(
             shapes, dtype=args.dtype, compare_with=peers, backward=args.backward,
             repeat=args.repeat, min_time=args.min_time, torch=torch, stream=stderr,
+            gemm_size=args.gemm_size,
         )
         gemm_rates = []
         if gemm is not None:
-            # Measured again after the run: the %GEMM column uses the better of
-            # the two, so a burst of load at the start does not inflate it.
             after = gemm_rate(args.dtype, args.gemm_size, args.repeat, args.min_time)
             gemm_rates = [gemm[0], after[0]]
             gemm = (max(gemm_rates), gemm[1])
     lines = report_lines(results, peers, gemm)
     if gemm is not None:
+        name = gemm[1].split()[0]
+        beside = sorted({r["gemm_gflops"] for r in results if "gemm_gflops" in r})
         lines.append(
-            f"# {gemm[1]} before / after the run: {gemm_rates[0]:.1f} / {gemm_rates[1]:.1f} "
-            f"GFLOP/s; %{gemm[1].split()[0]} uses {gemm[0]:.1f}"
+            f"# %{name}: of the median rate of {gemm[1]} timed right after each layer "
+            + (f"({beside[0]:.1f} to {beside[-1]:.1f} GFLOP/s); " if beside else "; ")
+            + f"best runs before / after the run: {gemm_rates[0]:.1f} / {gemm_rates[1]:.1f}"
         )
     print("\n".join(lines), file=stdout, flush=True)
     if args.json:

@@ -127,8 +127,18 @@ def test_bench_lists_every_layer_with_sane_numbers(shapes_file, tmp_path, capsys
     for r in results:
         assert len(r["times_s"]) >= 1 and r["median_s"] > 0
         assert ("gflops" in r) == r["section"].startswith("conv2d")
+        # the GEMM yardstick timed beside each convolution layer
+        assert ("gemm_gflops" in r) == r["section"].startswith("conv2d")
+        assert r.get("gemm_gflops", 1) > 0
         assert ("gbps" in r) == r["section"].startswith("pool")
     fwd = {r["layer"]: r for r in results if r["section"] == "conv2d" and r["impl"] == "auto"}
+    # %GEMM is of the rate timed beside the layer, not of the header's
+    for row in tables["conv2d forward"]:
+        if row[1] == "auto":
+            r = fwd[row[0]]
+            assert float(row[4].rstrip("%")) == pytest.approx(
+                100 * r["gflops"] / r["gemm_gflops"], rel=0.06, abs=0.06
+            ), row
     # FLOPs = 2*N*K*P*Q*(C/groups)*R*S: t-3x3-g2 keeps 9x7, t-1x1-s2 gives 4x4
     assert fwd["t-3x3-g2"]["flops"] == 2 * 2 * 6 * 9 * 7 * 2 * 3 * 3
     assert fwd["t-1x1-s2"]["flops"] == 2 * 1 * 5 * 4 * 4 * 3
