@@ -74,6 +74,7 @@ cdef extern from "_fpmode.h" nogil:
     void fc_ftz_restore(unsigned int mode)
 
 cdef extern from "_direct_simd.h" nogil:
+    int FC_ISA_BASELINE
     int fc_isa_supported(int isa)
     int fc_best_isa()
     ptrdiff_t fc_vec_len(int isa, size_t size)
@@ -272,7 +273,7 @@ cdef Py_ssize_t _band_rows(Py_ssize_t rows, Py_ssize_t row_bytes, Py_ssize_t out
     return nb
 
 
-cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
+cdef int _choose_mode(int isa, Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
                       Py_ssize_t depth, Py_ssize_t VL, bint rows_ok, bint lanes_ok) noexcept nogil:
     """The cheapest way to compute ``nout`` channels of rows of ``ncols``
     results, each a sum of ``depth`` products, counted in multiply-adds of
@@ -281,10 +282,11 @@ cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
     - rows (pixels in lanes, stored in place): ceil(ncols / VL) whole vectors;
     - wide grid: ``Wb_wide`` columns, plus a copy of each result (4);
     - channels in lanes: ``nout`` rounded up to whole vectors, plus moving
-      each result from its tile into place (2 * VL: a scalar move costs about
-      two vector multiply-adds; VL for float32 on AVX-512, whose tiles are
-      transposed 16 x 16 in registers: measured, ResNet's 56x56 64-channel
-      layer ran 8-10% faster in lanes than on the wide grid).
+      each result from its tile into place (VL: on AVX2 and AVX-512 tiles are
+      transposed VL x VL in registers; measured, ResNet's 56x56 64-channel
+      layer ran 8-10% faster in lanes than on the wide grid in float32 on
+      AVX-512; 2 * VL on the baseline, where a scalar move costs about two
+      vector multiply-adds).
 
     Measured correction (AVX-512, one thread): rows shorter than two vectors
     run their tiles about 10% slower than the wide grid's one long run
@@ -295,7 +297,7 @@ cdef int _choose_mode(Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
     if ncols < 2 * VL:
         rows += rows // 10
     cdef Py_ssize_t wide = nout * (Wb_wide * depth + 4 * ncols)
-    cdef Py_ssize_t move = VL if VL == 16 else 2 * VL
+    cdef Py_ssize_t move = 2 * VL if isa == FC_ISA_BASELINE else VL
     cdef Py_ssize_t lanes = _round_up(nout, VL) * ncols * depth + nout * ncols * move
     cdef int best = _WIDE
     cdef Py_ssize_t cost = wide
@@ -572,7 +574,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     if bias is not None:
         bp = &bias[0]
     maxco = (S - 1) * dw // sw
-    bd.mode = _choose_mode(Kg, Q, Q + maxco, Cg * T, VL, True, True)
+    bd.mode = _choose_mode(isa, Kg, Q, Q + maxco, Cg * T, VL, True, True)
     if bd.mode == _LANES:
         Kgp = _lane_blocks(Kg, fc_krow_kvmax(isa), VL, &nkb, &kb)
     else:
@@ -805,7 +807,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         bd.ldo, bd.ors, bd.ocs, bd.ncols = H * W, sh * W, sw, nV
         bd.rows_per_call = max(1, 256 // max(1, nV))
         # channels in lanes stores rows in place: stride 1 (a single phase)
-        bd.mode = _choose_mode(Cg, nV, nV + comax, Kg * nt, VL, sw == 1, nph == 1)
+        bd.mode = _choose_mode(isa, Cg, nV, nV + comax, Kg * nt, VL, sw == 1, nph == 1)
         if bd.mode == _LANES:
             Cgp = _lane_blocks(Cg, fc_krow_kvmax(isa), VL, &ncb, &cb)
         bd.nout, bd.kbs = Cg, cb

@@ -481,50 +481,75 @@ static FC_NOINLINE FC_TARGET void FC_KTILE(KV, 0, n)(                         \
 FC_KLIST(FC_DEFKTILES)
 
 /* o[k * ldo + p] = tmp[p * ldt + k] for k < kk, p < np: a tile of results
- * [pixel][channel] turned into rows of channels. With 16 lanes (float on
- * AVX-512) 16 x 16 blocks are transposed in registers, four rounds of
- * interleaving (r[i], r[i + 8]) that GCC turns into two-source permutes;
- * otherwise element by element. */
+ * [pixel][channel] turned into rows of channels. On AVX2 and AVX-512,
+ * VL x VL blocks are transposed in registers, log2(VL) rounds of
+ * interleaving (r[i], r[i + VL/2]) that GCC turns into shuffles or
+ * two-source permutes, and stored a row of pixels at a time (the last part
+ * masked); otherwise element by element. */
+#define FC_LANES (FC_VB / FC_ELEM)
+#if FC_X86 && FC_VB >= 32 && (__GNUC__ >= 12 || defined(__clang__))
+#if FC_LANES == 16
+#define FC_ZIP_LO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define FC_ZIP_HI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define FC_ROUNDS 4
+#elif FC_LANES == 8
+#define FC_ZIP_LO 0, 8, 1, 9, 2, 10, 3, 11
+#define FC_ZIP_HI 4, 12, 5, 13, 6, 14, 7, 15
+#define FC_ROUNDS 3
+#else
+#define FC_ZIP_LO 0, 4, 1, 5
+#define FC_ZIP_HI 2, 6, 3, 7
+#define FC_ROUNDS 2
+#endif
 static FC_INLINE FC_TARGET void
 FC_N(kstore)(FC_T *FC_RESTRICT o, ptrdiff_t ldo, const FC_T *FC_RESTRICT tmp, ptrdiff_t ldt,
              ptrdiff_t kk, ptrdiff_t np)
 {
-#if FC_X86 && FC_VB / FC_ELEM == 16 && (__GNUC__ >= 12 || defined(__clang__))
-    for (ptrdiff_t k0 = 0; k0 < kk; k0 += 16) {
-        for (ptrdiff_t p0 = 0; p0 < np; p0 += 16) {
-            FC_VEC r[16], t[16];
-            ptrdiff_t pn = np - p0 < 16 ? np - p0 : 16, kn = kk - k0 < 16 ? kk - k0 : 16;
-            for (int i = 0; i < 16; i++) {
+    for (ptrdiff_t k0 = 0; k0 < kk; k0 += FC_LANES) {
+        for (ptrdiff_t p0 = 0; p0 < np; p0 += FC_LANES) {
+            FC_VEC r[FC_LANES], t[FC_LANES];
+            ptrdiff_t pn = np - p0 < FC_LANES ? np - p0 : FC_LANES;
+            ptrdiff_t kn = kk - k0 < FC_LANES ? kk - k0 : FC_LANES;
+            for (int i = 0; i < FC_LANES; i++) {
                 r[i] = FC_BCAST(0);
                 if (i < pn)
                     r[i] = FC_LOAD(tmp + (p0 + i) * ldt + k0);
             }
 #pragma GCC unroll 4
-            for (int round = 0; round < 4; round++) {
+            for (int round = 0; round < FC_ROUNDS; round++) {
 #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) {
-                    t[2 * i] = __builtin_shufflevector(r[i], r[i + 8], 0, 16, 1, 17, 2, 18,
-                                                       3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-                    t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + 8], 8, 24, 9, 25, 10,
-                                                           26, 11, 27, 12, 28, 13, 29, 14,
-                                                           30, 15, 31);
+                for (int i = 0; i < FC_LANES / 2; i++) {
+                    t[2 * i] = __builtin_shufflevector(r[i], r[i + FC_LANES / 2], FC_ZIP_LO);
+                    t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + FC_LANES / 2], FC_ZIP_HI);
                 }
 #pragma GCC unroll 16
-                for (int i = 0; i < 16; i++)
+                for (int i = 0; i < FC_LANES; i++)
                     r[i] = t[i];
             }
-            /* 16 lanes of float: this is the AVX-512 variant, masked stores */
-            for (int k = 0; k < kn; k++)
-                _mm512_mask_storeu_ps(o + (k0 + k) * ldo + p0, (__mmask16)((1u << pn) - 1),
-                                      (__m512)r[k]);
+            if (pn == FC_LANES) {
+                for (ptrdiff_t k = 0; k < kn; k++)
+                    FC_STORE(o + (k0 + k) * ldo + p0, r[k]);
+            } else {
+                for (ptrdiff_t k = 0; k < kn; k++)
+                    FC_N(store_part)(o + (k0 + k) * ldo + p0, r[k], pn);
+            }
         }
     }
+}
+#undef FC_ZIP_LO
+#undef FC_ZIP_HI
+#undef FC_ROUNDS
 #else
+static FC_INLINE FC_TARGET void
+FC_N(kstore)(FC_T *FC_RESTRICT o, ptrdiff_t ldo, const FC_T *FC_RESTRICT tmp, ptrdiff_t ldt,
+             ptrdiff_t kk, ptrdiff_t np)
+{
     for (ptrdiff_t k = 0; k < kk; k++)
         for (ptrdiff_t p = 0; p < np; p++)
             o[k * ldo + p] = tmp[p * ldt + k];
-#endif
 }
+#endif
+#undef FC_LANES
 
 #define FC_KTAIL(KV, NPM, n)                                                  \
     if (NPM >= n && np == n)                                                  \
