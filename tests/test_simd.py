@@ -88,6 +88,30 @@ def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert
     assert_close(got[2], want[2], reduction=N * P * Q)
 
 
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw", [(8, 8), (32, 36)])  # one pixel block, and several
+def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_close):
+    # the 1x1 path reads the image in place and starts its blocks at a
+    # vector-aligned pixel, running the first few pixels apart: every offset
+    # of the image from a 64-byte boundary
+    N, C, K = 2, 5, 7
+    H, W = hw
+    item = np.dtype(dtype).itemsize
+    size = N * C * H * W
+    w = rng.standard_normal((K, C, 1, 1)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    for offset in range(0, 64, item):
+        raw = np.zeros(size * item + 128, np.uint8)
+        start = (-raw.ctypes.data) % 64 + offset
+        x = raw[start:start + size * item].view(dtype).reshape(N, C, H, W)
+        x[...] = rng.standard_normal(x.shape)
+        before = x.copy()
+        got = fastconv.conv2d(x, w, b, algorithm="1x1")
+        assert_close(got, reference.conv2d(x, w, b), reduction=C)
+        np.testing.assert_array_equal(x, before)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_environment_selects_variant_everywhere(name):
     from fastconv import _direct, _pool, _simd
