@@ -14,10 +14,10 @@ Conventions shared by every kernel:
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
-from fastconv._types cimport end_valid, first_valid, floating
+from fastconv._types cimport end_valid, fc_free64, fc_malloc64, first_valid, floating
 
 cdef extern from "_fpmode.h" nogil:
     # flush-to-zero in each kernel thread, restored when it leaves (see the header)
@@ -397,7 +397,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # straddling panels per block: at most one per image boundary, and
     # at most every panel (images of fewer pixels than a panel)
     slots = min(nc // PQ + 2, (nc + nr - 1) // nr) if batched else 0
-    apack = <floating *> malloc(groups * Kg_pad * CRS * sizeof(floating))
+    apack = <floating *> fc_malloc64(groups * Kg_pad * CRS * sizeof(floating))
     if apack == NULL:
         return -1
     with nogil:  # one mr-row panel per item: serial, this was 5% of a 2-thread call
@@ -408,8 +408,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                          apack + (g * Kg_pad + k) * CRS)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
-        bpack = <floating *> malloc(kc_max * nc * sizeof(floating))
-        sbuf = <floating *> malloc(max(1, slots * Kg * nr) * sizeof(floating))
+        bpack = <floating *> fc_malloc64(kc_max * nc * sizeof(floating))
+        sbuf = <floating *> fc_malloc64(max(1, slots * Kg * nr) * sizeof(floating))
         if bpack == NULL or sbuf == NULL:
             failed[0] = 1
         for item in prange((1 if batched else N) * groups * n_blocks, schedule="static"):
@@ -486,10 +486,10 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                         yt = &y[j // PQ, g * Kg, 0, 0] + j % PQ
                         for k in range(Kg):
                             yt[k * PQ] = sp[k * nr + j - a] + (bias[g * Kg + k] if has_bias else 0)
-        free(bpack)
-        free(sbuf)
+        fc_free64(bpack)
+        fc_free64(sbuf)
         fc_ftz_restore(fpmode)
-    free(apack)
+    fc_free64(apack)
     return -status
 
 
@@ -524,8 +524,8 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
         fpmode = fc_ftz_on()
         tid = threadid()
         # a tile of dY and dc im2col rows, zero-padded to whole vectors
-        abuf = <floating *> malloc(Kg * tw_pad * sizeof(floating))
-        bbuf = <floating *> malloc(dc * tw_pad * sizeof(floating))
+        abuf = <floating *> fc_malloc64(Kg * tw_pad * sizeof(floating))
+        bbuf = <floating *> fc_malloc64(dc * tw_pad * sizeof(floating))
         if abuf == NULL or bbuf == NULL:
             failed[0] = 1
         for item in prange(groups * n_wtiles, schedule="static"):
@@ -571,8 +571,8 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
                     _dot(jn_pad, abuf + kb * dr * jn_pad, jn_pad, bbuf, jn_pad,
                          accp + kb * dr * CRS + cb * dc, CRS,
                          min(dr, Kg - kb * dr), min(dc, CRS - cb * dc))
-        free(abuf)
-        free(bbuf)
+        fc_free64(abuf)
+        fc_free64(bbuf)
         fc_ftz_restore(fpmode)
     if status == 0:
         with nogil:
@@ -609,9 +609,9 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
     memset(gwp, 0, groups * Kg * CRS * sizeof(floating))
     with nogil, parallel(num_threads=nt):
         fpmode = fc_ftz_on()
-        abuf = <floating *> malloc(Kg_pad * tw * sizeof(floating))
-        bbuf = <floating *> malloc(tw * gw_cols * sizeof(floating))
-        col = <floating *> malloc(gw_cols * tw * sizeof(floating))
+        abuf = <floating *> fc_malloc64(Kg_pad * tw * sizeof(floating))
+        bbuf = <floating *> fc_malloc64(tw * gw_cols * sizeof(floating))
+        col = <floating *> fc_malloc64(gw_cols * tw * sizeof(floating))
         if abuf == NULL or bbuf == NULL or col == NULL:
             failed[0] = 1
         for item in prange(groups * n_cb, schedule="static"):
@@ -633,9 +633,9 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
                     transpose(col, cw, jn, jn, bbuf, cw_pad, cw_pad)
                     gemm_panels(jn, abuf, mr, mr * jn, NULL, Kg, bbuf, cw_pad, NULL, cw,
                                 gwp + g * Kg * CRS + c0, CRS, 1)
-        free(abuf)
-        free(bbuf)
-        free(col)
+        fc_free64(abuf)
+        fc_free64(bbuf)
+        fc_free64(col)
         fc_ftz_restore(fpmode)
     return -status
 
@@ -734,14 +734,14 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
             fpmode = fc_ftz_on()
             col = NULL
             if not pointwise:
-                col = <floating *> malloc(CRS_pad * T * sizeof(floating))
-            tail = <floating *> malloc(kc_max * nr * sizeof(floating))
-            atail = <floating *> malloc(kc_max * mr * sizeof(floating))
+                col = <floating *> fc_malloc64(CRS_pad * T * sizeof(floating))
+            tail = <floating *> fc_malloc64(kc_max * nr * sizeof(floating))
+            atail = <floating *> fc_malloc64(kc_max * mr * sizeof(floating))
             colt = NULL
             apack = NULL
             if transposed:
-                colt = <floating *> malloc(CRS * T * sizeof(floating))
-                apack = <floating *> malloc(kc_max * (T + mr) * sizeof(floating))
+                colt = <floating *> fc_malloc64(CRS * T * sizeof(floating))
+                apack = <floating *> fc_malloc64(kc_max * (T + mr) * sizeof(floating))
             if (tail == NULL or atail == NULL or (col == NULL and not pointwise)
                     or (transposed and (colt == NULL or apack == NULL))):
                 failed[0] = 1
@@ -790,11 +790,11 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                 if not pointwise:
                     col2im_tile(col, Cg, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, j0, jn,
                                 &gx[n, g * Cg, 0, 0])
-            free(col)
-            free(colt)
-            free(apack)
-            free(tail)
-            free(atail)
+            fc_free64(col)
+            fc_free64(colt)
+            fc_free64(apack)
+            fc_free64(tail)
+            fc_free64(atail)
             fc_ftz_restore(fpmode)
         if status:
             break

@@ -66,7 +66,7 @@ from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
-from fastconv._types cimport end_valid, first_valid, floating
+from fastconv._types cimport end_valid, fc_free64, fc_malloc64, first_valid, floating
 
 cdef extern from "_fpmode.h" nogil:
     # flush-to-zero in each kernel thread, restored when it leaves (see the header)
@@ -603,12 +603,12 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     n_items = N * groups * nbands
 
     # weights as [group][channel block][c][r*S + s][channel in block]
-    wpack = <floating *> malloc(groups * Kgp * Cg * T * sizeof(floating))
+    wpack = <floating *> fc_malloc64(groups * Kgp * Cg * T * sizeof(floating))
     toff = <ptrdiff_t *> malloc(T * sizeof(ptrdiff_t))
     if bp != NULL and bd.mode == _LANES:
         bpack = <floating *> calloc(groups * Kgp, sizeof(floating))
     if wpack == NULL or toff == NULL or (bp != NULL and bd.mode == _LANES and bpack == NULL):
-        free(wpack)
+        fc_free64(wpack)
         free(toff)
         free(bpack)
         return -1
@@ -665,7 +665,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                       &y[n, g * Kg, p0, 0], min(nb, P - p0), buf, obuf, VL)
         free(raw)
         fc_ftz_restore(fpmode)
-    free(wpack)
+    fc_free64(wpack)
     free(toff)
     free(bpack)
     return -status
@@ -758,14 +758,14 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     taps = <Py_ssize_t *> malloc(T * sizeof(Py_ssize_t))
     # (channels in lanes pads the last block of channels to at most
     # fc_krow_kvmax vectors)
-    wpack = <floating *> malloc(groups * Kg * (Cg + fc_krow_kvmax(isa) * VL) * T
+    wpack = <floating *> fc_malloc64(groups * Kg * (Cg + fc_krow_kvmax(isa) * VL) * T
                                 * sizeof(floating))
     if info == NULL or bands == NULL or toff == NULL or taps == NULL or wpack == NULL:
         free(info)
         free(bands)
         free(toff)
         free(taps)
-        free(wpack)
+        fc_free64(wpack)
         return -1
 
     # each phase: its taps, rows, columns and packed weights
@@ -909,7 +909,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     free(bands)
     free(toff)
     free(taps)
-    free(wpack)
+    fc_free64(wpack)
     return -status
 
 

@@ -1,5 +1,11 @@
 # Shared C-level types and small helpers for the kernels.
 
+cdef extern from "_alloc.h" nogil:
+    # 64-byte aligned buffers for whatever the kernels load whole vectors from
+    void *fc_malloc64(size_t n)
+    void fc_free64(void *p)
+
+
 ctypedef fused floating:
     float
     double
