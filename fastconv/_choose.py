@@ -15,18 +15,20 @@ forward's operations (twice that for a backward):
   so nothing is copied;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
-  along rows; deep and strided or not), or the rest. Plus the copy of its input into
+  along rows; deep and strided or not), or the rest, times
+  DIRECT_STRIDED_BACKWARD for a backward at a stride above 1. Plus the copy of its input into
   stride x stride phase planes (PACK_CYCLES per element, FILL_CYCLES above
   stride 2).
 
 The efficiencies were measured on the yardstick layers and others (odd
 sizes, batch 1-4, 5x5, 11x11/4, 7x7/2, dilation, grouped, MobileNet blocks,
-ResNet's other 1x1 layers) at one thread on AVX-512, every strategy timed
-side by side (the README's Performance section). Last checked on 24 layers
-(the yardstick and ``benchmarks/off_yardstick.json``), forward and backward,
-float32: auto picks the fastest strategy or one within 7% of it in 47 of the
-48 cases; the exception is ResNet's 256-to-64 1x1 layer forward, where
-im2col measured 7-10% faster than the 1x1 path auto picks.
+ResNet's other 1x1 layers) at one thread, every strategy timed side by side
+(the README's Performance section). Last checked on 27 layers (the
+yardstick, ``benchmarks/off_yardstick.json`` and four more ResNet 1x1
+layers), forward and backward, float32, on AVX-512 and with the AVX2
+kernels: auto picks the fastest strategy or one within 7% of it in 107 of
+the 108 cases; the exception is the ResNet stem's backward on AVX-512, where
+im2col measured 17% faster than direct (and on AVX2 the two tie).
 """
 import math
 from dataclasses import dataclass, field
@@ -62,6 +64,11 @@ DIRECT_EFFICIENCY = {
     "deep strided short rows": (0.57, 0.55),
     "dense": (0.8, 0.74),
 }
+#: direct backward at a stride above 1: grad_input's results land strided, so
+#: it cannot hold channels in lanes, and it ran at about half its stride-1
+#: rate (AVX-512: the 7x7/2 stem 47% of SGEMM, 3x3/2 layers 48-68%, against
+#: 90-97% at stride 1)
+DIRECT_STRIDED_BACKWARD = 0.7
 DIRECT_DEEP = 256
 DIRECT_LONG_ROWS = 28
 DIRECT_SMALL_IMAGE = 64
@@ -117,7 +124,10 @@ def _costs(g, backward=False):
         pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0) and in_place("1x1", g)
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
-    efficiency = DIRECT_EFFICIENCY[_direct_kind(g)][backward]
+    kind = _direct_kind(g)
+    efficiency = DIRECT_EFFICIENCY[kind][backward]
+    if backward and max(g.stride) > 1 and kind != "depthwise":
+        efficiency *= DIRECT_STRIDED_BACKWARD
     fill = PACK_CYCLES if max(g.stride) <= 2 else FILL_CYCLES  # vectorised up to stride 2
     costs["direct"] = flops / (peak * efficiency) + fill * _direct_filled(g)
     return costs
