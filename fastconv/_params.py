@@ -39,6 +39,8 @@ _MAX_PADDED = sys.maxsize // 1024
 
 def _int(value, func, name, minimum):
     """Return ``value`` as a Python int >= ``minimum`` (bools are not ints here)."""
+    if type(value) is int and value >= minimum:  # the common case, without the ABC check
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{func}: {name} must be an int, got {value!r}")
     value = operator.index(value)
@@ -49,6 +51,8 @@ def _int(value, func, name, minimum):
 
 def _pair(value, func, name, minimum=1):
     """Normalise an int or a pair of ints to a tuple ``(a, b)``, each >= minimum."""
+    if type(value) is int and value >= minimum:  # the common case, without the ABC checks
+        return (value, value)
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(
@@ -59,6 +63,9 @@ def _pair(value, func, name, minimum=1):
         items = (value, value)
     out = []
     for item in items:
+        if type(item) is int and item >= minimum:
+            out.append(item)
+            continue
         if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
             raise TypeError(
                 f"{func}: {name} must be an int >= {minimum} or a pair of them, got {value!r}"
@@ -107,8 +114,8 @@ def _as_array(value, func, name):
 
 def _result_dtype(func, **arrays):
     """Common float dtype of the operands: float64 if any operand computes in float64."""
-    dtypes = [_float_dtype(a.dtype, func, n) for n, a in arrays.items() if a is not None]
-    return np.result_type(*dtypes)
+    dtypes = {_float_dtype(a.dtype, func, n) for n, a in arrays.items() if a is not None}
+    return dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
 
 
 def _contiguous(arr, dtype):
@@ -153,8 +160,8 @@ def _kernel_steps(func, C, padded, out, kernel, stride, dilation):
     or dilation is below the padded size, itself bounded here.
     """
     _check_size(func, (C, *padded), "zero-padded input (per image)", _MAX_PADDED)
-    stride = tuple(1 if n == 1 else s for s, n in zip(stride, out))
-    dilation = tuple(1 if k == 1 else d for d, k in zip(dilation, kernel))
+    stride = (1 if out[0] == 1 else stride[0], 1 if out[1] == 1 else stride[1])
+    dilation = (1 if kernel[0] == 1 else dilation[0], 1 if kernel[1] == 1 else dilation[1])
     return stride, dilation
 
 
