@@ -102,6 +102,8 @@ cdef extern from "_direct_simd.h" nogil:
                       ptrdiff_t ldk, int vacc)
     int fc_all_finite_f32(int isa, const float *p, ptrdiff_t n)
     int fc_all_finite_f64(int isa, const double *p, ptrdiff_t n)
+    double fc_sum_f32(int isa, const float *p, ptrdiff_t n)
+    double fc_sum_f64(int isa, const double *p, ptrdiff_t n)
     void fc_fill_f32(int isa, const float *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws,
                      ptrdiff_t h_end, ptrdiff_t w_end, ptrdiff_t sh, ptrdiff_t sw,
                      ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t Bh, ptrdiff_t Wb,
@@ -673,6 +675,28 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
 
 # --------------------------------------------------------------------------
 # backward
+
+
+def grad_bias(const floating[:, :, :, ::1] gy, floating[::1] gb, int n_threads):
+    """``gb[k] = sum of gy[:, k]``, conv2d_backward's grad_bias for every
+    strategy: one vectorised pass over grad_output, a channel per item,
+    each image's plane summed in chunks and added up in double."""
+    cdef Py_ssize_t N = gy.shape[0], K = gy.shape[1], PQ = gy.shape[2] * gy.shape[3]
+    cdef Py_ssize_t k, n
+    cdef double s
+    cdef int isa = _isa
+    if N * PQ == 0:
+        gb[:] = 0
+        return
+    with nogil:
+        for k in prange(K, num_threads=n_threads, schedule="static"):
+            s = 0
+            for n in range(N):
+                if floating is float:
+                    s = s + fc_sum_f32(isa, &gy[n, k, 0, 0], PQ)
+                else:
+                    s = s + fc_sum_f64(isa, &gy[n, k, 0, 0], PQ)
+            gb[k] = <floating> s
 
 
 def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,

@@ -327,6 +327,11 @@ static int fc_all_finite_##sfx(int isa, const T *p, ptrdiff_t n)              \
     FC_DISPATCH(return, all_finite, sfx, (p, n))                              \
     return 0;                                                                 \
 }                                                                             \
+static double fc_sum_##sfx(int isa, const T *p, ptrdiff_t n)                  \
+{                                                                             \
+    FC_DISPATCH(return, sum, sfx, (p, n))                                     \
+    return 0;                                                                 \
+}                                                                             \
 static void fc_fill_##sfx(int isa, const T *src, ptrdiff_t nch, ptrdiff_t Hs, \
                           ptrdiff_t Ws, ptrdiff_t h_end, ptrdiff_t w_end,     \
                           ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t row0,         \

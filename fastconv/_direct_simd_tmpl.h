@@ -36,7 +36,7 @@
  *           g[k][j] * x[toff[t] + j], tiles of KB channels x NT taps.
  * kgband    grad_weight, channels in lanes: part[t][k] += sum over the
  *           pixels of g[pixel][k] * x[toff[t] + pixel].
- * fill, copy, transpose, all_finite: the data movement around them.
+ * fill, copy, transpose, all_finite, sum: the data movement around them.
  *
  * Buffers are padded by the callers so that whole vectors can always be
  * loaded (and, for pband, stored).
@@ -1017,6 +1017,34 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
             }
         }
     }
+}
+
+/* The sum of p[0:n], in double: chunks of up to 1024 elements summed in
+ * 4 x VL lanes of FC_T (at most 64 terms each, so float32 loses no more
+ * than NumPy's pairwise sum), the chunks' sums added in double. */
+static FC_TARGET double
+FC_N(sum)(const FC_T *p, ptrdiff_t n)
+{
+    double s = 0;
+    ptrdiff_t i = 0;
+#ifndef FC_SCALAR
+    while (n - i >= 4 * FC_VL) {
+        ptrdiff_t end = n - i > 1024 ? i + 1024 : n;
+        FC_VEC a0 = FC_BCAST(0), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * FC_VL <= end; i += 4 * FC_VL) {
+            a0 += FC_LOAD(p + i);
+            a1 += FC_LOAD(p + i + FC_VL);
+            a2 += FC_LOAD(p + i + 2 * FC_VL);
+            a3 += FC_LOAD(p + i + 3 * FC_VL);
+        }
+        FC_VEC a = (a0 + a1) + (a2 + a3);
+        for (int l = 0; l < (int)FC_VL; l++)
+            s += a[l];
+    }
+#endif
+    for (; i < n; i++)
+        s += p[i];
+    return s;
 }
 
 /* Whether p[0:n] is all finite: an integer test of the exponent bits. */

@@ -219,6 +219,22 @@ def test_empty_batch():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(1, 1), (3, 5), (8, 8), (33, 35), (56, 57)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_grad_bias(rng, isa, dtype, hw, threads):
+    # planes below one vector, whole vectors, and past one 1024-element chunk
+    # with a ragged end; a plane of 1.5 offset by a large constant also
+    # checks that the sum does not run in a single float32 accumulator
+    g = (rng.standard_normal((3, 5, *hw)) + 1e3).astype(dtype)
+    gb = np.full(5, np.nan, dtype)
+    _direct.grad_bias(g, gb, threads)
+    exact = g.astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(gb, exact, rtol=4 * np.finfo(dtype).eps, atol=0)
+    _direct.grad_bias(g[:0], gb, threads)  # no images: zeros
+    np.testing.assert_array_equal(gb, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 def test_non_finite_input_gives_the_reference_pattern(rng, isa, value, dtype):
     """An inf or NaN in the input reaches exactly the outputs and weight
