@@ -542,18 +542,20 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
             while i < jn:
                 n = (j0 + i) // PQ
                 jt = min(jn - i, (n + 1) * PQ - (j0 + i))
-                for kb in range(Kg):
-                    memcpy(abuf + kb * jn_pad + i, &gy[n, g * Kg + kb, 0, 0] + j0 + i - n * PQ,
-                           jt * sizeof(floating))
                 if pointwise:
-                    # the stretch's image rows in place (copying them was 12%
-                    # of ResNet's 256-to-64 1x1 backward)
+                    # the stretch's dY and image rows in place (copying the
+                    # image rows was 12% of ResNet's 256-to-64 1x1 backward,
+                    # the dY rows 12% of MobileNet's 24-to-144 expansion)
                     for cb in range((CRS + dc - 1) // dc):
                         for kb in range((Kg + dr - 1) // dr):
-                            _dot(jt, abuf + kb * dr * jn_pad + i, jn_pad,
+                            _dot(jt, &gy[n, g * Kg + kb * dr, 0, 0] + j0 + i - n * PQ, PQ,
                                  &x[n, g * Cg + cb * dc, 0, 0] + j0 + i - n * PQ, PQ,
                                  accp + kb * dr * CRS + cb * dc, CRS,
                                  min(dr, Kg - kb * dr), min(dc, CRS - cb * dc))
+                else:
+                    for kb in range(Kg):
+                        memcpy(abuf + kb * jn_pad + i,
+                               &gy[n, g * Kg + kb, 0, 0] + j0 + i - n * PQ, jt * sizeof(floating))
                 i = i + jt
             if pointwise:
                 continue

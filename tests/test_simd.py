@@ -112,6 +112,24 @@ def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_c
         np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_backward_large_images(variant, dtype, groups, rng, assert_close):
+    # images of at least 1024 pixels: grad_weight's "dot" kernel reads the
+    # image and grad_output rows in place, in stretches that cross images
+    N, C, K, H, W = 3, 6, 10, 32, 33
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, 1, 1)).astype(dtype)
+    gy = rng.standard_normal((N, K, H, W)).astype(dtype)
+    want = reference.conv2d_backward(gy, x, w, groups=groups)
+    for algorithm in ("1x1", "im2col"):
+        got = fastconv.conv2d_backward(gy, x, w, groups=groups, algorithm=algorithm)
+        assert_close(got[0], want[0], reduction=K // groups)
+        assert_close(got[1], want[1], reduction=N * H * W)
+        assert_close(got[2], want[2], reduction=N * H * W)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_environment_selects_variant_everywhere(name):
     from fastconv import _direct, _pool, _simd
