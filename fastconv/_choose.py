@@ -16,7 +16,7 @@ forward's operations (twice that for a backward):
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows; deep and strided or not), or the rest, times
-  DIRECT_STRIDED_BACKWARD for a backward at a stride above 1. Plus the copy of its input into
+  DIRECT_STRIDED_BACKWARD for a backward at a stride above 1 (but depthwise). Plus the copy of its input into
   stride x stride phase planes (PACK_CYCLES per element, FILL_CYCLES above
   stride 2).
 
@@ -64,10 +64,11 @@ DIRECT_EFFICIENCY = {
     "deep strided short rows": (0.57, 0.55),
     "dense": (0.8, 0.74),
 }
-#: direct backward at a stride above 1: grad_input's results land strided, so
-#: it cannot hold channels in lanes, and it ran at about half its stride-1
-#: rate (AVX-512: the 7x7/2 stem 47% of SGEMM, 3x3/2 layers 48-68%, against
-#: 90-97% at stride 1)
+#: direct backward at a stride above 1, every kind but depthwise: grad_input's
+#: results land strided, so it cannot hold channels in lanes (AVX-512: the
+#: 7x7/2 stem ran at 47% of SGEMM, 3x3/2 layers at 48-68%, against 90-97% at
+#: stride 1). 0.7 on top of each kind's efficiency (the deep strided kind's
+#: included) fit the measured fastest strategy best, 0.6 and 0.8 as well.
 DIRECT_STRIDED_BACKWARD = 0.7
 DIRECT_DEEP = 256
 DIRECT_LONG_ROWS = 28

@@ -383,11 +383,9 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # 1x1-256 ran 15-20% slower than aligned). When all rows share the
     # misalignment (PQ a multiple of the vector), the first ``lead`` pixels of
     # each image run apart, copied, and the blocks start at an aligned pixel.
-    lead = 0
+    lead = 0  # (below one vector, so below PQ)
     if pointwise and C * PQ > 0 and (PQ * sizeof(floating)) % vb == 0:
         lead = (vb - <Py_ssize_t> (<uintptr_t> &x[0, 0, 0, 0] % vb)) % vb // sizeof(floating)
-        if lead >= PQ:
-            lead = 0
     n_blocks = (pixels - lead + nc - 1) // nc
     if batched and (groups * n_blocks) % n_threads:
         # as many blocks per thread: 5 blocks on 2 threads would idle one for a fifth
@@ -524,10 +522,13 @@ cdef int _grad_weight_dot(const floating[:, :, :, ::1] gy, const floating[:, :, 
         fpmode = fc_ftz_on()
         tid = threadid()
         # a tile of dY and dc im2col rows, zero-padded to whole vectors
-        abuf = <floating *> fc_malloc64(Kg * tw_pad * sizeof(floating))
-        bbuf = <floating *> fc_malloc64(dc * tw_pad * sizeof(floating))
-        if abuf == NULL or bbuf == NULL:
-            failed[0] = 1
+        # (pointwise reads both in place)
+        abuf = bbuf = NULL
+        if not pointwise:
+            abuf = <floating *> fc_malloc64(Kg * tw_pad * sizeof(floating))
+            bbuf = <floating *> fc_malloc64(dc * tw_pad * sizeof(floating))
+            if abuf == NULL or bbuf == NULL:
+                failed[0] = 1
         for item in prange(groups * n_wtiles, schedule="static"):
             if failed[0]:
                 continue

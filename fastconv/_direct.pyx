@@ -35,7 +35,8 @@ Three layouts of the results (_choose_mode picks the cheapest)
 - channels in lanes (_LANES): vectors of output channels, the input
   broadcast (one multiply-add per broadcast, folded into it on AVX-512);
   tiles of two vectors of channels x up to 14 pixels (6 below AVX-512)
-  transposed into place.  Best when the channels fill whole vectors better
+  transposed into place; below AVX-512 the tiles run on across the ends of
+  contiguous output rows (14-pixel rows as 6-pixel tiles, not 5 + 5 + 4).  Best when the channels fill whole vectors better
   than a row's pixels do: LeNet's second layer, and the deep layers of short
   rows (ResNet's 14x14 and 7x7 outputs), which waste no lanes on padding.
 

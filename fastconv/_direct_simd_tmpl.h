@@ -580,7 +580,8 @@ FC_N(kspan)(ptrdiff_t Q, ptrdiff_t nrows, ptrdiff_t npm)
 
 /* Rows: out[k * ldo + i * ors + q] for k < kk, i < nrows, q < Q, reading row
  * i at x + i * xrs; tiles of up to NPM pixels (two rows at a time when
- * they fit), transposed into place. */
+ * they fit, or, when kspan says so, one run over the rows that crosses
+ * their ends), transposed into place. */
 #define FC_KROW(KV, NPM)                                                      \
 static FC_TARGET void FC_CAT(FC_N(krow), KV)(                                 \
     const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, const ptrdiff_t *toff,         \
@@ -1020,8 +1021,8 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
 }
 
 /* The sum of p[0:n], in double: chunks of up to 1024 elements summed in
- * 4 x VL lanes of FC_T (at most 64 terms each, so float32 loses no more
- * than NumPy's pairwise sum), the chunks' sums added in double. */
+ * 4 x VL lanes of FC_T (in float32 at most 64 terms each, so it loses no
+ * more than NumPy's pairwise sum), the chunks' sums added in double. */
 static FC_TARGET double
 FC_N(sum)(const FC_T *p, ptrdiff_t n)
 {

@@ -119,8 +119,11 @@ def _result_dtype(func, **arrays):
 
 
 def _contiguous(arr, dtype):
-    """C-contiguous array of ``dtype``; copies at most once, never modifies ``arr``."""
-    return np.ascontiguousarray(arr, dtype=dtype)
+    """C-contiguous, aligned array of ``dtype``; copies at most once, never
+    modifies ``arr``. A view at an odd byte offset (of a byte buffer, say) is
+    contiguous but not aligned to its items, which C may not load from."""
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def _check_size(func, shape, what="output", limit=_MAX_ELEMENTS):
@@ -326,8 +329,10 @@ def check_out(func, out, shape, dtype, *inputs):
             f"{func}: out must have shape {tuple(shape)} and dtype {dtype}, "
             f"got shape {out.shape} and dtype {out.dtype}"
         )
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{func}: out must be a writeable C-contiguous array")
+    if not (out.flags.c_contiguous and out.flags.writeable and out.flags.aligned):
+        raise ValueError(
+            f"{func}: out must be a writeable, C-contiguous array aligned to its items"
+        )
     for arr in inputs:
         if arr is not None and np.may_share_memory(out, arr):
             raise ValueError(f"{func}: out must not overlap an input array")
@@ -486,4 +491,4 @@ def check_indices(func, indices, out_shape, unbatched):
             f"{func}: indices must be flat positions h * W + w within each input plane, "
             f"got {idx.max()}"
         )
-    return np.ascontiguousarray(idx.reshape(out_shape), dtype=np.int64)
+    return _contiguous(idx.reshape(out_shape), np.int64)

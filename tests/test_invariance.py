@@ -259,6 +259,38 @@ def test_out_overlapping_weight_or_bias_raises(rng):
         fastconv.conv2d(x, np.ones((3, 3, 1, 1)), b, out=out)
 
 
+def _at_odd_offset(a):
+    """A C-contiguous copy of ``a`` one byte into a byte buffer: not aligned
+    to its items, which NumPy allows and C may not load from."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    view = raw[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    assert view.flags.c_contiguous and not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_not_aligned_to_their_items(rng, dtype):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    y = fastconv.conv2d(x, w, b, padding=1)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    grads = fastconv.conv2d_backward(gy, x, w, padding=1)
+    pooled, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    xo, wo, bo, gyo = (_at_odd_offset(a) for a in (x, w, b, gy))
+    np.testing.assert_array_equal(fastconv.conv2d(xo, wo, bo, padding=1), y)
+    for got, want in zip(fastconv.conv2d_backward(gyo, xo, wo, padding=1), grads):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fastconv.max_pool2d(xo, 2), pooled)
+    np.testing.assert_array_equal(
+        fastconv.max_pool2d_backward(_at_odd_offset(pooled), xo, 2, indices=_at_odd_offset(idx)),
+        fastconv.max_pool2d_backward(pooled, x, 2, indices=idx))
+    np.testing.assert_array_equal(xo, x)  # inputs unchanged
+    with pytest.raises(ValueError, match=r"conv2d: out must be .*aligned"):
+        fastconv.conv2d(x, w, padding=1, out=_at_odd_offset(y))
+
+
 def test_out_read_only_raises(rng):
     x = rng.standard_normal((1, 3, 5, 5))
     w = rng.standard_normal((2, 3, 3, 3))

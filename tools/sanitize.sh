@@ -134,6 +134,9 @@ if [ -n "$found" ]; then
     done
     echo "sanitize.sh: $(echo "$found" | wc -l) sanitizer report(s)"
     [ "$status" -ne 0 ] || status=1
+elif [ "$status" -ne 0 ]; then
+    echo "sanitize.sh: no sanitizer report files, but the run failed (status $status):" \
+         "a report may have gone to stderr, see the output above"
 else
     echo "sanitize.sh: no sanitizer reports"
 fi
