@@ -984,8 +984,9 @@ def report_lines(results, peers, gemm):
                 rate = rec.get("gflops" if conv else "gbps")
                 row.append(_rate(rate) if rate is not None else "-")
                 if conv and gemm is not None:
-                    yardstick = rec.get("gemm_gflops", gemm[0])
-                    row.append(_percent(100 * rate / yardstick) if rate is not None else "-")
+                    row.append(
+                        _percent(100 * rate / rec["gemm_gflops"]) if rate is not None else "-"
+                    )
             else:
                 row = [rec["layer"], rec["impl"], "error", "-"]
                 if conv and gemm is not None:
@@ -1216,11 +1217,6 @@ def run(args, stdout=None, stderr=None):
             repeat=args.repeat, min_time=args.min_time, torch=torch, stream=stderr,
             gemm_size=args.gemm_size,
         )
-        gemm_rates = []
-        if gemm is not None:
-            after = gemm_rate(args.dtype, args.gemm_size, args.repeat, args.min_time)
-            gemm_rates = [gemm[0], after[0]]
-            gemm = (max(gemm_rates), gemm[1])
     lines = report_lines(results, peers, gemm)
     if gemm is not None:
         name = gemm[1].split()[0]
@@ -1228,14 +1224,14 @@ def run(args, stdout=None, stderr=None):
         lines.append(
             f"# %{name}: of the median rate of {gemm[1]} timed right after each layer "
             + (f"({beside[0]:.1f} to {beside[-1]:.1f} GFLOP/s); " if beside else "; ")
-            + f"best runs before / after the run: {gemm_rates[0]:.1f} / {gemm_rates[1]:.1f}"
+            + f"best run before the run: {gemm[0]:.1f}"
         )
     print("\n".join(lines), file=stdout, flush=True)
     if args.json:
         payload = {
             "environment": env,
             "options": {k: v for k, v in vars(args).items() if k != "func"},
-            "gemm": {"gflops": gemm[0], "label": gemm[1], "runs": gemm_rates} if gemm else None,
+            "gemm": {"gflops": gemm[0], "label": gemm[1]} if gemm else None,
             "results": results,
         }
         with open(args.json, "w") as f:

@@ -16,9 +16,9 @@ forward's operations (twice that for a backward):
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows; deep and strided or not), or the rest, times
-  DIRECT_STRIDED_BACKWARD for a backward at a stride above 1 (but depthwise). Plus the copy of its input into
-  stride x stride phase planes (PACK_CYCLES per element, FILL_CYCLES above
-  stride 2).
+  DIRECT_STRIDED_BACKWARD for a backward at a stride above 1 (except
+  depthwise). Plus the copy of its input into stride x stride phase planes
+  (PACK_CYCLES per element, FILL_CYCLES above stride 2).
 
 The efficiencies were measured on the yardstick layers and others (odd
 sizes, batch 1-4, 5x5, 11x11/4, 7x7/2, dilation, grouped, MobileNet blocks,

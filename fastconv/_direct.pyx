@@ -36,9 +36,10 @@ Three layouts of the results (_choose_mode picks the cheapest)
   broadcast (one multiply-add per broadcast, folded into it on AVX-512);
   tiles of two vectors of channels x up to 14 pixels (6 below AVX-512)
   transposed into place; below AVX-512 the tiles run on across the ends of
-  contiguous output rows (14-pixel rows as 6-pixel tiles, not 5 + 5 + 4).  Best when the channels fill whole vectors better
-  than a row's pixels do: LeNet's second layer, and the deep layers of short
-  rows (ResNet's 14x14 and 7x7 outputs), which waste no lanes on padding.
+  contiguous output rows (14-pixel rows as 6-pixel tiles, not 5 + 5 + 4).
+  Best when the channels fill whole vectors better than a row's pixels do:
+  LeNet's second layer, and the deep layers of short rows (ResNet's 14x14
+  and 7x7 outputs), which waste no lanes on padding.
 
 grad_input is the same computation run backwards: for each phase (a, b) of
 the input (rows ``h = u*sh + a - pt``), only the taps with ``r*dh % sh == a``
