@@ -15,7 +15,7 @@ forward's operations (twice that for a backward):
   so nothing is copied;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
-  along rows; deep and strided or not), or the rest, times
+  along rows), or the rest, times
   DIRECT_STRIDED_BACKWARD for a backward at a stride above 1 (except
   depthwise). Plus the copy of its input into stride x stride phase planes
   (PACK_CYCLES per element, FILL_CYCLES above stride 2).
@@ -53,24 +53,19 @@ DIRECT_EFFICIENCY = {
     # band (batch-1 7x7x512: the GEMM 20-25% faster in float64 and on AVX2,
     # within 10% of direct in float32 on AVX-512)
     "small images": (0.35, 0.2),
-    "short rows": (0.72, 0.55),  # fewer than DIRECT_LONG_ROWS output columns
-    # short rows, strided, and at least DIRECT_DEEP output channels per
-    # group, below AVX-512: direct pays for its phase planes (four times the
-    # copying) while the GEMM, its panels topped up across images and its
-    # im2col copy spread over many channels, runs about 10% faster forward
-    # (AVX2: 14x14 and 7x7 outputs of 256 channels). On AVX-512 direct runs
-    # these with channels in lanes, 28 accumulators to AVX2's 12, and is
-    # 7-10% faster than the GEMM (float32 and float64).
-    "deep strided short rows": (0.57, 0.55),
+    # fewer than DIRECT_LONG_ROWS output columns; deep and strided ones
+    # (ResNet's 3x3/2 downsampling) too: on AMD's AVX2 (Zen 4 held to AVX2)
+    # direct ran 8-20% faster forward than the GEMM and within 6% backward,
+    # though on an Intel Xeon held to AVX2 the GEMM had run 10% faster
+    "short rows": (0.72, 0.55),
     "dense": (0.8, 0.74),
 }
 #: direct backward at a stride above 1, every kind but depthwise: grad_input's
 #: results land strided, so it cannot hold channels in lanes (AVX-512: the
 #: 7x7/2 stem ran at 47% of SGEMM, 3x3/2 layers at 48-68%, against 90-97% at
-#: stride 1). 0.7 on top of each kind's efficiency (the deep strided kind's
-#: included) fit the measured fastest strategy best, 0.6 and 0.8 as well.
+#: stride 1). 0.7 on top of each kind's efficiency fit the measured fastest
+#: strategy best, 0.6 and 0.8 as well.
 DIRECT_STRIDED_BACKWARD = 0.7
-DIRECT_DEEP = 256
 DIRECT_LONG_ROWS = 28
 DIRECT_SMALL_IMAGE = 64
 #: bytes of one thread's im2col tile: about half of a typical L2 cache
@@ -93,9 +88,7 @@ def _direct_kind(g):
     if g.P * g.Q < DIRECT_SMALL_IMAGE:
         return "small images"
     if g.Q < DIRECT_LONG_ROWS:
-        deep = (g.K // g.groups >= DIRECT_DEEP and max(g.stride) > 1
-                and _conv.simd_variant() != "avx512")
-        return "deep strided short rows" if deep else "short rows"
+        return "short rows"
     return "dense"
 
 

@@ -137,6 +137,21 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
  * dst[0, n). Per ISA and type: vector V of L lanes, LOAD/STORE whole vectors,
  * MLOAD(p, k)/MSTORE(p, k, v) the first k lanes (none for k <= 0, all for
  * k >= L), EVEN(a, b) the even lanes of a then b. */
+/* Ask for the cache lines of src[0, n) ahead of their use (a hint: never
+ * faults, so it may run past the array); the im2col copy calls it one input
+ * channel ahead, where the hardware prefetchers, restarting at every channel
+ * of a block, leave the copy waiting on memory. */
+static inline void fc_prefetch(const void *src, fc_index nbytes)
+{
+#if defined(__GNUC__)
+    const char *p = (const char *)src;
+    for (fc_index b = 0; b < nbytes; b += 64) __builtin_prefetch(p + b, 0, 3);
+    __builtin_prefetch(p + nbytes - 1, 0, 3);
+#else
+    (void)src; (void)nbytes;
+#endif
+}
+
 #define FC_DEFINE_GATHER(NAME, T, V, L, TARGET, LOAD, STORE, MLOAD, MSTORE, EVEN)      \
 TARGET static void NAME(T *dst, const T *src, fc_index n, fc_index stride)             \
 {                                                                                      \
