@@ -80,7 +80,7 @@ cdef extern from "_direct_simd.h" nogil:
     int fc_isa_supported(int isa)
     int fc_best_isa()
     ptrdiff_t fc_vec_len(int isa, size_t size)
-    int fc_pband_kbmax(int isa)
+    Py_ssize_t fc_pband_kb(int isa, Py_ssize_t n)
     int fc_gband_kbmax(int isa)
     void fc_pband_f32(int isa, int kb, const float *x, ptrdiff_t cs, ptrdiff_t nc,
                       const ptrdiff_t *toff, ptrdiff_t nt, const float *w, const float *bias,
@@ -582,8 +582,8 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     if bd.mode == _LANES:
         Kgp = _lane_blocks(Kg, fc_krow_kvmax(isa), VL, &nkb, &kb)
     else:
-        nkb = _cdiv(Kg, fc_pband_kbmax(isa))
-        kb = _cdiv(Kg, nkb)
+        kb = fc_pband_kb(isa, Kg)
+        nkb = _cdiv(Kg, kb)
         Kgp = Kg
     bd.nch, bd.Hs, bd.Ws, bd.h_end, bd.w_end = Cg, H, W, H, W
     bd.fsh, bd.fsw, bd.col0 = sh, sw, -pl
@@ -775,8 +775,8 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
     cdef int *failed = &status
     cdef unsigned int fpmode
 
-    ncb = _cdiv(Cg, fc_pband_kbmax(isa))
-    cb = _cdiv(Cg, ncb)
+    cb = fc_pband_kb(isa, Cg)
+    ncb = _cdiv(Cg, cb)
     Cgp = Cg  # channels per group, as packed
     info = <Py_ssize_t *> malloc(nph * _PH_FIELDS * sizeof(Py_ssize_t))
     bands = <Band *> malloc(nph * sizeof(Band))

@@ -73,9 +73,9 @@ typedef FC_T FC_N(uvec) __attribute__((vector_size(FC_VB), aligned(sizeof(FC_T))
 #define FC_BCAST(s) ((FC_T)(s) - (FC_VEC){0})
 #endif
 
-/* p[0:n] = the first n lanes of v (0 < n < VL): a masked store where the
- * instruction set has one (a library call per row would cost more than the
- * row's arithmetic). */
+/* p[0:n] = the first n lanes of v (0 < n < VL): AVX-512's masked store, on
+ * AVX2 a few narrower stores (see _store.h); a library call per row would
+ * cost more than the row's arithmetic. */
 static FC_INLINE FC_TARGET void
 FC_N(store_part)(FC_T *p, FC_VEC v, ptrdiff_t n)
 {
@@ -84,12 +84,9 @@ FC_N(store_part)(FC_T *p, FC_VEC v, ptrdiff_t n)
 #elif FC_X86 && FC_VB == 64
     _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
 #elif FC_X86 && FC_VB == 32 && FC_ELEM == 4
-    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
-                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_maskstore_ps(p, m, (__m256)v);
+    fc_store_part_ps256(p, (__m256)v, n);  /* (not vmaskmovps: see _store.h) */
 #elif FC_X86 && FC_VB == 32
-    __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-    _mm256_maskstore_pd(p, m, (__m256d)v);
+    fc_store_part_pd256(p, (__m256d)v, n);
 #else
     union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } u = {v};
     for (ptrdiff_t i = 0; i < n; i++)

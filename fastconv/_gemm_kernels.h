@@ -202,6 +202,7 @@ FC_DEFINE_DOT(fc_dot_avx2_f32, float, 32, 3, 4, FC_TARGET_AVX2)
 FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 
 #include <immintrin.h>
+#include "_store.h"
 
 /* the first k lanes of a mask (see FC_DEFINE_GATHER) */
 #define FC_K16(k) ((__mmask16)((k) >= 16 ? 0xffffu : (k) <= 0 ? 0u : (1u << (k)) - 1))
@@ -220,12 +221,12 @@ FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 #define FC_PD512_EVEN(a, b) _mm512_permutex2var_pd(a, _mm512_setr_epi64(                \
     0, 2, 4, 6, 8, 10, 12, 14), b)
 #define FC_PS256_MLOAD(p, k) _mm256_maskload_ps(p, FC_MASK8(k))
-#define FC_PS256_MSTORE(p, k, v) _mm256_maskstore_ps(p, FC_MASK8(k), v)
+#define FC_PS256_MSTORE(p, k, v) fc_store_part_ps256(p, v, k)
 /* even lanes of each 128-bit half, then the halves in order */
 #define FC_PS256_EVEN(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(                     \
     _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8))
 #define FC_PD256_MLOAD(p, k) _mm256_maskload_pd(p, FC_MASK4(k))
-#define FC_PD256_MSTORE(p, k, v) _mm256_maskstore_pd(p, FC_MASK4(k), v)
+#define FC_PD256_MSTORE(p, k, v) fc_store_part_pd256(p, v, k)
 #define FC_PD256_EVEN(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xd8)
 
 FC_DEFINE_GATHER(fc_gather_avx512_f32, float, __m512, 16, FC_TARGET_AVX512, _mm512_loadu_ps,

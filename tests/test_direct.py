@@ -67,6 +67,9 @@ CASES = [
     case("K9-C1", C=1, K=9, H=8, W=8, R=5, pads=2),
     case("K17-C10", N=1, C=10, K=17, H=6, W=7, pads=1),
     case("K6-C6-k5", N=2, C=6, K=6, H=10, W=10, R=5),
+    # 5 channels as one block (5 x 2 vectors below AVX-512), rows of 2-3
+    # vectors and a part vector, grad_input's 5 input channels alike
+    case("K5-C5", N=2, C=5, K=5, H=6, W=19, pads=1),
     # channels in lanes on deep weights: blocks of 2 + 2 + 1 vectors of
     # channels, rows of 29 in tiles of 10, 10 and 9 pixels
     case("deep-K80-C40", N=1, C=40, K=80, H=5, W=29, pads=1),
