@@ -166,6 +166,10 @@ cdef extern from "_gemm_kernels.h":
                                 Py_ssize_t, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_gather_f32)(float *, const float *, Py_ssize_t, Py_ssize_t) noexcept nogil
     void fc_prefetch(const void *src, Py_ssize_t nbytes) noexcept nogil
+    void fc_transpose_f32(const float *src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                          float *dst, Py_ssize_t ldd, Py_ssize_t rows_pad) noexcept nogil
+    void fc_transpose_f64(const double *src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                          double *dst, Py_ssize_t ldd, Py_ssize_t rows_pad) noexcept nogil
     ctypedef void (*fc_gather_f64)(double *, const double *, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef struct fc_isa:
         const char *name
@@ -245,28 +249,23 @@ cdef inline void _dot(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const fl
         _isa.dot_f64(kc, a, lda, b, ldb, c, ldc, m, n)
 
 
-cdef void pack_weights(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t CRS,
-                       Py_ssize_t mr, floating *out) noexcept nogil:
-    """w[K, CRS] (rows ld apart) -> panels of mr rows, each [CRS][mr] (rows past K zero)."""
-    cdef Py_ssize_t b, mb, p, i, k
-    for b in range((K + mr - 1) // mr):
-        mb = b * mr
-        for p in range(CRS):
-            for i in range(mr):
-                k = mb + i
-                out[mb * CRS + p * mr + i] = w[k * ld + p] if k < K else 0
-
-
 cdef void transpose(const floating *src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
                     floating *dst, Py_ssize_t ldd, Py_ssize_t rows_pad) noexcept nogil:
     """dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: a rows x cols
     block transposed, each row of dst zero-padded from rows to rows_pad."""
-    cdef Py_ssize_t i, j
-    for j in range(cols):
-        for i in range(rows):
-            dst[j * ldd + i] = src[i * lds + j]
-        for i in range(rows, rows_pad):
-            dst[j * ldd + i] = 0
+    if floating is float:
+        fc_transpose_f32(src, lds, rows, cols, dst, ldd, rows_pad)
+    else:
+        fc_transpose_f64(src, lds, rows, cols, dst, ldd, rows_pad)
+
+
+cdef void pack_weights(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t CRS,
+                       Py_ssize_t mr, floating *out) noexcept nogil:
+    """w[K, CRS] (rows ld apart) -> panels of mr rows, each [CRS][mr] (rows past K zero)."""
+    cdef Py_ssize_t b, mb
+    for b in range((K + mr - 1) // mr):
+        mb = b * mr
+        transpose(w + mb * ld, min(mr, K - mb), CRS, ld, out + mb * CRS, mr, mr)
 
 
 cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t n,
