@@ -175,6 +175,8 @@ cdef extern from "_gemm_kernels.h":
         const char *name
         fc_kernel_f32 f32[3]
         fc_kernel_f64 f64[3]
+        fc_kernel_f32 f32t[3]
+        fc_kernel_f64 f64t[3]
         int mr
         int nr_f32
         int nr_f64
@@ -223,10 +225,16 @@ set_simd_variant(simd_variants()[0])
 
 cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
                         Py_ssize_t ldb, floating *c, Py_ssize_t ldc, int accumulate,
-                        Py_ssize_t m, Py_ssize_t n, Py_ssize_t nv) noexcept nogil:
-    """The register block of ``nv`` (1 to 3) vectors of pixels."""
+                        Py_ssize_t m, Py_ssize_t n, Py_ssize_t nv, bint a_rows) noexcept nogil:
+    """The register block of ``nv`` (1 to 3) vectors of pixels; ``a_rows``: A
+    as rows of the weights, unpacked."""
     if floating is float:
-        _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+        if a_rows:
+            _isa.f32t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+        else:
+            _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+    elif a_rows:
+        _isa.f64t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
     else:
         _isa.f64[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
 
@@ -281,12 +289,14 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
                       const floating *a_tail, Py_ssize_t m,
                       const floating *b, Py_ssize_t ldb, const floating *tail,
                       Py_ssize_t jn, floating *c, Py_ssize_t ldc,
-                      int accumulate) noexcept nogil:
+                      int accumulate, bint a_rows=False) noexcept nogil:
     """C[m, jn] (+)= A[m, kc] @ B[kc, jn], one mr x nr register block at a time.
 
     A's mr-row panels start ``a_panel`` apart, each kc rows of mr values
     ``lda`` apart (packed panels: lda = mr), except a last partial panel,
-    which comes from ``a_tail`` ([kc][mr]) when given. B's nr-wide column
+    which comes from ``a_tail`` ([kc][mr]) when given; with ``a_rows``, each
+    is mr rows of kc values ``lda`` apart instead (the weights unpacked), of
+    which the kernel reads only the first m. B's nr-wide column
     panels are read at ``b + jr`` (rows ``ldb`` apart), except a last partial
     panel, which comes from ``tail`` ([kc][nr]) when given. The tails let
     the kernel run whole blocks without reading past either array. Rows of C
@@ -333,7 +343,7 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
             # a last partial panel runs the narrowest block that covers it
             nv = (jw + vl - 1) // vl
             _micro(kc, ap, la, bp, l, c + mb * ldc + jr, ldc, accumulate,
-                   min(mr, m - mb), jw, nv)
+                   min(mr, m - mb), jw, nv, a_rows)
 
 
 def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -344,13 +354,14 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     """Forward convolution as a blocked GEMM, Y[Kg, PQ] = W[Kg, CRS] @ cols[CRS, PQ],
     per image and group, with our micro-kernels (the Goto/BLIS loop order).
 
-    The weights are packed once per call into mr-row panels. Each work item
+    The weights are packed once per call into mr-row panels (unless each
+    panel would be read by one block of pixels per thread). Each work item
     is a block of ``nc`` output pixels of one image and group (of the whole
     batch, for images smaller than a block: see ``batched``); for each slice
     of ``kc_max`` reduction rows its im2col rows are built in a per-thread
     block (L2), and for each nr-pixel column of it (kept in L1 while every
     channel panel of the weights streams past it) the micro-kernel
-    accumulates into the NCHW output. Extra memory: the packed weights plus
+    accumulates into the NCHW output. Extra memory: the packed weights (if any) plus
     one kc_max x nc block and the panels straddling images per thread.
 
     ``copy_free``: a pointwise (1x1, stride 1, unpadded) convolution reads the
@@ -371,8 +382,10 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef int status = 0
     cdef int *failed = &status
     cdef unsigned int fpmode
-    cdef floating *apack
+    cdef floating *apack = NULL
     cdef floating *bpack = NULL
+    cdef bint unpacked
+    cdef Py_ssize_t la
     cdef floating *sbuf = NULL
     cdef floating *sp
     cdef const floating *xg
@@ -407,11 +420,19 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # straddling panels per block: at most one per image boundary, and
     # at most every panel (images of fewer pixels than a panel)
     slots = min(nc // PQ + 2, (nc + nr - 1) // nr) if batched else 0
-    apack = <floating *> fc_malloc64(groups * Kg_pad * CRS * sizeof(floating))
-    if apack == NULL:
-        return -1
+    # Packed weights pay off when several blocks of pixels read them; with one
+    # block per thread or fewer (batch-1 small images), the kernels read the
+    # weights' rows in place instead (packing was a quarter of the batch-1 7x7
+    # 512-channel layer, 9 MiB of weights read once)
+    unpacked = (1 if batched else N) * n_blocks <= n_threads
+    la = CRS if unpacked else mr  # the kernels' lda: along a row, or a packed panel
+    if not unpacked:
+        apack = <floating *> fc_malloc64(groups * Kg_pad * CRS * sizeof(floating))
+        if apack == NULL:
+            return -1
     with nogil:  # one mr-row panel per item: serial, this was 5% of a 2-thread call
-        for item in prange(groups * (Kg_pad // mr), schedule="static", num_threads=n_threads):
+        for item in prange(0 if unpacked else groups * (Kg_pad // mr), schedule="static",
+                           num_threads=n_threads):
             g = item // (Kg_pad // mr)
             k = item % (Kg_pad // mr) * mr
             pack_weights(&w[g * Kg + k, 0, 0, 0], CRS, min(mr, Kg - k), CRS, mr,
@@ -442,7 +463,10 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
             for pb in range((CRS + kc_max - 1) // kc_max):
                 pc = pb * kc_max
                 kc = kc_max if CRS - pc > kc_max else CRS - pc
-                ap = apack + g * Kg_pad * CRS + pc * mr
+                if unpacked:
+                    ap = &w[g * Kg, 0, 0, 0] + pc
+                else:
+                    ap = apack + g * Kg_pad * CRS + pc * mr
                 if pointwise:
                     # the image is the B operand, read in place, except the last
                     # partial panel, copied so the kernel never reads past the array
@@ -450,13 +474,13 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     yt = &y[n, g * Kg, 0, 0] + j0
                     if t == 0 and lead:  # one partial panel: B is only its copy
                         pack_tail(xg + pc * PQ, PQ, kc, lead, nr, bpack)
-                        gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg, PQ, bpack, lead,
-                                    yt - lead, PQ, pc > 0 or has_bias)
+                        gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, xg, PQ, bpack, lead,
+                                    yt - lead, PQ, pc > 0 or has_bias, unpacked)
                     if jn % nr:
                         pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
                                   bpack)
-                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
-                                jn, yt, PQ, pc > 0 or has_bias)
+                    gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
+                                jn, yt, PQ, pc > 0 or has_bias, unpacked)
                     continue
                 im2col_span(&x[n, g * Cg, 0, 0], C * H * W, PQ, H, W, R, S, sh, sw, pt, pl,
                             dh, dw, Q, pc, kc, j0, jn, ld, bpack)
@@ -470,8 +494,9 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     a = j0 + u * nr
                     img = panel_image(j0, jn, u, nr, PQ)
                     if img < 0:  # panel u straddles two images
-                        gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
-                                    min(nr, j0 + jn - a), sbuf + slot * Kg * nr, nr, pc > 0)
+                        gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
+                                    min(nr, j0 + jn - a), sbuf + slot * Kg * nr, nr, pc > 0,
+                                    unpacked)
                         slot = slot + 1
                         u = u + 1
                         continue
@@ -479,9 +504,9 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     while v < ld // nr and panel_image(j0, jn, v, nr, PQ) == img:
                         v = v + 1
                     e = min(j0 + jn, j0 + v * nr)
-                    gemm_panels(kc, ap, mr, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
+                    gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
                                 e - a, &y[n + img, g * Kg, 0, 0] + a % PQ, PQ,
-                                pc > 0 or has_bias)
+                                pc > 0 or has_bias, unpacked)
                     u = v
             if batched:  # scatter the straddling panels
                 slot = 0

@@ -3,7 +3,8 @@
  * A micro-kernel computes one MR x NR block of the output,
  *     C[i, j] (+)= sum_p A[p, i] * B[p, j],   0 <= p < kc,
  * from a weight panel A (kc rows of MR values, lda apart: a packed [kc][MR]
- * panel, or for grad_input the weight array itself) and a pixel
+ * panel, or for grad_input the weight array itself; the "_t" kernels read A
+ * as MR rows of kc values, lda apart: the weights unpacked) and a pixel
  * panel B (kc rows of NR contiguous output pixels, ldb apart: a packed im2col
  * panel, or for a pointwise convolution the image itself). C rows are output channels,
  * C columns contiguous output pixels of an NCHW image (row stride ldc); the
@@ -29,7 +30,7 @@ typedef ptrdiff_t fc_index;
 typedef void (*fc_kernel_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, int, fc_index, fc_index);
 typedef void (*fc_kernel_f64)(fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, int, fc_index, fc_index);
 
-#define FC_DEFINE_KERNEL(NAME, T, VBYTES, MR, NV, TARGET)                              \
+#define FC_DEFINE_KERNEL(NAME, T, VBYTES, MR, NV, TARGET, ACOL)                        \
 TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,           \
                         fc_index ldb, T *c,                                           \
                         fc_index ldc,                                                 \
@@ -38,8 +39,10 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
     typedef T vec __attribute__((vector_size(VBYTES), aligned(sizeof(T))));          \
     enum { VL = VBYTES / sizeof(T), NR = NV * VL };                                   \
     vec acc[MR][NV];                                                                  \
+    const T *ar[MR]; /* ACOL: A's rows, those past m repeating row 0 (never read past) */ \
     fc_index p;                                                                       \
     int i, j;                                                                         \
+    for (i = 0; ACOL && i < MR; i++) ar[i] = a + (i < m ? i : 0) * lda;              \
     _Pragma("GCC unroll 16")                                                          \
     for (i = 0; i < MR; i++) {                                                        \
         _Pragma("GCC unroll 16")                                                      \
@@ -51,7 +54,7 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
         for (j = 0; j < NV; j++) bv[j] = *(const vec *)(b + p * ldb + j * VL);        \
         _Pragma("GCC unroll 16")                                                      \
         for (i = 0; i < MR; i++) {                                                    \
-            vec av = a[p * lda + i] - (vec){0}; /* x - 0 == x: a pure broadcast */\
+            vec av = (ACOL ? ar[i][p] : a[p * lda + i]) - (vec){0}; /* a broadcast */ \
             _Pragma("GCC unroll 16")                                                  \
             for (j = 0; j < NV; j++) acc[i][j] += av * bv[j];                         \
         }                                                                             \
@@ -181,16 +184,19 @@ TARGET static void NAME(T *dst, const T *src, fc_index n, fc_index stride)      
 #define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
 /* NV = 1, 2, 3 vectors of pixels: the narrow ones run a last partial panel, so
  * a 14x14 output (196 = 4 x 48 + 4 pixels) wastes 1/3 of a block, not 11/12 */
+#define FC_DEFINE_KERNELS2(ISA, MR, TARGET, SFX, ACOL)                                 \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_1##SFX, float, FC_VBYTES_##ISA, MR, 1, TARGET, ACOL) \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_2##SFX, float, FC_VBYTES_##ISA, MR, 2, TARGET, ACOL) \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_3##SFX, float, FC_VBYTES_##ISA, MR, 3, TARGET, ACOL) \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_1##SFX, double, FC_VBYTES_##ISA, MR, 1, TARGET, ACOL) \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_2##SFX, double, FC_VBYTES_##ISA, MR, 2, TARGET, ACOL) \
+    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_3##SFX, double, FC_VBYTES_##ISA, MR, 3, TARGET, ACOL)
 #define FC_DEFINE_KERNELS(ISA, MR, TARGET)                                             \
-    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_1, float, FC_VBYTES_##ISA, MR, 1, TARGET)    \
-    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_2, float, FC_VBYTES_##ISA, MR, 2, TARGET)    \
-    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f32_3, float, FC_VBYTES_##ISA, MR, 3, TARGET)    \
-    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_1, double, FC_VBYTES_##ISA, MR, 1, TARGET)   \
-    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_2, double, FC_VBYTES_##ISA, MR, 2, TARGET)   \
-    FC_DEFINE_KERNEL(fc_kernel_##ISA##_f64_3, double, FC_VBYTES_##ISA, MR, 3, TARGET)
-#define FC_KERNELS(ISA)                                                                \
-    {fc_kernel_##ISA##_f32_1, fc_kernel_##ISA##_f32_2, fc_kernel_##ISA##_f32_3},       \
-    {fc_kernel_##ISA##_f64_1, fc_kernel_##ISA##_f64_2, fc_kernel_##ISA##_f64_3}
+    FC_DEFINE_KERNELS2(ISA, MR, TARGET, , 0) FC_DEFINE_KERNELS2(ISA, MR, TARGET, _t, 1)
+#define FC_KERNELS2(ISA, SFX)                                                          \
+    {fc_kernel_##ISA##_f32_1##SFX, fc_kernel_##ISA##_f32_2##SFX, fc_kernel_##ISA##_f32_3##SFX}, \
+    {fc_kernel_##ISA##_f64_1##SFX, fc_kernel_##ISA##_f64_2##SFX, fc_kernel_##ISA##_f64_3##SFX}
+#define FC_KERNELS(ISA) FC_KERNELS2(ISA, ), FC_KERNELS2(ISA, _t)
 #define FC_VBYTES_avx512 64
 #define FC_VBYTES_avx2 32
 #define FC_VBYTES_base 16
@@ -313,6 +319,8 @@ typedef struct {
     const char *name;
     fc_kernel_f32 f32[3]; /* by vectors of pixels per block: 1, 2, 3 */
     fc_kernel_f64 f64[3];
+    fc_kernel_f32 f32t[3]; /* the same, A unpacked (the "_t" kernels) */
+    fc_kernel_f64 f64t[3];
     int mr;             /* output channels per block */
     int nr_f32, nr_f64; /* output pixels per (widest) block */
     fc_dot_f32 dot_f32;
