@@ -254,12 +254,15 @@ def gemm_blocks(g, n_threads):
     """``(pixels, reduction rows)`` per block of the packed-GEMM forward.
 
     Pixel blocks shrink when there are fewer images x groups than threads,
-    so every thread gets work."""
+    so every thread gets work, down to two panels of pixels each; below that
+    (a batch-1 7x7 image) the kernel splits the output channels instead."""
     pq = g.P * g.Q
     nc = PIXEL_BLOCK_BYTES // g.dtype.itemsize
+    nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
     items = max(1, g.N * g.groups)
-    if items < n_threads:
-        nc = min(nc, -(-pq // -(-n_threads // items)))
+    share = -(-pq // -(-n_threads // items))
+    if items < n_threads and share >= 2 * nr:
+        nc = min(nc, share)
     return nc, REDUCTION_BLOCK
 
 

@@ -12,6 +12,8 @@ Conventions shared by every kernel:
   per call, sized by the caller's blocking (fastconv/_choose.py) to stay in cache;
 - a kernel returns 0, or -1 when a workspace allocation failed.
 """
+from math import gcd
+
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free
@@ -385,7 +387,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef floating *apack = NULL
     cdef floating *bpack = NULL
     cdef bint unpacked
-    cdef Py_ssize_t la
+    cdef Py_ssize_t la, n_items, n_kp, kstep, k0, km
     cdef floating *sbuf = NULL
     cdef floating *sp
     cdef const floating *xg
@@ -425,6 +427,16 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # weights' rows in place instead (packing was a quarter of the batch-1 7x7
     # 512-channel layer, 9 MiB of weights read once)
     unpacked = (1 if batched else N) * n_blocks <= n_threads
+    # Few blocks, not a multiple of the threads (a batch-1 7x7 image: one block
+    # of 49 pixels; 3 images of 14x14 on 2 threads): the output channels are
+    # split too, each part a whole number of panels, so that every thread
+    # gets as much work (b1-3x3-512 on 2 threads: 2.2 to 1.6 ms)
+    n_items = (1 if batched else N) * groups * n_blocks
+    n_kp = 1
+    if n_items < 4 * n_threads:
+        n_kp = min(n_threads // gcd(n_items, n_threads), max(1, Kg // mr))
+    kstep = ((Kg + n_kp - 1) // n_kp + mr - 1) // mr * mr
+    n_kp = (Kg + kstep - 1) // kstep
     la = CRS if unpacked else mr  # the kernels' lda: along a row, or a packed panel
     if not unpacked:
         apack = <floating *> fc_malloc64(groups * Kg_pad * CRS * sizeof(floating))
@@ -443,43 +455,45 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         sbuf = <floating *> fc_malloc64(max(1, slots * Kg * nr) * sizeof(floating))
         if bpack == NULL or sbuf == NULL:
             failed[0] = 1
-        for item in prange((1 if batched else N) * groups * n_blocks, schedule="static"):
+        for item in prange(n_items * n_kp, schedule="static"):
             if failed[0]:
                 continue
-            n = 0 if batched else item // (groups * n_blocks)
-            g = (item // n_blocks) % groups
-            t = item % n_blocks
+            k0 = item % n_kp * kstep  # output channels [k0, k0 + km) of the group
+            km = min(kstep, Kg - k0)
+            n = 0 if batched else item // n_kp // (groups * n_blocks)
+            g = (item // n_kp // n_blocks) % groups
+            t = item // n_kp % n_blocks
             j0 = lead + t * nc  # the block's pixels [j0, j0 + jn) of image n (all if batched)
             jn = nc if pixels - j0 > nc else pixels - j0
             a = j0 - lead if t == 0 else j0  # block 0 also sets the lead's bias
             while has_bias and a < j0 + jn:  # one image's run of pixels at a time
                 e = min(j0 + jn, (a // PQ + 1) * PQ)
-                yt = &y[n + a // PQ, g * Kg, 0, 0] + a % PQ
-                for k in range(Kg):
+                yt = &y[n + a // PQ, g * Kg + k0, 0, 0] + a % PQ
+                for k in range(km):
                     for j in range(e - a):
-                        yt[k * PQ + j] = bias[g * Kg + k]
+                        yt[k * PQ + j] = bias[g * Kg + k0 + k]
                 a = e
             ld = (jn + nr - 1) // nr * nr
             for pb in range((CRS + kc_max - 1) // kc_max):
                 pc = pb * kc_max
                 kc = kc_max if CRS - pc > kc_max else CRS - pc
                 if unpacked:
-                    ap = &w[g * Kg, 0, 0, 0] + pc
+                    ap = &w[g * Kg + k0, 0, 0, 0] + pc
                 else:
-                    ap = apack + g * Kg_pad * CRS + pc * mr
+                    ap = apack + (g * Kg_pad + k0) * CRS + pc * mr
                 if pointwise:
                     # the image is the B operand, read in place, except the last
                     # partial panel, copied so the kernel never reads past the array
                     xg = &x[n, g * Cg, 0, 0]
-                    yt = &y[n, g * Kg, 0, 0] + j0
+                    yt = &y[n, g * Kg + k0, 0, 0] + j0
                     if t == 0 and lead:  # one partial panel: B is only its copy
                         pack_tail(xg + pc * PQ, PQ, kc, lead, nr, bpack)
-                        gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, xg, PQ, bpack, lead,
+                        gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg, PQ, bpack, lead,
                                     yt - lead, PQ, pc > 0 or has_bias, unpacked)
                     if jn % nr:
                         pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
                                   bpack)
-                    gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, xg + pc * PQ + j0, PQ, bpack,
+                    gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg + pc * PQ + j0, PQ, bpack,
                                 jn, yt, PQ, pc > 0 or has_bias, unpacked)
                     continue
                 im2col_span(&x[n, g * Cg, 0, 0], C * H * W, PQ, H, W, R, S, sh, sw, pt, pl,
@@ -494,7 +508,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     a = j0 + u * nr
                     img = panel_image(j0, jn, u, nr, PQ)
                     if img < 0:  # panel u straddles two images
-                        gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
+                        gemm_panels(kc, ap, la, mr * CRS, NULL, km, bpack + u * nr, ld, NULL,
                                     min(nr, j0 + jn - a), sbuf + slot * Kg * nr, nr, pc > 0,
                                     unpacked)
                         slot = slot + 1
@@ -504,8 +518,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     while v < ld // nr and panel_image(j0, jn, v, nr, PQ) == img:
                         v = v + 1
                     e = min(j0 + jn, j0 + v * nr)
-                    gemm_panels(kc, ap, la, mr * CRS, NULL, Kg, bpack + u * nr, ld, NULL,
-                                e - a, &y[n + img, g * Kg, 0, 0] + a % PQ, PQ,
+                    gemm_panels(kc, ap, la, mr * CRS, NULL, km, bpack + u * nr, ld, NULL,
+                                e - a, &y[n + img, g * Kg + k0, 0, 0] + a % PQ, PQ,
                                 pc > 0 or has_bias, unpacked)
                     u = v
             if batched:  # scatter the straddling panels
@@ -518,9 +532,10 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     sp = sbuf + slot * Kg * nr
                     slot = slot + 1
                     for j in range(a, e):
-                        yt = &y[j // PQ, g * Kg, 0, 0] + j % PQ
-                        for k in range(Kg):
-                            yt[k * PQ] = sp[k * nr + j - a] + (bias[g * Kg + k] if has_bias else 0)
+                        yt = &y[j // PQ, g * Kg + k0, 0, 0] + j % PQ
+                        for k in range(km):
+                            yt[k * PQ] = sp[k * nr + j - a] + (bias[g * Kg + k0 + k]
+                                                               if has_bias else 0)
         fc_free64(bpack)
         fc_free64(sbuf)
         fc_ftz_restore(fpmode)

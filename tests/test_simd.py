@@ -90,6 +90,30 @@ def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("nhw, algorithm", [
+    ((1, 7, 7), "im2col"),  # one block of pixels: the weights read in place
+    ((1, 7, 7), "1x1"),
+    ((3, 5, 6), "1x1"),  # three blocks (images)
+    ((1, 24, 30), "im2col"),  # several blocks: the weights packed
+])
+def test_output_channels_split_among_threads(variant, dtype, n_threads, nhw, algorithm,
+                                             threads, rng, assert_close):
+    """Fewer blocks of pixels than threads, or not a multiple of them: the
+    GEMM also splits the output channels among the threads, in parts of whole
+    register blocks (42 channels: uneven parts, a partial last block)."""
+    N, H, W = nhw
+    R = 1 if algorithm == "1x1" else 3
+    x = rng.standard_normal((N, 20, H, W)).astype(dtype)
+    w = rng.standard_normal((42, 20, R, R)).astype(dtype)
+    b = rng.standard_normal(42).astype(dtype)
+    threads.set_num_threads(n_threads)
+    got = fastconv.conv2d(x, w, b, padding=R // 2, algorithm=algorithm)
+    assert_close(got, reference.conv2d(x, w, b, padding=R // 2), reduction=20 * R * R)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hw", [(8, 8), (32, 36)])  # one pixel block, and several
 def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_close):
     # the 1x1 path reads the image in place and starts its blocks at a
