@@ -158,10 +158,10 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
 cdef extern from "_gemm_kernels.h":
     ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                    Py_ssize_t, float *, Py_ssize_t, int, Py_ssize_t,
-                                   Py_ssize_t) noexcept nogil
+                                   Py_ssize_t, const float *) noexcept nogil
     ctypedef void (*fc_kernel_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
                                    Py_ssize_t, double *, Py_ssize_t, int, Py_ssize_t,
-                                   Py_ssize_t) noexcept nogil
+                                   Py_ssize_t, const double *) noexcept nogil
     ctypedef void (*fc_dot_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                 Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
@@ -227,18 +227,19 @@ set_simd_variant(simd_variants()[0])
 
 cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
                         Py_ssize_t ldb, floating *c, Py_ssize_t ldc, int accumulate,
-                        Py_ssize_t m, Py_ssize_t n, Py_ssize_t nv, bint a_rows) noexcept nogil:
+                        Py_ssize_t m, Py_ssize_t n, Py_ssize_t nv, bint a_rows,
+                        const floating *bias) noexcept nogil:
     """The register block of ``nv`` (1 to 3) vectors of pixels; ``a_rows``: A
-    as rows of the weights, unpacked."""
+    as rows of the weights, unpacked; ``bias``: NULL or a value per row."""
     if floating is float:
         if a_rows:
-            _isa.f32t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+            _isa.f32t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
         else:
-            _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+            _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
     elif a_rows:
-        _isa.f64t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+        _isa.f64t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
     else:
-        _isa.f64[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n)
+        _isa.f64[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
 
 
 cdef inline void _gather(floating *dst, const floating *src, Py_ssize_t n,
@@ -291,8 +292,10 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
                       const floating *a_tail, Py_ssize_t m,
                       const floating *b, Py_ssize_t ldb, const floating *tail,
                       Py_ssize_t jn, floating *c, Py_ssize_t ldc,
-                      int accumulate, bint a_rows=False) noexcept nogil:
-    """C[m, jn] (+)= A[m, kc] @ B[kc, jn], one mr x nr register block at a time.
+                      int accumulate, bint a_rows=False,
+                      const floating *bias=NULL) noexcept nogil:
+    """C[m, jn] (+)= A[m, kc] @ B[kc, jn] (+ bias[m] on every column, when
+    given), one mr x nr register block at a time.
 
     A's mr-row panels start ``a_panel`` apart, each kc rows of mr values
     ``lda`` apart (packed panels: lda = mr), except a last partial panel,
@@ -345,7 +348,7 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
             # a last partial panel runs the narrowest block that covers it
             nv = (jw + vl - 1) // vl
             _micro(kc, ap, la, bp, l, c + mb * ldc + jr, ldc, accumulate,
-                   min(mr, m - mb), jw, nv, a_rows)
+                   min(mr, m - mb), jw, nv, a_rows, (bias + mb) if bias != NULL else NULL)
 
 
 def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -388,6 +391,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef floating *bpack = NULL
     cdef bint unpacked
     cdef Py_ssize_t la, n_items, n_kp, kstep, k0, km
+    cdef const floating *bk
     cdef floating *sbuf = NULL
     cdef floating *sp
     cdef const floating *xg
@@ -465,18 +469,13 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
             t = item // n_kp % n_blocks
             j0 = lead + t * nc  # the block's pixels [j0, j0 + jn) of image n (all if batched)
             jn = nc if pixels - j0 > nc else pixels - j0
-            a = j0 - lead if t == 0 else j0  # block 0 also sets the lead's bias
-            while has_bias and a < j0 + jn:  # one image's run of pixels at a time
-                e = min(j0 + jn, (a // PQ + 1) * PQ)
-                yt = &y[n + a // PQ, g * Kg + k0, 0, 0] + a % PQ
-                for k in range(km):
-                    for j in range(e - a):
-                        yt[k * PQ + j] = bias[g * Kg + k0 + k]
-                a = e
             ld = (jn + nr - 1) // nr * nr
             for pb in range((CRS + kc_max - 1) // kc_max):
                 pc = pb * kc_max
                 kc = kc_max if CRS - pc > kc_max else CRS - pc
+                # the first slice of the reduction starts from the bias (the
+                # panels straddling images get theirs when scattered)
+                bk = &bias[g * Kg + k0] if has_bias and pc == 0 else NULL
                 if unpacked:
                     ap = &w[g * Kg + k0, 0, 0, 0] + pc
                 else:
@@ -489,12 +488,12 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     if t == 0 and lead:  # one partial panel: B is only its copy
                         pack_tail(xg + pc * PQ, PQ, kc, lead, nr, bpack)
                         gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg, PQ, bpack, lead,
-                                    yt - lead, PQ, pc > 0 or has_bias, unpacked)
+                                    yt - lead, PQ, pc > 0, unpacked, bk)
                     if jn % nr:
                         pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
                                   bpack)
                     gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg + pc * PQ + j0, PQ, bpack,
-                                jn, yt, PQ, pc > 0 or has_bias, unpacked)
+                                jn, yt, PQ, pc > 0, unpacked, bk)
                     continue
                 im2col_span(&x[n, g * Cg, 0, 0], C * H * W, PQ, H, W, R, S, sh, sw, pt, pl,
                             dh, dw, Q, pc, kc, j0, jn, ld, bpack)
@@ -520,7 +519,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     e = min(j0 + jn, j0 + v * nr)
                     gemm_panels(kc, ap, la, mr * CRS, NULL, km, bpack + u * nr, ld, NULL,
                                 e - a, &y[n + img, g * Kg + k0, 0, 0] + a % PQ, PQ,
-                                pc > 0 or has_bias, unpacked)
+                                pc > 0, unpacked, bk)
                     u = v
             if batched:  # scatter the straddling panels
                 slot = 0

@@ -26,15 +26,16 @@
 
 typedef ptrdiff_t fc_index;
 
-/* kc, A panel, lda, B panel, ldb, C, ldc, accumulate (0: overwrite), valid rows m, valid cols n */
-typedef void (*fc_kernel_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, int, fc_index, fc_index);
-typedef void (*fc_kernel_f64)(fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, int, fc_index, fc_index);
+/* kc, A panel, lda, B panel, ldb, C, ldc, accumulate (0: overwrite), valid rows m, valid cols n,
+ * bias (NULL, or one value per row added to the sums: no pass of its own over the output) */
+typedef void (*fc_kernel_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, int, fc_index, fc_index, const float *);
+typedef void (*fc_kernel_f64)(fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, int, fc_index, fc_index, const double *);
 
 #define FC_DEFINE_KERNEL(NAME, T, VBYTES, MR, NV, TARGET, ACOL)                        \
 TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,           \
                         fc_index ldb, T *c,                                           \
                         fc_index ldc,                                                 \
-                        int accumulate, fc_index m, fc_index n)                       \
+                        int accumulate, fc_index m, fc_index n, const T *bias)       \
 {                                                                                     \
     typedef T vec __attribute__((vector_size(VBYTES), aligned(sizeof(T))));          \
     enum { VL = VBYTES / sizeof(T), NR = NV * VL };                                   \
@@ -45,8 +46,9 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
     for (i = 0; ACOL && i < MR; i++) ar[i] = a + (i < m ? i : 0) * lda;              \
     _Pragma("GCC unroll 16")                                                          \
     for (i = 0; i < MR; i++) {                                                        \
+        vec b0 = (bias ? bias[i < m ? i : 0] : (T)0) - (vec){0};                      \
         _Pragma("GCC unroll 16")                                                      \
-        for (j = 0; j < NV; j++) acc[i][j] = (vec){0};                                \
+        for (j = 0; j < NV; j++) acc[i][j] = b0;                                      \
     }                                                                                 \
     for (p = 0; p < kc; p++) {                                                        \
         vec bv[NV];                                                                   \
