@@ -88,15 +88,18 @@ def _bool(value, func, name):
 # dtypes and arrays
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _float_dtype(dtype, func, name):
     """The dtype policy: which float type an operand of ``dtype`` computes in."""
     if dtype.kind == "f":
         if dtype.itemsize <= 4:  # float16 computes (and returns) as float32
-            return np.dtype(np.float32)
+            return _F32
         if dtype.itemsize == 8:
-            return np.dtype(np.float64)
+            return _F64
     elif dtype.kind in "iu":  # integers convert to float64, as NumPy's mean does
-        return np.dtype(np.float64)
+        return _F64
     raise TypeError(
         f"{func}: {name} must have a real floating or integer dtype, got dtype {dtype}"
     )
@@ -314,7 +317,8 @@ def check_grad_output(func, grad_output, out_shape, unbatched, dtype):
             f"{func}: grad_output must have the forward output's shape {tuple(expected)}, "
             f"got shape {gy.shape}"
         )
-    dtype = np.result_type(dtype, _float_dtype(gy.dtype, func, "grad_output"))
+    gdtype = _float_dtype(gy.dtype, func, "grad_output")
+    dtype = dtype if gdtype == dtype else np.result_type(dtype, gdtype)
     return _contiguous(gy.reshape(out_shape), dtype), dtype
 
 
@@ -429,8 +433,9 @@ def avg_pool_divisors(size, kernel, stride, pad, n_out, count_include_pad):
     return np.minimum(stop, size) - np.maximum(start, 0)
 
 
-def adaptive_pool_geometry(func, input, output_size):
-    """Validate an adaptive pooling call; ``None`` in output_size keeps that size."""
+def adaptive_pool_geometry(func, input, output_size, operands=True):
+    """Validate an adaptive pooling call; ``None`` in output_size keeps that size
+    (``operands=False``: as pool_geometry's)."""
     g = _pool_input(func, input)
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
@@ -460,7 +465,8 @@ def adaptive_pool_geometry(func, input, output_size):
     g.ceil_mode = False
     g.adaptive = True
     _check_size(func, g.out_shape)
-    g.x = _contiguous(g.x, g.dtype)
+    if operands:
+        g.x = _contiguous(g.x, g.dtype)
     return g
 
 

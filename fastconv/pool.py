@@ -142,7 +142,9 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
             [0., 0., 0.]]])
     """
     func = "max_pool2d_backward"
-    g = _params.pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode)
+    # the input's values are read only to recompute the argmax
+    g = _params.pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode,
+                              operands=indices is None)
     return _max_backward(func, g, grad_output, indices)
 
 
@@ -200,7 +202,7 @@ def adaptive_max_pool2d_backward(grad_output, input, output_size, *, indices=Non
             [0., 0., 0.]]])
     """
     func = "adaptive_max_pool2d_backward"
-    g = _params.adaptive_pool_geometry(func, input, output_size)
+    g = _params.adaptive_pool_geometry(func, input, output_size, operands=indices is None)
     return _max_backward(func, g, grad_output, indices)
 
 
@@ -287,8 +289,9 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
             [0.5 , 1.  , 0.5 ],
             [0.25, 0.5 , 0.25]]])
     """
-    func = "avg_pool2d_backward"
-    g = _params.pool_geometry(func, input, kernel_size, stride, padding, 1, ceil_mode)
+    func = "avg_pool2d_backward"  # (the input's shape and dtype only)
+    g = _params.pool_geometry(func, input, kernel_size, stride, padding, 1, ceil_mode,
+                              operands=False)
     return _avg_backward(func, g, grad_output,
                          _params._bool(count_include_pad, func, "count_include_pad"),
                          _params.check_divisor(func, divisor_override))
@@ -346,5 +349,5 @@ def adaptive_avg_pool2d_backward(grad_output, input, output_size):
             [0.25, 0.25]]])
     """
     func = "adaptive_avg_pool2d_backward"
-    g = _params.adaptive_pool_geometry(func, input, output_size)
+    g = _params.adaptive_pool_geometry(func, input, output_size, operands=False)
     return _avg_backward(func, g, grad_output, False, 0)
