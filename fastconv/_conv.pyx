@@ -58,7 +58,7 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
         c = crs // (R * S)
         r = (crs // S) % R
         s = crs - (crs // S) * S
-        # the same tap of the channel PREFETCH_CHANNELS on, while its rows are this block's
+        # the same tap's input rows PREFETCH_CHANNELS channels on, if the block holds them
         pf = PREFETCH_CHANNELS * H * W if i + PREFETCH_CHANNELS * R * S < n_rows else 0
         col_off = s * dw - pl
         qa = first_valid(col_off, sw)
@@ -79,7 +79,8 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
             xo = (c * H + h) * W + col_off  # x[xo + qq * sw] is tap (r, s) of column qq
             if hi > lo:
                 if pf:
-                    fc_prefetch(x + (xo + lo * sw + pf), ((hi - lo - 1) * sw + 1) * sizeof(floating))
+                    fc_prefetch(x + (xo + lo * sw + pf),
+                                ((hi - lo - 1) * sw + 1) * sizeof(floating))
                 _gather(col + (d + lo), x + (xo + lo * sw), hi - lo, sw)
             for qq in range(hi, qe):
                 col[d + qq] = 0

@@ -279,7 +279,7 @@ static ptrdiff_t fc_vec_len(int isa, size_t size)
 /* Channels per block of pband for n channels: as few blocks as the widest
  * tile needs (8 channels on AVX-512, 4 below), the blocks even; below
  * AVX-512 up to 6 channels go as one block of 5-6 x 2 vectors rather than two
- * of 3 x 3 (LeNet's 6-channel 5x5 layer, its 28-pixel rows 4 vectors: 1.3x
+ * of 3 x 3 (LeNet's 6-channel 5x5 layer, its 28-pixel rows 4 vectors: 1.1x
  * faster on AVX2). */
 static ptrdiff_t fc_pband_kb(int isa, ptrdiff_t n)
 {

@@ -133,15 +133,6 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
     }                                                                                  \
 }
 
-/* The im2col row copy, dst[j] = src[j * stride] for 0 <= j < n: whole vectors
- * then one masked vector, so a row of 14 is one or two instructions instead
- * of a loop with a scalar remainder (the copy was 13-19% of an im2col
- * convolution's time). Stride 2 loads the two vectors its elements span and
- * keeps the even lanes; other strides go element by element. Masked loads
- * and stores neither read outside src[0, (n - 1) * stride] nor write outside
- * dst[0, n). Per ISA and type: vector V of L lanes, LOAD/STORE whole vectors,
- * MLOAD(p, k)/MSTORE(p, k, v) the first k lanes (none for k <= 0, all for
- * k >= L), EVEN(a, b) the even lanes of a then b. */
 /* Ask for the cache lines of src[0, n) ahead of their use (a hint: never
  * faults, so it may run past the array); the im2col copy calls it one input
  * channel ahead, where the hardware prefetchers, restarting at every channel
@@ -157,6 +148,15 @@ static inline void fc_prefetch(const void *src, fc_index nbytes)
 #endif
 }
 
+/* The im2col row copy, dst[j] = src[j * stride] for 0 <= j < n: whole vectors
+ * then one masked vector, so a row of 14 is one or two instructions instead
+ * of a loop with a scalar remainder (the copy was 13-19% of an im2col
+ * convolution's time). Stride 2 loads the two vectors its elements span and
+ * keeps the even lanes; other strides go element by element. Masked loads
+ * and stores neither read outside src[0, (n - 1) * stride] nor write outside
+ * dst[0, n). Per ISA and type: vector V of L lanes, LOAD/STORE whole vectors,
+ * MLOAD(p, k)/MSTORE(p, k, v) the first k lanes (none for k <= 0, all for
+ * k >= L), EVEN(a, b) the even lanes of a then b. */
 #define FC_DEFINE_GATHER(NAME, T, V, L, TARGET, LOAD, STORE, MLOAD, MSTORE, EVEN)      \
 TARGET static void NAME(T *dst, const T *src, fc_index n, fc_index stride)             \
 {                                                                                      \

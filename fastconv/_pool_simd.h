@@ -631,15 +631,26 @@ FP_TGT static void FP_FN(gap)(const T *x, fp_index n, fp_index hw, T div, T *res
     for (i = 0; i < n; i++) y[i] = y[i] / div;
 }
 
-/* Its adjoint: every element of plane i is g[i] / div. */
+/* Its adjoint: every element of plane i is g[i] / div. Whole vectors, the
+ * last one overlapping the one before it, rather than the compiler's loop
+ * with its scalar head and tail (a 7x7 plane is 49 elements: on AVX2 the
+ * ResNet's global average backward ran 1.7x slower than on AVX-512). */
 FP_TGT static void FP_FN(gap_back)(const T *g, fp_index n, fp_index hw, T div, T *restrict gx)
 {
+    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
+    enum { VL = FP_VBYTES / sizeof(T) };
     fp_index i, j;
     for (i = 0; i < n; i++) {
         T v = g[i] / div;
         T *restrict o = gx + i * hw;
         fp_prefetchw((char *)o + fp_ahead, hw * (fp_index)sizeof(T));
-        for (j = 0; j < hw; j++) o[j] = v;
+        if (hw < VL) {
+            for (j = 0; j < hw; j++) o[j] = v;
+            continue;
+        }
+        vec vv = v - (vec){0};
+        for (j = 0; j + VL <= hw; j += VL) *(vec *)(o + j) = vv;
+        if (j < hw) *(vec *)(o + hw - VL) = vv;
     }
 }
 

@@ -2,7 +2,7 @@
  * at or above the lane count. AVX2's masked store (vmaskmovps/pd) is
  * microcoded on AMD's Zen cores, so this stores a half, a quarter and a lane
  * by the bits of n instead: LeNet's layers, whose 28- and 10-pixel rows end
- * in part vectors, ran 15-20% faster on AVX2 (AMD Zen 4). Used by the direct
+ * in part vectors, ran 13-17% faster on AVX2 (AMD Zen 4). Used by the direct
  * kernels' row ends and the im2col row copy. */
 #ifndef FASTCONV_STORE_H
 #define FASTCONV_STORE_H
