@@ -254,14 +254,16 @@ def gemm_blocks(g, n_threads):
     """``(pixels, reduction rows)`` per block of the packed-GEMM forward.
 
     Pixel blocks shrink when there are fewer images x groups than threads,
-    so every thread gets work, down to two panels of pixels each; below that
-    (a batch-1 7x7 image) the kernel splits the output channels instead."""
+    so every thread gets work; below two panels of pixels each (a batch-1
+    7x7 image) only if the kernel cannot split the output channels among
+    the threads instead (fewer than a register block of them per thread)."""
     pq = g.P * g.Q
     nc = PIXEL_BLOCK_BYTES // g.dtype.itemsize
-    nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
+    mr, nr32, nr64 = _conv.gemm_block()
+    nr = nr32 if g.dtype.itemsize == 4 else nr64
     items = max(1, g.N * g.groups)
     share = -(-pq // -(-n_threads // items))
-    if items < n_threads and share >= 2 * nr:
+    if items < n_threads and (share >= 2 * nr or g.K // g.groups < n_threads * mr):
         nc = min(nc, share)
     return nc, REDUCTION_BLOCK
 

@@ -432,10 +432,11 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # weights' rows in place instead (packing was a quarter of the batch-1 7x7
     # 512-channel layer, 9 MiB of weights read once)
     unpacked = (1 if batched else N) * n_blocks <= n_threads
-    # Few blocks, not a multiple of the threads (a batch-1 7x7 image: one block
-    # of 49 pixels; 3 images of 14x14 on 2 threads): the output channels are
-    # split too, each part a whole number of panels, so that every thread
-    # gets as much work (b1-3x3-512 on 2 threads: 2.2 to 1.6 ms)
+    # Few blocks, not a multiple of the threads (a batch-1 7x7 image: one
+    # block of 49 pixels; a 1x1 layer on 3 images of 14x14 on 2 threads): the
+    # output channels are split too, each part a whole number of panels, so
+    # that every thread gets as much work (b1-3x3-512 on 2 threads: 2.2 to
+    # 1.6 ms)
     n_items = (1 if batched else N) * groups * n_blocks
     n_kp = 1
     if n_items < 4 * n_threads:

@@ -79,7 +79,7 @@
 #define FC_KKV 2
 #define FC_KNP 12
 #define FC_KNT 6
-#define FC_PKB 4
+#define FC_PKB 6
 #define FC_PNV 8
 #define FC_PACC 12
 #define FC_PREG 14

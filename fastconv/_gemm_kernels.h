@@ -274,7 +274,7 @@ static void NAME(const T *src, fc_index lds, fc_index rows, fc_index cols, T *ds
                  fc_index ldd, fc_index rows_pad)                                      \
 {                                                                                      \
     /* whole blocks of B rows x B columns, all the rows' blocks of a column  \
-     * block in turn (so each destination line is written whole), then the   \
+     * block in turn (the destination rows then fill in order), then the     \
      * last rows and columns element by element */                            \
     fc_index rb = FC_X86 ? rows / B * B : 0, cb = FC_X86 ? cols / B * B : 0, i, j, i0; \
     for (j = 0; j < cb; j += B)                                                        \

@@ -95,7 +95,7 @@ def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert
     ((1, 7, 7), "im2col"),  # one block of pixels: the weights read in place
     ((1, 7, 7), "1x1"),
     ((3, 5, 6), "1x1"),  # three blocks (images)
-    ((1, 24, 30), "im2col"),  # several blocks: the weights packed
+    ((1, 24, 30), "im2col"),  # several blocks: packed on one thread (and in float64)
 ])
 def test_output_channels_split_among_threads(variant, dtype, n_threads, nhw, algorithm,
                                              threads, rng, assert_close):
