@@ -448,13 +448,13 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         apack = <floating *> fc_malloc64(groups * Kg_pad * CRS * sizeof(floating))
         if apack == NULL:
             return -1
-    with nogil:  # one mr-row panel per item: serial, this was 5% of a 2-thread call
-        for item in prange(0 if unpacked else groups * (Kg_pad // mr), schedule="static",
-                           num_threads=n_threads):
-            g = item // (Kg_pad // mr)
-            k = item % (Kg_pad // mr) * mr
-            pack_weights(&w[g * Kg + k, 0, 0, 0], CRS, min(mr, Kg - k), CRS, mr,
-                         apack + (g * Kg_pad + k) * CRS)
+        with nogil:  # one mr-row panel per item: serial, this was 5% of a 2-thread call
+            for item in prange(groups * (Kg_pad // mr), schedule="static",
+                               num_threads=n_threads):
+                g = item // (Kg_pad // mr)
+                k = item % (Kg_pad // mr) * mr
+                pack_weights(&w[g * Kg + k, 0, 0, 0], CRS, min(mr, Kg - k), CRS, mr,
+                             apack + (g * Kg_pad + k) * CRS)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
         bpack = <floating *> fc_malloc64(kc_max * nc * sizeof(floating))
