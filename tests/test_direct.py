@@ -304,9 +304,15 @@ DEPTHWISE_3X3 = [c for c in CASES if c.id.startswith("depthwise") and c.values[0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("band_bytes", [None, 1, 2000])
 @pytest.mark.parametrize("p", DEPTHWISE_3X3)
-def test_depthwise_3x3_kernel_on_and_off(rng, assert_close, isa, p, dtype):
-    """The 3x3 depthwise kernel and the generic one agree with the reference."""
+def test_depthwise_3x3_kernel_on_and_off(rng, assert_close, monkeypatch, isa, p, dtype,
+                                         band_bytes):
+    """The 3x3 depthwise kernel and the generic one agree with the reference,
+    on whole planes and on bands of one or a few rows (the kernel runs a
+    band in one call)."""
+    if band_bytes is not None:
+        monkeypatch.setattr(_direct, "BAND_BYTES", band_bytes)
     x, w, b, kw = make(rng, p, dtype)
     P, Q = output_size(p)
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
