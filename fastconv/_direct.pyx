@@ -147,6 +147,14 @@ cdef extern from "_direct_simd.h" nogil:
 
 #: bytes of one band's buffers (input rows + results): well inside L2
 BAND_BYTES = 192 * 1024
+#: below this many bytes per step of the buffer's fill (a few source
+#: planes' rows: depthwise, LeNet's first layer) the band is filled at once
+#: and run in one kernel call: such steps are too short to overlap with the
+#: kernel. Against a step per 256 results: dw-3x3-128 forward 1.04-1.29x
+#: faster, its backward 1.01-1.13x, the stride-2 depthwise mb-dw-s2 1.2x,
+#: LeNet-c1 1.03-1.05x, no layer of the yardstick or off it slower (AVX2
+#: and AVX-512; 4 KiB missed mb-dw-s2, 64 KiB gained nothing more)
+FILL_AHEAD_BYTES = 16384
 
 # --------------------------------------------------------------------------
 # instruction set
@@ -275,6 +283,18 @@ cdef Py_ssize_t _band_rows(Py_ssize_t rows, Py_ssize_t row_bytes, Py_ssize_t out
             nbands += 1
         nb = _cdiv(rows, nbands)
     return nb
+
+
+cdef Py_ssize_t _rows_per_call(Py_ssize_t ncols, Py_ssize_t nb, Py_ssize_t planes,
+                               Py_ssize_t Wb, Py_ssize_t itemsize):
+    """Result rows per kernel call in _ROWS and _LANES: about 256 results,
+    the buffer filled that far ahead (so that reading the source and the
+    multiply-adds overlap), unless a step's fill would move fewer than
+    FILL_AHEAD_BYTES: then the whole band (of nb rows) at once."""
+    cdef Py_ssize_t rows = max(1, 256 // max(1, ncols))
+    if planes * rows * Wb * itemsize < FILL_AHEAD_BYTES:
+        return nb
+    return rows
 
 
 cdef int _choose_mode(int isa, Py_ssize_t nout, Py_ssize_t ncols, Py_ssize_t Wb_wide,
@@ -591,12 +611,12 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     bd.nt = T
     bd.nout, bd.kbs = Kg, kb
     bd.ldo, bd.ors, bd.ocs, bd.ncols = P * Q, Q, 1, Q
-    bd.rows_per_call = max(1, 256 // Q)
     # _ROWS reads whole vectors past the end of a row
     bd.Wb = (_round_up(Q, VL) if bd.mode == _ROWS else Q) + maxco
     if bd.mode != _WIDE:
         nb = _band_rows(P, Cg * sh * sw * bd.Wb * sizeof(floating), N * groups, n_threads)
         bd.Bh = nb + bd.maxro
+        bd.rows_per_call = _rows_per_call(Q, nb, Cg * sh * sw, bd.Wb, sizeof(floating))
     else:
         nb = _band_rows(P, (Cg * sh * sw + kb) * bd.Wb * sizeof(floating), N * groups,
                         n_threads)
@@ -620,10 +640,6 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     bd.dw3 = (_dw3_enabled and bd.mode == _ROWS and Cg == 1 and R == 3 and S == 3 and sh == 1
               and dh == 1)
     if bd.dw3:
-        # the band filled at once and run in one call: one source channel
-        # makes its fill too short to overlap with the kernel, and a call
-        # per 4 rows (of 56) cost 1.3-1.5x the time of dw-3x3-128
-        bd.rows_per_call = nb
         bd.co3[0], bd.co3[1], bd.co3[2] = toff[0], toff[1], toff[2]
         bd.dw3_t0, bd.dw3_dir = 0, 1
     wsrc = &w[0, 0, 0, 0]
@@ -835,7 +851,6 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         bd.maxro = romax
         bd.nt = nt
         bd.ldo, bd.ors, bd.ocs, bd.ncols = H * W, sh * W, sw, nV
-        bd.rows_per_call = max(1, 256 // max(1, nV))
         # channels in lanes stores rows in place: stride 1 (a single phase)
         bd.mode = _choose_mode(isa, Cg, nV, nV + comax, Kg * nt, VL, sw == 1, nph == 1)
         if bd.mode == _LANES:
@@ -882,6 +897,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         comax = pi[_PH_COMAX]
         if bd.mode != _WIDE:
             bd.Bh = nb + romax
+            bd.rows_per_call = _rows_per_call(bd.ncols, nb, Kg, bd.Wb, sizeof(floating))
         else:
             Jr = _round_up(nb * bd.Wb, VL)
             bd.Bh = _cdiv(Jr + romax * bd.Wb + comax, bd.Wb)
@@ -903,7 +919,6 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
             # offsets are those of the packed taps (2, 2 - s)
             bd.co3[0], bd.co3[1], bd.co3[2] = toff[8], toff[7], toff[6]
             bd.dw3_t0, bd.dw3_dir = 8, -1
-            bd.rows_per_call = nb
 
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()

@@ -300,6 +300,26 @@ def test_grad_weight_without_partials(rng, assert_close, monkeypatch, isa, p, dt
     assert_close(gx, exp_gx, (p["K"] // p["groups"]) * p["R"] * p["S"], err_msg="grad_input")
 
 
+@pytest.mark.parametrize("fill_ahead", [0, 1 << 40])
+@pytest.mark.parametrize("p", [CASES[i] for i in (0, 6, 8, 12, 19, 26)] + [
+    c for c in CASES if c.id.startswith("depthwise")])
+def test_fill_ahead_and_whole_band(rng, assert_close, monkeypatch, isa, p, fill_ahead):
+    """The buffer filled a few rows ahead of the kernel calls (FILL_AHEAD_BYTES
+    0) and the whole band filled for one call (no step small enough)."""
+    monkeypatch.setattr(_direct, "FILL_AHEAD_BYTES", fill_ahead)
+    monkeypatch.setattr(_direct, "BAND_BYTES", 4000)  # several bands per plane
+    x, w, b, kw = make(rng, p, np.float64)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q))
+    y = forward(x, w, b, p, 2)
+    gx, gw = backward(g, x, w, p, 2)
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    assert_close(y, ref.conv2d(x, w, b, **kw), (p["C"] // p["groups"]) * p["R"] * p["S"],
+                 err_msg="forward")
+    assert_close(gx, exp_gx, (p["K"] // p["groups"]) * p["R"] * p["S"], err_msg="grad_input")
+    assert_close(gw, exp_gw, p["N"] * P * Q, err_msg="grad_weight")
+
+
 DEPTHWISE_3X3 = [c for c in CASES if c.id.startswith("depthwise") and c.values[0]["R"] == 3]
 
 
