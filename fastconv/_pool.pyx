@@ -868,6 +868,8 @@ cdef void avg_back_rows(const Plan *pl, const floating *gyp, floating *gxp, Py_s
         done = Q * sw
     elif kw == 3 and sw == 2:
         done = 2 * Q + 1
+    elif sw == 1:
+        done = Q + kw - 1
     else:
         done = 0
     for h in range(h0, h1):

@@ -515,6 +515,8 @@ FP_TGT static void FP_FN(hsum)(const T *restrict b, fp_index Q, fp_index k, fp_i
                                const fp_index *cs, const fp_index *ce, T rdiv,
                                const T *restrict cdiv, T *restrict out)
 {
+    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
+    enum { VL = FP_VBYTES / sizeof(T) };
     fp_index q, j;
     if (cs) {
         for (q = 0; q < Q; q++) {
@@ -533,7 +535,16 @@ FP_TGT static void FP_FN(hsum)(const T *restrict b, fp_index Q, fp_index k, fp_i
             out[q] = ((b[2 * q] + b[2 * q + 1]) + b[2 * q + 2]) / (rdiv * cdiv[q]);
         return;
     }
-    if (s == 1) {
+    if (s == 1 && Q >= VL) {
+        /* each out[q] summed in registers and stored once, the last vector
+         * overlapping: k passes of out[q] += b[q + j] re-read each store */
+        for (q = 0; q < Q; q += VL) {
+            fp_index a = q + VL <= Q ? q : Q - VL;
+            vec acc = *(const vec *)(b + a);
+            for (j = 1; j < k; j++) acc += *(const vec *)(b + a + j);
+            *(vec *)(out + a) = acc;
+        }
+    } else if (s == 1) {
         for (q = 0; q < Q; q++) out[q] = b[q];
         for (j = 1; j < k; j++) {
             const T *restrict bj = b + j;
@@ -671,11 +682,36 @@ FP_TGT static void FP_FN(vsum_div)(const T *restrict g, fp_index Q, fp_index np,
 
 /* The adjoint of hsum without the division: b[q * s + j] += t[q] for j < k (or over
  * b[cs[q]:ce[q]]). b must be zero where windows leave gaps; where windows do not
- * overlap (k == s) the taps are assigned, not added. */
+ * overlap (k == s), and for stride 1, the taps are assigned, not added. */
 FP_TGT static void FP_FN(hspread)(const T *restrict t, fp_index Q, fp_index k, fp_index s,
                                   const fp_index *cs, const fp_index *ce, T *restrict b)
 {
+    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
+    enum { VL = FP_VBYTES / sizeof(T) };
     fp_index q, j;
+    if (!cs && s == 1 && k > 1) {
+        /* b[i] = 0 + t[i] + t[i-1] + ... (the adds of the loop below, in its
+         * order), each b[i] written once: k passes of b[q + j] += t[q] each
+         * re-read the pass before at one element's offset, which the CPU
+         * cannot forward from its stores (that loop took 3x as long) */
+        fp_index n = Q + k - 1, i;
+        for (i = 0; i < n; i++) {  /* the ends (all of a row under a vector) */
+            T acc = 0;
+            if (i == k - 1 && Q - i >= VL)
+                i = Q;
+            for (j = i - Q + 1 > 0 ? i - Q + 1 : 0; j < k && j <= i; j++) acc += t[i - j];
+            b[i] = acc;
+        }
+        if (Q - (k - 1) >= VL) {  /* [k-1, Q): every tap inside t; the last vector overlaps */
+            for (i = k - 1; i < Q; i += VL) {
+                fp_index a = i + VL <= Q ? i : Q - VL;
+                vec acc = (vec){0};
+                for (j = 0; j < k; j++) acc += *(const vec *)(t + a - j);
+                *(vec *)(b + a) = acc;
+            }
+        }
+        return;
+    }
     if (cs) {
         for (q = 0; q < Q; q++)
             for (j = cs[q]; j < ce[q]; j++) b[j] += t[q];
