@@ -489,8 +489,8 @@ cdef void _run_band(int isa, const Band *bd, const floating *src, Py_ssize_t row
     Weights: ``wts`` holds the blocks of ``kbs`` result channels one after the
     other, each as [source channel][tap][channel in block] (for _LANES the
     last block padded with zeros to whole vectors, and ``bias`` padded the
-    same way). _ROWS and _LANES fill the buffer a few rows ahead of the
-    results (so that reading the source and computing overlap) and store
+    same way). _ROWS and _LANES fill the buffer ``rows_per_call`` rows ahead
+    of the results (see _rows_per_call) and store
     each row in place; _WIDE fills the band at once, computes ``nrows * Wb``
     positions and copies the ``ncols`` valid ones of each row out.
     """
