@@ -4,6 +4,7 @@
 import numpy as np
 
 BAND_BYTES: int
+FILL_AHEAD_BYTES: int
 VACC_BYTES: int
 PARTIAL_BYTES: int
 
