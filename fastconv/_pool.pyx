@@ -852,12 +852,24 @@ def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
     return 0
 
 
+cdef inline Py_ssize_t divided_rows(const Plan *pl) noexcept nogil:
+    """Output rows of gy / divisor that avg_back_rows keeps (0: it divides in place).
+
+    Where windows overlap down the plane (kh > sh), kh / sh input rows read each
+    output row: dividing it once, into a buffer of at least kh rows and about
+    16 KiB, saves that many divisions (they cost more than the adds)."""
+    if pl.adaptive or pl.kh <= pl.sh:
+        return 0
+    return max(pl.kh, 4096 // max(1, pl.Q))
+
+
 cdef void avg_back_rows(const Plan *pl, const floating *gyp, floating *gxp, Py_ssize_t h0,
                         Py_ssize_t h1, const floating *rdiv, const floating *cdiv, floating *buf,
-                        floating *t) noexcept nogil:
-    """Input rows [h0, h1) of one plane: each written once."""
-    cdef Py_ssize_t W = pl.W, Q = pl.Q, kw = pl.kw, sw = pl.sw
-    cdef Py_ssize_t h, a, b, n, done, ra = rows_ahead(W * sizeof(floating))
+                        floating *t, floating *gd) noexcept nogil:
+    """Input rows [h0, h1) of one plane: each written once. gd: divided_rows(pl)
+    rows of Q (when that is not 0)."""
+    cdef Py_ssize_t W = pl.W, Q = pl.Q, kw = pl.kw, sw = pl.sw, keep = divided_rows(pl)
+    cdef Py_ssize_t h, a, b, n, done, c0, c1, ca, r, ra = rows_ahead(W * sizeof(floating))
     cdef bint direct = pl.direct
     cdef floating *row
     cdef floating *dst
@@ -872,25 +884,39 @@ cdef void avg_back_rows(const Plan *pl, const floating *gyp, floating *gxp, Py_s
         done = Q + kw - 1
     else:
         done = 0
-    for h in range(h0, h1):
-        row = gxp + h * W
-        a = pl.first[h]
-        b = pl.last[h]
-        fp_prefetchw(row + ra * W, W * sizeof(floating))
-        fp_prefetch(gyp + (a + ra // pl.rstep) * Q, Q * sizeof(floating))
-        if a >= b:
-            memset(row, 0, W * sizeof(floating))
-            continue
-        vsum_div(gyp + a * Q, Q, b - a, rdiv + a, cdiv, t)
-        dst = row if direct else buf
-        n = W if direct else pl.nb
-        if done == 0:
-            memset(dst, 0, n * sizeof(floating))
-        hspread(t, Q, kw, sw, pl.cs, pl.ce, dst)
-        if done > 0 and done < n:
-            memset(dst + done, 0, (n - done) * sizeof(floating))
-        if not direct:
-            memcpy(row, buf + pl.off, W * sizeof(floating))
+    c0 = h0
+    while c0 < h1:
+        # a chunk of input rows [c0, c1) whose output rows [ca, last[c1 - 1]) fit gd
+        ca = pl.first[c0]
+        c1 = c0 + 1
+        if keep:
+            while c1 < h1 and pl.last[c1] - ca <= keep:
+                c1 += 1
+            for r in range(ca, pl.last[c1 - 1]):
+                vsum_div(gyp + r * Q, Q, 1, rdiv + r, cdiv, gd + (r - ca) * Q)
+        for h in range(c0, c1):
+            row = gxp + h * W
+            a = pl.first[h]
+            b = pl.last[h]
+            fp_prefetchw(row + ra * W, W * sizeof(floating))
+            fp_prefetch(gyp + (a + ra // pl.rstep) * Q, Q * sizeof(floating))
+            if a >= b:
+                memset(row, 0, W * sizeof(floating))
+                continue
+            if keep:  # the same divisions, the same order of adds
+                colsum(gd + (a - ca) * Q, Q, b - a, Q, t)
+            else:
+                vsum_div(gyp + a * Q, Q, b - a, rdiv + a, cdiv, t)
+            dst = row if direct else buf
+            n = W if direct else pl.nb
+            if done == 0:
+                memset(dst, 0, n * sizeof(floating))
+            hspread(t, Q, kw, sw, pl.cs, pl.ce, dst)
+            if done > 0 and done < n:
+                memset(dst + done, 0, (n - done) * sizeof(floating))
+            if not direct:
+                memcpy(row, buf + pl.off, W * sizeof(floating))
+        c0 = c1
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, ::1] gx,
@@ -930,7 +956,8 @@ def avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, ::1] gx
         free(rdiv)
         plan_free(&pl)
         return 0
-    stride = (padded(pl.nb) + padded(Q)) * sizeof(floating)
+    # per thread: a padded input row, a row of window sums, divided output rows
+    stride = (padded(pl.nb) + padded(Q) + padded(divided_rows(&pl) * Q)) * sizeof(floating)
     raw = malloc(pl.threads * stride + 64)
     if raw == NULL:
         free(rdiv)
@@ -951,7 +978,7 @@ def avg_pool_backward(const floating[:, :, :, ::1] gy, floating[:, :, :, ::1] gx
                 h0 = block_start(&pl, task % pl.nblk, H)
                 h1 = block_start(&pl, task % pl.nblk + 1, H)
                 avg_back_rows(&pl, GY + plane * PQ, GX + plane * HW, h0, h1, rdiv, cdiv, buf,
-                              buf + padded(pl.nb))
+                              buf + padded(pl.nb), buf + padded(pl.nb) + padded(Q))
     free(raw)
     free(rdiv)
     plan_free(&pl)

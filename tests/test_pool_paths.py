@@ -106,6 +106,10 @@ AVG_CASES = [
     case("global", (2, 3, 7, 7), kernel_size=7),
     case("global-pad", (1, 2, 1, 1), kernel_size=3, padding=1),
     case("wide", (1, 2, 4, 70), kernel_size=2, stride=2, padding=1),
+    # rows so long that the backward's divided output rows come a few at a time
+    case("3x3-s1-long-rows", (1, 2, 9, 1400), kernel_size=3, stride=1, padding=1,
+         count_include_pad=False),
+    case("5x5-s2-long-rows", (1, 1, 13, 2100), kernel_size=5, stride=2, padding=2),
 ]
 
 
