@@ -84,6 +84,10 @@ cdef extern from "_pool_simd.h" nogil:
                             float *) noexcept nogil
         void (*hspread_f64)(const double *, fp_index, fp_index, fp_index, tab, tab,
                             double *) noexcept nogil
+        void (*hspread1_f32)(const float *, fp_index, fp_index, fp_index, fp_index,
+                             float *) noexcept nogil
+        void (*hspread1_f64)(const double *, fp_index, fp_index, fp_index, fp_index,
+                             double *) noexcept nogil
         void (*fill_f32)(float *, fp_index, float) noexcept nogil
         void (*fill_f64)(double *, fp_index, double) noexcept nogil
         fp_index (*scatter_f32)(const float *, const int64_t *, fp_index, float *, fp_index,
@@ -223,6 +227,14 @@ cdef inline void hspread(const floating *t, Py_ssize_t Q, Py_ssize_t k, Py_ssize
         fp_cur.hspread_f32(t, Q, k, s, cs, ce, b)
     else:
         fp_cur.hspread_f64(t, Q, k, s, cs, ce, b)
+
+
+cdef inline void hspread1(const floating *t, Py_ssize_t Q, Py_ssize_t k, Py_ssize_t off,
+                          Py_ssize_t W, floating *row) noexcept nogil:
+    if floating is float:
+        fp_cur.hspread1_f32(t, Q, k, off, W, row)
+    else:
+        fp_cur.hspread1_f64(t, Q, k, off, W, row)
 
 
 cdef inline void fill(floating *out, Py_ssize_t n, floating v) noexcept nogil:
@@ -787,6 +799,9 @@ cdef void avg_rows(const Plan *pl, const floating *xp, floating *yp, Py_ssize_t 
         elif pl.adaptive:
             colsum(xp + rs * W, W, re - rs, W, buf)
             hsum(buf, Q, 1, 1, pl.cs, pl.ce, rdiv[p], cdiv, yrow)
+        elif pl.sw == 1:  # hsum writes exactly Q outputs: straight into the row
+            colsum(xp + rs * W, W, re - rs, W, buf + pl.off)
+            hsum(buf, Q, pl.kw, 1, NULL, NULL, rdiv[p], cdiv, yrow)
         else:
             colsum(xp + rs * W, W, re - rs, W, buf + pl.off)
             hsum(buf, pl.Qp, pl.kw, pl.sw, NULL, NULL, rdiv[p], cdiv, tmp)
@@ -880,8 +895,6 @@ cdef void avg_back_rows(const Plan *pl, const floating *gyp, floating *gxp, Py_s
         done = Q * sw
     elif kw == 3 and sw == 2:
         done = 2 * Q + 1
-    elif sw == 1:
-        done = Q + kw - 1
     else:
         done = 0
     c0 = h0
@@ -907,6 +920,9 @@ cdef void avg_back_rows(const Plan *pl, const floating *gyp, floating *gxp, Py_s
                 colsum(gd + (a - ca) * Q, Q, b - a, Q, t)
             else:
                 vsum_div(gyp + a * Q, Q, b - a, rdiv + a, cdiv, t)
+            if sw == 1 and not pl.adaptive:  # every position of the row assigned
+                hspread1(t, Q, kw, pl.off, W, row)
+                continue
             dst = row if direct else buf
             n = W if direct else pl.nb
             if done == 0:

@@ -92,6 +92,7 @@ typedef struct {
     void (*vsum_div_##S)(const T *, fp_index, fp_index, const T *, const T *, T *);          \
     void (*hspread_##S)(const T *, fp_index, fp_index, fp_index, const fp_index *,           \
                         const fp_index *, T *);                                              \
+    void (*hspread1_##S)(const T *, fp_index, fp_index, fp_index, fp_index, T *);           \
     void (*fill_##S)(T *, fp_index, T);                                                      \
     fp_index (*scatter_##S)(const T *, const int64_t *, fp_index, T *, fp_index, fp_index,   \
                             fp_index, fp_index);                                             \
@@ -111,13 +112,15 @@ typedef struct {
     fp_colmax_##ISA##_f32, fp_hmax_##ISA##_f32, fp_max2x2_##ISA##_f32,                       \
     fp_hargmax_##ISA##_f32, fp_colsum_##ISA##_f32, fp_hsum_##ISA##_f32,                      \
     fp_avg2x2_##ISA##_f32, fp_vsum_div_##ISA##_f32,                                          \
-    fp_hspread_##ISA##_f32, fp_fill_##ISA##_f32, fp_scatter_##ISA##_f32,                     \
+    fp_hspread_##ISA##_f32, fp_hspread1_##ISA##_f32, fp_fill_##ISA##_f32,                    \
+    fp_scatter_##ISA##_f32,                                                                  \
     FP_BACK2_##ISA##_f32, fp_avg2x2_back_##ISA##_f32, fp_gap_##ISA##_f32,                    \
     fp_gap_back_##ISA##_f32,                                                                 \
     fp_colmax_##ISA##_f64, fp_hmax_##ISA##_f64, fp_max2x2_##ISA##_f64,                       \
     fp_hargmax_##ISA##_f64, fp_colsum_##ISA##_f64, fp_hsum_##ISA##_f64,                      \
     fp_avg2x2_##ISA##_f64, fp_vsum_div_##ISA##_f64,                                          \
-    fp_hspread_##ISA##_f64, fp_fill_##ISA##_f64, fp_scatter_##ISA##_f64,                     \
+    fp_hspread_##ISA##_f64, fp_hspread1_##ISA##_f64, fp_fill_##ISA##_f64,                    \
+    fp_scatter_##ISA##_f64,                                                                  \
     FP_BACK2_##ISA##_f64, fp_avg2x2_back_##ISA##_f64, fp_gap_##ISA##_f64,                    \
     fp_gap_back_##ISA##_f64,                                                                 \
     fp_widen_##ISA##_f32
@@ -536,14 +539,17 @@ FP_TGT static void FP_FN(hsum)(const T *restrict b, fp_index Q, fp_index k, fp_i
         return;
     }
     if (s == 1 && Q >= VL) {
-        /* each out[q] summed in registers and stored once, the last vector
-         * overlapping: k passes of out[q] += b[q + j] re-read each store */
+        /* each out[q] summed and divided in registers and stored once, the last
+         * vector overlapping (recomputed, not divided twice): k passes of
+         * out[q] += b[q + j] re-read each store, and a division loop of its own
+         * ends in scalar divisions (3/4 of the time on 28-wide rows) */
         for (q = 0; q < Q; q += VL) {
             fp_index a = q + VL <= Q ? q : Q - VL;
             vec acc = *(const vec *)(b + a);
             for (j = 1; j < k; j++) acc += *(const vec *)(b + a + j);
-            *(vec *)(out + a) = acc;
+            *(vec *)(out + a) = acc / (rdiv * *(const vec *)(cdiv + a));
         }
+        return;
     } else if (s == 1) {
         for (q = 0; q < Q; q++) out[q] = b[q];
         for (j = 1; j < k; j++) {
@@ -671,7 +677,19 @@ FP_TGT static void FP_FN(gap_back)(const T *g, fp_index n, fp_index hw, T div, T
 FP_TGT static void FP_FN(vsum_div)(const T *restrict g, fp_index Q, fp_index np,
                                    const T *restrict rdiv, const T *restrict cdiv, T *restrict t)
 {
+    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
+    enum { VL = FP_VBYTES / sizeof(T) };
     fp_index q, r;
+    if (Q >= VL) {  /* in registers, the last vector overlapping: no scalar divisions */
+        for (q = 0; q < Q; q += VL) {
+            fp_index a = q + VL <= Q ? q : Q - VL;
+            vec cd = *(const vec *)(cdiv + a);
+            vec acc = *(const vec *)(g + a) / (rdiv[0] * cd);
+            for (r = 1; r < np; r++) acc += *(const vec *)(g + r * Q + a) / (rdiv[r] * cd);
+            *(vec *)(t + a) = acc;
+        }
+        return;
+    }
     for (q = 0; q < Q; q++) t[q] = g[q] / (rdiv[0] * cdiv[q]);
     for (r = 1; r < np; r++) {
         const T *restrict gr = g + r * Q;
@@ -682,36 +700,11 @@ FP_TGT static void FP_FN(vsum_div)(const T *restrict g, fp_index Q, fp_index np,
 
 /* The adjoint of hsum without the division: b[q * s + j] += t[q] for j < k (or over
  * b[cs[q]:ce[q]]). b must be zero where windows leave gaps; where windows do not
- * overlap (k == s), and for stride 1, the taps are assigned, not added. */
+ * overlap (k == s) the taps are assigned, not added. Stride 1: hspread1. */
 FP_TGT static void FP_FN(hspread)(const T *restrict t, fp_index Q, fp_index k, fp_index s,
                                   const fp_index *cs, const fp_index *ce, T *restrict b)
 {
-    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
-    enum { VL = FP_VBYTES / sizeof(T) };
     fp_index q, j;
-    if (!cs && s == 1 && k > 1) {
-        /* b[i] = 0 + t[i] + t[i-1] + ... (the adds of the loop below, in its
-         * order), each b[i] written once: k passes of b[q + j] += t[q] each
-         * re-read the pass before at one element's offset, which the CPU
-         * cannot forward from its stores (that loop took 3x as long) */
-        fp_index n = Q + k - 1, i;
-        for (i = 0; i < n; i++) {  /* the ends (all of a row under a vector) */
-            T acc = 0;
-            if (i == k - 1 && Q - i >= VL)
-                i = Q;
-            for (j = i - Q + 1 > 0 ? i - Q + 1 : 0; j < k && j <= i; j++) acc += t[i - j];
-            b[i] = acc;
-        }
-        if (Q - (k - 1) >= VL) {  /* [k-1, Q): every tap inside t; the last vector overlaps */
-            for (i = k - 1; i < Q; i += VL) {
-                fp_index a = i + VL <= Q ? i : Q - VL;
-                vec acc = (vec){0};
-                for (j = 0; j < k; j++) acc += *(const vec *)(t + a - j);
-                *(vec *)(b + a) = acc;
-            }
-        }
-        return;
-    }
     if (cs) {
         for (q = 0; q < Q; q++)
             for (j = cs[q]; j < ce[q]; j++) b[j] += t[q];
@@ -744,6 +737,37 @@ FP_TGT static void FP_FN(hspread)(const T *restrict t, fp_index Q, fp_index k, f
             for (q = 0; q < Q; q++) bj[q] += t[q];
         else
             for (q = 0; q < Q; q++) bj[q * s] += t[q];
+    }
+}
+
+/* hspread at stride 1, written straight into an input row: row[c] (c < W) = 0 +
+ * t[i] + t[i - 1] + ... over the windows q = i - j in [0, Q) reaching position
+ * i = c + off of the padded row (off: the left padding), j ascending, each
+ * written once: k passes of b[q + j] += t[q] each re-read the pass before at one
+ * element's offset, which the CPU cannot forward from its stores (3x as long). */
+FP_TGT static void FP_FN(hspread1)(const T *restrict t, fp_index Q, fp_index k, fp_index off,
+                                   fp_index W, T *restrict row)
+{
+    typedef T vec __attribute__((vector_size(FP_VBYTES), aligned(sizeof(T)), may_alias));
+    enum { VL = FP_VBYTES / sizeof(T) };
+    /* [c0, c1): every tap inside t, in vectors (the last overlapping) when wide enough */
+    fp_index c0 = k - 1 - off, c1 = Q - off, c, i, j;
+    if (c0 < 0) c0 = 0;
+    if (c1 > W) c1 = W;
+    if (c1 - c0 < VL) c0 = c1 = W;
+    for (c = 0; c < W; c++) {  /* the ends */
+        T acc = 0;
+        if (c == c0) c = c1;
+        if (c >= W) break;
+        i = c + off;
+        for (j = i - Q + 1 > 0 ? i - Q + 1 : 0; j < k && j <= i; j++) acc += t[i - j];
+        row[c] = acc;
+    }
+    for (c = c0; c < c1; c += VL) {
+        fp_index a = c + VL <= c1 ? c : c1 - VL;
+        vec acc = (vec){0};
+        for (j = 0; j < k; j++) acc += *(const vec *)(t + a + off - j);
+        *(vec *)(row + a) = acc;
     }
 }
 

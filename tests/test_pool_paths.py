@@ -106,6 +106,11 @@ AVG_CASES = [
     case("global", (2, 3, 7, 7), kernel_size=7),
     case("global-pad", (1, 2, 1, 1), kernel_size=3, padding=1),
     case("wide", (1, 2, 4, 70), kernel_size=2, stride=2, padding=1),
+    # stride 1 across rows wider and narrower than a vector, window ends at both sides
+    case("5x5-s1-p2", (1, 2, 7, 37), kernel_size=5, stride=1, padding=2),
+    case("2x2-s1", (1, 2, 6, 41), kernel_size=2, stride=1),
+    case("4x4-s1-p1-exclude-ceil", (1, 2, 9, 23), kernel_size=4, stride=1, padding=1,
+         ceil_mode=True, count_include_pad=False),
     # rows so long that the backward's divided output rows come a few at a time
     case("3x3-s1-long-rows", (1, 2, 9, 1400), kernel_size=3, stride=1, padding=1,
          count_include_pad=False),
