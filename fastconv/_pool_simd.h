@@ -542,7 +542,7 @@ FP_TGT static void FP_FN(hsum)(const T *restrict b, fp_index Q, fp_index k, fp_i
         /* each out[q] summed and divided in registers and stored once, the last
          * vector overlapping (recomputed, not divided twice): k passes of
          * out[q] += b[q + j] re-read each store, and a division loop of its own
-         * ends in scalar divisions (3/4 of the time on 28-wide rows) */
+         * ends in scalar divisions (60% of the time on 28-wide rows) */
         for (q = 0; q < Q; q += VL) {
             fp_index a = q + VL <= Q ? q : Q - VL;
             vec acc = *(const vec *)(b + a);
