@@ -700,7 +700,8 @@ FP_TGT static void FP_FN(vsum_div)(const T *restrict g, fp_index Q, fp_index np,
 
 /* The adjoint of hsum without the division: b[q * s + j] += t[q] for j < k (or over
  * b[cs[q]:ce[q]]). b must be zero where windows leave gaps; where windows do not
- * overlap (k == s) the taps are assigned, not added. Stride 1: hspread1. */
+ * overlap (k == s) the taps are assigned, not added. Stride 1 (not adaptive) is
+ * hspread1's: the callers never give it here. */
 FP_TGT static void FP_FN(hspread)(const T *restrict t, fp_index Q, fp_index k, fp_index s,
                                   const fp_index *cs, const fp_index *ce, T *restrict b)
 {
@@ -733,10 +734,7 @@ FP_TGT static void FP_FN(hspread)(const T *restrict t, fp_index Q, fp_index k, f
     }
     for (j = 0; j < k; j++) {
         T *restrict bj = b + j;
-        if (s == 1)
-            for (q = 0; q < Q; q++) bj[q] += t[q];
-        else
-            for (q = 0; q < Q; q++) bj[q * s] += t[q];
+        for (q = 0; q < Q; q++) bj[q * s] += t[q];
     }
 }
 
