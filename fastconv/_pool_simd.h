@@ -7,7 +7,7 @@
  * double, each for AVX-512, AVX2+FMA and the baseline - by including this
  * file into itself with FP_T / FP_FN / FP_TGT defined, and one variant is
  * picked at run time (fp_use; never -march=native). One routine is written
- * with intrinsics, for AVX-512 only: fp_max2x2_back_row_avx512i (see there).
+ * with intrinsics, for AVX-512 only: fp_max2x2_back_avx512 (see there).
  *
  * Max pooling follows PyTorch's update rule: v replaces the running maximum
  * m when v > m or v is NaN. Written as the nested select
@@ -129,109 +129,106 @@ typedef struct {
 #define FP_X86 1
 #include <immintrin.h>
 
-/* One output row of fp_max2x2_back_avx512 (below), by hand: small layers' rows
- * (LeNet: 14 windows) are shorter than one vector, where GCC's loop would run
- * only its scalar and half-width remainders; masks cover the tail instead. */
-__attribute__((target("avx512f"))) static fp_index
-fp_max2x2_back_row_avx512i_f32(const float *g, const int64_t *idx, int64_t base, fp_index Q,
-                               fp_index W, float *r0, float *r1)
+/* fp_max2x2_back_avx512 (below), by hand: small layers' rows (LeNet: 14
+ * windows) are shorter than one vector, where GCC's loop would run only its
+ * scalar and half-width remainders. A chunk is up to one vector of windows:
+ * k selects them, slo and shi the input columns they cover in the two
+ * vectors of each input row. The tail's masks are computed once per call:
+ * per row they cost as much as the chunk. Returns the mask of windows whose
+ * index is none of their four taps. */
+__attribute__((target("avx512f"), always_inline)) static inline unsigned
+fp_back2_chunk_f32(const float *g, const int64_t *idx, __m512i t0, __m512i vw, __m512i vw1,
+                   __mmask16 k, __mmask16 slo, __mmask16 shi, float *r0, float *r1)
 {
-    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
-    const __m512i vw = _mm512_set1_epi64(W), vw1 = _mm512_set1_epi64(W + 1);
     /* interleave a[0:8] with b[0:8], and a[8:16] with b[8:16] */
     const __m512i ilo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i ihi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
                                          24, 8);
-    fp_index q, miss = 0;
-    for (q = 0; q < Q; q += 16) {
-        unsigned n = (unsigned)(Q - q < 16 ? Q - q : 16);
-        __mmask16 k = (__mmask16)((1u << n) - 1);
-        __mmask16 slo = (__mmask16)(n >= 8 ? 0xFFFFu : (1u << (2 * n)) - 1);
-        __mmask16 shi = (__mmask16)(n > 8 ? (1u << (2 * n - 16)) - 1 : 0u);
-        __m512 v = _mm512_maskz_loadu_ps(k, g + q);
-        __m512i t0 = _mm512_add_epi64(_mm512_set1_epi64(base + 2 * q), even);
-        __m512i t1 = _mm512_add_epi64(t0, _mm512_set1_epi64(16));
-        __m512i o0 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)k, idx + q), t0);
-        __m512i o1 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)(k >> 8), idx + q + 8),
-                                      t1);
+    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
+    __m512 v = _mm512_maskz_loadu_ps(k, g), a, b;
+    __m512i o0 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)k, idx), t0);
+    __m512i o1 = _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)(k >> 8), idx + 8),
+                                  _mm512_add_epi64(t0, _mm512_set1_epi64(16)));
 #define FP_EQ16(c) _mm512_kunpackb(_mm512_cmpeq_epi64_mask(o1, c), _mm512_cmpeq_epi64_mask(o0, c))
-        __mmask16 e0 = FP_EQ16(zero), e1 = FP_EQ16(one), e2 = FP_EQ16(vw), e3 = FP_EQ16(vw1);
+    __mmask16 e0 = FP_EQ16(zero), e1 = FP_EQ16(one), e2 = FP_EQ16(vw), e3 = FP_EQ16(vw1);
 #undef FP_EQ16
-        __m512 a, b;
-        miss += __builtin_popcount((unsigned)(k & ~(e0 | e1 | e2 | e3)));
-        a = _mm512_maskz_mov_ps(e0, v);
-        b = _mm512_maskz_mov_ps(e1, v);
-        _mm512_mask_storeu_ps(r0 + 2 * q, slo, _mm512_permutex2var_ps(a, ilo, b));
-        _mm512_mask_storeu_ps(r0 + 2 * q + 16, shi, _mm512_permutex2var_ps(a, ihi, b));
-        a = _mm512_maskz_mov_ps(e2, v);
-        b = _mm512_maskz_mov_ps(e3, v);
-        _mm512_mask_storeu_ps(r1 + 2 * q, slo, _mm512_permutex2var_ps(a, ilo, b));
-        _mm512_mask_storeu_ps(r1 + 2 * q + 16, shi, _mm512_permutex2var_ps(a, ihi, b));
-    }
-    return miss;
+    a = _mm512_maskz_mov_ps(e0, v);
+    b = _mm512_maskz_mov_ps(e1, v);
+    _mm512_mask_storeu_ps(r0, slo, _mm512_permutex2var_ps(a, ilo, b));
+    _mm512_mask_storeu_ps(r0 + 16, shi, _mm512_permutex2var_ps(a, ihi, b));
+    a = _mm512_maskz_mov_ps(e2, v);
+    b = _mm512_maskz_mov_ps(e3, v);
+    _mm512_mask_storeu_ps(r1, slo, _mm512_permutex2var_ps(a, ilo, b));
+    _mm512_mask_storeu_ps(r1 + 16, shi, _mm512_permutex2var_ps(a, ihi, b));
+    return k & ~(e0 | e1 | e2 | e3);
 }
 
-__attribute__((target("avx512f"))) static fp_index
-fp_max2x2_back_row_avx512i_f64(const double *g, const int64_t *idx, int64_t base, fp_index Q,
-                               fp_index W, double *r0, double *r1)
+__attribute__((target("avx512f"), always_inline)) static inline unsigned
+fp_back2_chunk_f64(const double *g, const int64_t *idx, __m512i t0, __m512i vw, __m512i vw1,
+                   __mmask8 k, __mmask8 slo, __mmask8 shi, double *r0, double *r1)
 {
-    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
-    const __m512i vw = _mm512_set1_epi64(W), vw1 = _mm512_set1_epi64(W + 1);
     const __m512i ilo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
     const __m512i ihi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
-    fp_index q, miss = 0;
-    for (q = 0; q < Q; q += 8) {
-        unsigned n = (unsigned)(Q - q < 8 ? Q - q : 8);
-        __mmask8 k = (__mmask8)((1u << n) - 1);
-        __mmask8 slo = (__mmask8)(n >= 4 ? 0xFFu : (1u << (2 * n)) - 1);
-        __mmask8 shi = (__mmask8)(n > 4 ? (1u << (2 * n - 8)) - 1 : 0u);
-        __m512d v = _mm512_maskz_loadu_pd(k, g + q);
-        __m512i o = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(k, idx + q),
-                                     _mm512_add_epi64(_mm512_set1_epi64(base + 2 * q), even));
-        __mmask8 e0 = _mm512_cmpeq_epi64_mask(o, zero), e1 = _mm512_cmpeq_epi64_mask(o, one);
-        __mmask8 e2 = _mm512_cmpeq_epi64_mask(o, vw), e3 = _mm512_cmpeq_epi64_mask(o, vw1);
-        __m512d a, b;
-        miss += __builtin_popcount((unsigned)(k & ~(e0 | e1 | e2 | e3)));
-        a = _mm512_maskz_mov_pd(e0, v);
-        b = _mm512_maskz_mov_pd(e1, v);
-        _mm512_mask_storeu_pd(r0 + 2 * q, slo, _mm512_permutex2var_pd(a, ilo, b));
-        _mm512_mask_storeu_pd(r0 + 2 * q + 8, shi, _mm512_permutex2var_pd(a, ihi, b));
-        a = _mm512_maskz_mov_pd(e2, v);
-        b = _mm512_maskz_mov_pd(e3, v);
-        _mm512_mask_storeu_pd(r1 + 2 * q, slo, _mm512_permutex2var_pd(a, ilo, b));
-        _mm512_mask_storeu_pd(r1 + 2 * q + 8, shi, _mm512_permutex2var_pd(a, ihi, b));
-    }
-    return miss;
+    __m512d v = _mm512_maskz_loadu_pd(k, g), a, b;
+    __m512i o = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(k, idx), t0);
+    __mmask8 e0 = _mm512_cmpeq_epi64_mask(o, _mm512_setzero_si512());
+    __mmask8 e1 = _mm512_cmpeq_epi64_mask(o, _mm512_set1_epi64(1));
+    __mmask8 e2 = _mm512_cmpeq_epi64_mask(o, vw), e3 = _mm512_cmpeq_epi64_mask(o, vw1);
+    a = _mm512_maskz_mov_pd(e0, v);
+    b = _mm512_maskz_mov_pd(e1, v);
+    _mm512_mask_storeu_pd(r0, slo, _mm512_permutex2var_pd(a, ilo, b));
+    _mm512_mask_storeu_pd(r0 + 8, shi, _mm512_permutex2var_pd(a, ihi, b));
+    a = _mm512_maskz_mov_pd(e2, v);
+    b = _mm512_maskz_mov_pd(e3, v);
+    _mm512_mask_storeu_pd(r1, slo, _mm512_permutex2var_pd(a, ilo, b));
+    _mm512_mask_storeu_pd(r1 + 8, shi, _mm512_permutex2var_pd(a, ihi, b));
+    return k & ~(e0 | e1 | e2 | e3);
 }
 
 /* 2x2 windows, stride 2, inside the input: output rows [p0, p1) of a plane give input
  * rows 2 p0 to 2 p1, each element written once (gy where the stored index points
- * at it, else 0; 0 in an odd last column). Returns how many indices point outside
- * their window (the caller then redoes the call as a scatter). Only AVX-512 has it:
- * elsewhere, and on rows under 8 windows, zeroing and scattering measures as fast. */
-#define FP_DEFINE_BACK2(T, S)                                                                 \
+ * at it, else 0; 0 in an odd last column). Returns nonzero when some index points
+ * outside its window (the caller then redoes the call as a scatter). Only AVX-512
+ * has it: elsewhere, and on rows under 8 windows, zeroing and scattering measures
+ * as fast. */
+#define FP_DEFINE_BACK2(T, S, VL, MASK)                                                       \
 __attribute__((target("avx512f"))) static fp_index                                          \
 fp_max2x2_back_avx512_##S(const T *g, const int64_t *idx, fp_index p0, fp_index p1,          \
                           fp_index Q, fp_index W, T *gx)                                     \
 {                                                                                            \
-    fp_index p, miss = 0;                                                                    \
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);                        \
+    const __m512i vw = _mm512_set1_epi64(W), vw1 = _mm512_set1_epi64(W + 1);                 \
+    const fp_index qt = (Q - 1) / VL * VL;  /* the last chunk, full or not */                \
+    const unsigned n = (unsigned)(Q - qt), all = (1u << VL) - 1;                             \
+    const MASK k = (MASK)((1u << n) - 1);                                                    \
+    const MASK slo = (MASK)(2 * n >= VL ? all : (1u << (2 * n)) - 1);                        \
+    const MASK shi = (MASK)(2 * n > VL ? (1u << (2 * n - VL)) - 1 : 0u);                     \
+    unsigned miss = 0;                                                                       \
+    fp_index p, q;                                                                           \
     for (p = p0; p < p1; p++) {                                                              \
-        fp_prefetch((const char *)(g + p * Q) + fp_ahead / 4, Q * (fp_index)sizeof(T));      \
-        fp_prefetch((const char *)(idx + p * Q) + fp_ahead / 2, Q * 8);                      \
-        fp_prefetchw((char *)(gx + 2 * p * W) + fp_ahead, 2 * W * (fp_index)sizeof(T));     \
-        miss += fp_max2x2_back_row_avx512i_##S(g + p * Q, idx + p * Q, 2 * p * W, Q, W,      \
-                                               gx + 2 * p * W, gx + (2 * p + 1) * W);        \
+        const T *gp = g + p * Q;                                                             \
+        const int64_t *ip = idx + p * Q;                                                     \
+        T *r0 = gx + 2 * p * W, *r1 = r0 + W;                                                \
+        __m512i t = _mm512_add_epi64(_mm512_set1_epi64(2 * p * W), even);                    \
+        fp_prefetch((const char *)gp + fp_ahead / 4, Q * (fp_index)sizeof(T));               \
+        fp_prefetch((const char *)ip + fp_ahead / 2, Q * 8);                                 \
+        fp_prefetchw((char *)r0 + fp_ahead, 2 * W * (fp_index)sizeof(T));                    \
+        for (q = 0; q < qt; q += VL) {                                                       \
+            miss |= fp_back2_chunk_##S(gp + q, ip + q, t, vw, vw1, (MASK)all, (MASK)all,     \
+                                       (MASK)all, r0 + 2 * q, r1 + 2 * q);                   \
+            t = _mm512_add_epi64(t, _mm512_set1_epi64(2 * VL));                              \
+        }                                                                                    \
+        miss |= fp_back2_chunk_##S(gp + qt, ip + qt, t, vw, vw1, k, slo, shi, r0 + 2 * qt,   \
+                                   r1 + 2 * qt);                                             \
         if (2 * Q < W) {                                                                     \
-            gx[2 * p * W + 2 * Q] = 0;                                                       \
-            gx[(2 * p + 1) * W + 2 * Q] = 0;                                                 \
+            r0[2 * Q] = 0;                                                                   \
+            r1[2 * Q] = 0;                                                                   \
         }                                                                                    \
     }                                                                                        \
-    return miss;                                                                             \
+    return miss != 0;                                                                        \
 }
-FP_DEFINE_BACK2(float, f32)
-FP_DEFINE_BACK2(double, f64)
+FP_DEFINE_BACK2(float, f32, 16, __mmask16)
+FP_DEFINE_BACK2(double, f64, 8, __mmask8)
 #define FP_BACK2_avx512_f32 fp_max2x2_back_avx512_f32
 #define FP_BACK2_avx512_f64 fp_max2x2_back_avx512_f64
 #define FP_BACK2_avx2_f32 NULL

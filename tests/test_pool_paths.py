@@ -58,6 +58,10 @@ MAX_CASES = [
     case("2x2-odd-sizes", (2, 3, 9, 11), kernel_size=2),
     case("2x2-one-row", (1, 2, 2, 40), kernel_size=2),
     case("2x2-odd-wide", (2, 3, 9, 37), kernel_size=2),
+    # rows of 14 windows (LeNet: one float32 vector, part full) and of 33 (vectors
+    # full, then a single window)
+    case("2x2-14-windows", (2, 2, 6, 28), kernel_size=2),
+    case("2x2-33-windows", (1, 2, 4, 67), kernel_size=2),
     case("2x2-ceil", (1, 2, 7, 9), kernel_size=2, ceil_mode=True),
     case("2x2-pad", (1, 2, 8, 9), kernel_size=2, padding=1),
     case("3x3-s2-p1", (2, 2, 13, 12), kernel_size=3, stride=2, padding=1),
