@@ -109,6 +109,11 @@ AVG_CASES = [
     case("rect", (2, 2, 7, 8), kernel_size=(2, 3), stride=(1, 2), padding=(1, 0)),
     case("global", (2, 3, 7, 7), kernel_size=7),
     case("global-pad", (1, 2, 1, 1), kernel_size=3, padding=1),
+    # planes of 9 (under an AVX-512 float32 vector), of exactly 16, and 140 planes of
+    # 25: the backward's blocks of 64 planes, vectors spanning two planes
+    case("global-3x3", (1, 5, 3, 3), kernel_size=3),
+    case("global-4x4", (2, 20, 4, 4), kernel_size=4),
+    case("global-5x5-many", (2, 70, 5, 5), kernel_size=5),
     case("wide", (1, 2, 4, 70), kernel_size=2, stride=2, padding=1),
     # stride 1 across rows wider and narrower than a vector, window ends at both sides
     case("5x5-s1-p2", (1, 2, 7, 37), kernel_size=5, stride=1, padding=2),
@@ -277,6 +282,25 @@ def test_adaptive_avg_pool(rng, assert_close, variant, fast, shape, kw, dtype):
     g = rng.standard_normal(exp.shape).astype(dtype)
     assert_close(fastconv.adaptive_avg_pool2d_backward(g, x, **kw),
                  ref.adaptive_avg_pool2d_backward(g, x, **kw), shape[2] * shape[3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_avg_backward_at_every_alignment(rng, variant, dtype):
+    """The global-average backward writes whole aligned vectors: its head and
+    tail elements, for an output starting anywhere within a 64-byte line."""
+    gy = rng.standard_normal((1, 67, 1, 1)).astype(dtype)
+    exp = np.repeat(gy, 49, axis=2).reshape(1, 67, 7, 7) / dtype(49)
+    n = exp.size
+    item = np.dtype(dtype).itemsize
+    raw = np.full(n + 128 // item, 7.0, dtype)
+    base = (-raw.ctypes.data % 64) // item
+    for off in range(64 // item):
+        gx = raw[base + off:base + off + n].reshape(exp.shape)
+        assert _pool.avg_pool_backward(gy, gx, 7, 7, 7, 7, 0, 0, False, True, 0, 1) == 0
+        np.testing.assert_array_equal(gx, exp)
+        # nothing written outside the output
+        assert (raw[:base + off] == 7).all() and (raw[base + off + n:] == 7).all()
+        raw[base + off:base + off + n] = 7
 
 
 def test_avg_pool_nan_and_inf_propagate(variant, fast):
