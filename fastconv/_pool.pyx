@@ -433,7 +433,7 @@ cdef int plan_init(Plan *pl, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W, Py_s
         pl.cs = pl.ce = NULL
     pl.fast2 = (fast_paths and not adaptive and kh == 2 and kw == 2 and sh == 2 and sw == 2
                 and ph == 0 and pw == 0 and dh == 1 and dw == 1 and 2 * P <= H and 2 * Q <= W)
-    # below 8 windows a row, or without AVX-512, zeroing rows and scattering gy into
+    # below 8 windows a row, or at baseline SIMD, zeroing rows and scattering gy into
     # them measures as fast as writing each input once (the scatter is scalar anyway)
     pl.back2 = pl.fast2 and fp_cur.max2x2_back_f32 != NULL and Q >= 8
     pl.gap = (fast_paths and P == 1 and Q == 1 and pl.rows.start[0] == 0 and pl.rows.stop[0] == H

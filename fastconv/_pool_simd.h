@@ -7,7 +7,7 @@
  * double, each for AVX-512, AVX2+FMA and the baseline - by including this
  * file into itself with FP_T / FP_FN / FP_TGT defined, and one variant is
  * picked at run time (fp_use; never -march=native). One routine is written
- * with intrinsics, for AVX-512 only: fp_max2x2_back_avx512 (see there).
+ * with intrinsics, for AVX-512 and AVX2: fp_max2x2_back (see there).
  *
  * Max pooling follows PyTorch's update rule: v replaces the running maximum
  * m when v > m or v is NaN. Written as the nested select
@@ -188,9 +188,9 @@ fp_back2_chunk_f64(const double *g, const int64_t *idx, __m512i t0, __m512i vw, 
 /* 2x2 windows, stride 2, inside the input: output rows [p0, p1) of a plane give input
  * rows 2 p0 to 2 p1, each element written once (gy where the stored index points
  * at it, else 0; 0 in an odd last column). Returns nonzero when some index points
- * outside its window (the caller then redoes the call as a scatter). Only AVX-512
- * has it: elsewhere, and on rows under 8 windows, zeroing and scattering measures
- * as fast. */
+ * outside its window (the caller then redoes the call as a scatter). AVX-512 and
+ * AVX2 (below) have it; at baseline, and on rows under 8 windows, zeroing and
+ * scattering measures as fast. */
 #define FP_DEFINE_BACK2(T, S, VL, MASK)                                                       \
 __attribute__((target("avx512f"))) static fp_index                                          \
 fp_max2x2_back_avx512_##S(const T *g, const int64_t *idx, fp_index p0, fp_index p1,          \
@@ -231,8 +231,86 @@ FP_DEFINE_BACK2(float, f32, 16, __mmask16)
 FP_DEFINE_BACK2(double, f64, 8, __mmask8)
 #define FP_BACK2_avx512_f32 fp_max2x2_back_avx512_f32
 #define FP_BACK2_avx512_f64 fp_max2x2_back_avx512_f64
-#define FP_BACK2_avx2_f32 NULL
-#define FP_BACK2_avx2_f64 NULL
+
+/* The same with AVX2, four windows a step: no mask registers, so the compares'
+ * 64-bit lanes are blended into 32-bit float masks (f32) or regrouped (f64),
+ * and the last step of a row overlaps the one before instead of a masked tail
+ * (AVX2 masked stores are slow on AMD; these stores write, so repeating some
+ * is harmless). Needs Q >= 4. */
+__attribute__((target("avx2"), always_inline)) static inline int
+fp_back2_step_avx2_f32(const float *g, const int64_t *idx, __m256i t, __m256i vw, __m256i vw1,
+                       float *r0, float *r1)
+{
+    const __m256i dup = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0);
+    __m256i o = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)idx), t);
+    __m256i e0 = _mm256_cmpeq_epi64(o, _mm256_setzero_si256());
+    __m256i e1 = _mm256_cmpeq_epi64(o, _mm256_set1_epi64x(1));
+    __m256i e2 = _mm256_cmpeq_epi64(o, vw), e3 = _mm256_cmpeq_epi64(o, vw1);
+    /* input column 2j takes window j's low half of e0 (e2), column 2j + 1 its high half of e1 (e3) */
+    __m256 v = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(g)), dup);
+    _mm256_storeu_ps(r0, _mm256_and_ps(_mm256_castsi256_ps(_mm256_blend_epi32(e0, e1, 0xAA)), v));
+    _mm256_storeu_ps(r1, _mm256_and_ps(_mm256_castsi256_ps(_mm256_blend_epi32(e2, e3, 0xAA)), v));
+    return _mm256_movemask_pd(_mm256_castsi256_pd(
+        _mm256_or_si256(_mm256_or_si256(e0, e1), _mm256_or_si256(e2, e3)))) ^ 0xF;
+}
+
+__attribute__((target("avx2"), always_inline)) static inline int
+fp_back2_step_avx2_f64(const double *g, const int64_t *idx, __m256i t, __m256i vw, __m256i vw1,
+                       double *r0, double *r1)
+{
+    __m256i o = _mm256_sub_epi64(_mm256_loadu_si256((const __m256i *)idx), t);
+    __m256i e0 = _mm256_cmpeq_epi64(o, _mm256_setzero_si256());
+    __m256i e1 = _mm256_cmpeq_epi64(o, _mm256_set1_epi64x(1));
+    __m256i e2 = _mm256_cmpeq_epi64(o, vw), e3 = _mm256_cmpeq_epi64(o, vw1);
+    __m256d v = _mm256_loadu_pd(g);
+    __m256d v01 = _mm256_permute4x64_pd(v, 0x50), v23 = _mm256_permute4x64_pd(v, 0xFA);
+    /* unpacklo: taps of windows 0 and 2, unpackhi: of 1 and 3; regrouped by window */
+    __m256i a = _mm256_unpacklo_epi64(e0, e1), b = _mm256_unpackhi_epi64(e0, e1);
+    _mm256_storeu_pd(r0, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x20)), v01));
+    _mm256_storeu_pd(r0 + 4, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x31)), v23));
+    a = _mm256_unpacklo_epi64(e2, e3);
+    b = _mm256_unpackhi_epi64(e2, e3);
+    _mm256_storeu_pd(r1, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x20)), v01));
+    _mm256_storeu_pd(r1 + 4, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x31)), v23));
+    return _mm256_movemask_pd(_mm256_castsi256_pd(
+        _mm256_or_si256(_mm256_or_si256(e0, e1), _mm256_or_si256(e2, e3)))) ^ 0xF;
+}
+
+#define FP_DEFINE_BACK2_AVX2(T, S)                                                            \
+__attribute__((target("avx2"))) static fp_index                                              \
+fp_max2x2_back_avx2_##S(const T *g, const int64_t *idx, fp_index p0, fp_index p1,            \
+                        fp_index Q, fp_index W, T *gx)                                       \
+{                                                                                            \
+    const __m256i even = _mm256_set_epi64x(6, 4, 2, 0);                                      \
+    const __m256i vw = _mm256_set1_epi64x(W), vw1 = _mm256_set1_epi64x(W + 1);               \
+    int miss = 0;                                                                            \
+    fp_index p, q;                                                                           \
+    for (p = p0; p < p1; p++) {                                                              \
+        const T *gp = g + p * Q;                                                             \
+        const int64_t *ip = idx + p * Q;                                                     \
+        T *r0 = gx + 2 * p * W, *r1 = r0 + W;                                                \
+        const int64_t base = 2 * p * W;                                                      \
+        fp_prefetch((const char *)gp + fp_ahead / 4, Q * (fp_index)sizeof(T));               \
+        fp_prefetch((const char *)ip + fp_ahead / 2, Q * 8);                                 \
+        fp_prefetchw((char *)r0 + fp_ahead, 2 * W * (fp_index)sizeof(T));                    \
+        for (q = 0;; q += 4) {                                                               \
+            if (q > Q - 4) q = Q - 4;  /* the last step, overlapping */                      \
+            miss |= fp_back2_step_avx2_##S(                                                  \
+                gp + q, ip + q, _mm256_add_epi64(_mm256_set1_epi64x(base + 2 * q), even),    \
+                vw, vw1, r0 + 2 * q, r1 + 2 * q);                                            \
+            if (q == Q - 4) break;                                                           \
+        }                                                                                    \
+        if (2 * Q < W) {                                                                     \
+            r0[2 * Q] = 0;                                                                   \
+            r1[2 * Q] = 0;                                                                   \
+        }                                                                                    \
+    }                                                                                        \
+    return miss != 0;                                                                        \
+}
+FP_DEFINE_BACK2_AVX2(float, f32)
+FP_DEFINE_BACK2_AVX2(double, f64)
+#define FP_BACK2_avx2_f32 fp_max2x2_back_avx2_f32
+#define FP_BACK2_avx2_f64 fp_max2x2_back_avx2_f64
 
 #define FP_TGT __attribute__((target("avx512f")))
 #define FP_VBYTES 64
