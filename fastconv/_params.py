@@ -4,6 +4,7 @@ Every public function goes through these helpers, so each rule (and each
 error message) exists exactly once.  Messages follow one format:
 ``"<function>: <parameter> must be <rule>, got <value>"``.
 """
+import math
 import numbers
 import operator
 import sys
@@ -132,9 +133,9 @@ def _contiguous(arr, dtype):
 def _check_size(func, shape, what="output", limit=_MAX_ELEMENTS):
     # empty dimensions count as 1: NumPy refuses a shape whose other sizes
     # multiply past what it can address, even when the array would be empty
-    n = 1
-    for d in shape:
-        n *= max(d, 1)
+    n = math.prod(shape)
+    if n == 0:
+        n = math.prod(max(d, 1) for d in shape)
     if n > limit:
         empty = " (empty dimensions counted as 1)" if 0 in shape else ""
         raise ValueError(
@@ -405,10 +406,11 @@ def pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode
     # 2**62 an overflowed buffer size): the kernels get only its taps inside
     # the padded input, the same result (and, dilation being 1 for average
     # pooling, the same divisor: the window still reaches its end)
-    g.kernel = tuple(
-        min(k, (n - 1) // d + 1) if out == 1 else k
-        for k, d, n, out in zip(g.kernel, g.dilation, padded, (g.P, g.Q))
-    )
+    if g.P == 1 or g.Q == 1:
+        g.kernel = tuple(
+            min(k, (n - 1) // d + 1) if out == 1 else k
+            for k, d, n, out in zip(g.kernel, g.dilation, padded, (g.P, g.Q))
+        )
     g.stride, g.dilation = _kernel_steps(func, g.C, padded, (g.P, g.Q), g.kernel, g.stride,
                                          g.dilation)
     if operands:
