@@ -8,11 +8,11 @@ DTYPES = ["float32", "float64"]
 LAYERS = _bench.load_shapes()["conv"]
 
 
-def _cases(peers):
+def _cases(peers, backward=False):
     return [
         pytest.param(layer, impl, id=f"{layer['name']}-{impl}")
         for layer in LAYERS
-        for impl in _bench.conv_strategies(layer) + peers
+        for impl in _bench.conv_strategies(layer, backward) + peers
     ]
 
 
@@ -37,7 +37,7 @@ def test_conv2d(run_checked, threads, torch_module, dtype, layer, impl):
     )
 
 
-@pytest.mark.parametrize("layer, impl", _cases(("torch",)))
+@pytest.mark.parametrize("layer, impl", _cases(("torch",), backward=True))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_backward(run_checked, threads, torch_module, dtype, layer, impl):
     _peer_available(impl, torch_module)

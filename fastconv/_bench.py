@@ -38,7 +38,7 @@ import numpy as np
 
 import fastconv
 
-STRATEGIES = ("direct", "im2col", "1x1", "auto")
+STRATEGIES = ("direct", "im2col", "1x1", "winograd", "auto")
 PEERS = ("torch", "numpy")
 # Peers that have an implementation of each kind of benchmark.
 _SECTION_PEERS = {
@@ -152,9 +152,14 @@ def load_shapes(path=None):
     return shapes
 
 
-def conv_strategies(layer):
-    """The fastconv strategies that apply to a conv layer ("1x1" needs R == S == 1)."""
-    return tuple(s for s in STRATEGIES if s != "1x1" or (layer["R"] == 1 and layer["S"] == 1))
+def conv_strategies(layer, backward=False):
+    """The fastconv strategies that apply to a conv layer ("1x1" needs R == S == 1,
+    "winograd" 3x3 at stride 1 without dilation or groups, and has no backward)."""
+    pointwise = layer["R"] == 1 and layer["S"] == 1
+    winograd = (not backward and layer["R"] == 3 and layer["S"] == 3 and layer["stride"] == 1
+                and layer.get("dilation", 1) == 1 and layer["groups"] == 1)
+    return tuple(s for s in STRATEGIES
+                 if (s != "1x1" or pointwise) and (s != "winograd" or winograd))
 
 
 def conv_flops(layer, out_shape):
@@ -303,7 +308,7 @@ def import_torch():
 def conv_forward_call(layer, impl, dtype, seed=0, torch=None):
     """A zero-argument callable running ``layer``'s forward with ``impl``.
 
-    ``impl`` is a fastconv strategy ("direct", "im2col", "1x1", "auto"),
+    ``impl`` is a fastconv strategy ("direct", "im2col", "1x1", "winograd", "auto"),
     "torch" or "numpy".  Inputs are built (and cached) here, outside any timed
     region.  Returns None when ``impl`` is "torch" and torch is absent.
     """
@@ -876,7 +881,7 @@ def run_benchmarks(shapes, *, dtype, compare_with, backward, repeat, min_time, t
             for impl in conv_strategies(layer) + tuple(section_peers):
                 entries[impl] = _build(conv_forward_call, layer, impl, dtype, torch=torch)
         elif section == "conv2d_backward":
-            for impl in conv_strategies(layer) + tuple(section_peers):
+            for impl in conv_strategies(layer, backward=True) + tuple(section_peers):
                 entries[impl] = _build(
                     conv_backward_call, layer, impl, dtype, out_shape or (0, 0, 0, 0), torch=torch
                 )

@@ -13,6 +13,12 @@ forward's operations (twice that for a backward):
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
   with few channels or small planes (in_place), the image is read in place,
   so nothing is copied;
+* ``"winograd"`` (forward, 3x3 at stride 1, no dilation or groups): the
+  GEMMs of F(2x2, 3x3), 16 multiply-adds per 2x2 outputs and channel pair
+  instead of 36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C
+  times a block of tiles), plus ``WINOGRAD_TRANSFORM_CYCLES`` per element of
+  the transformed input and output tiles (16 per tile and channel) and
+  ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight and pass over them;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows), or the rest, times
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 
 from . import _conv
 
-ALGORITHMS = ("auto", "direct", "im2col", "1x1")
+ALGORITHMS = ("auto", "direct", "im2col", "1x1", "winograd")
 
 #: fraction of peak the packed-GEMM path sustains: forward, backward
 GEMM_EFFICIENCY = (0.6, 0.45)
@@ -72,6 +78,44 @@ DIRECT_SMALL_IMAGE = 64
 TILE_BYTES = 512 * 1024
 
 _VECTOR_BYTES = {"avx512": 64, "avx2": 32, "baseline": 16}
+
+#: fraction of peak of the Winograd GEMMs (U[xi] @ V[xi] for 16 elements xi)
+WINOGRAD_EFFICIENCY = 0.6
+#: cycles per transformed element (input tiles per channel, output tiles per
+#: output channel: 16 each, vectorised adds)
+WINOGRAD_TRANSFORM_CYCLES = 0.3
+#: cycles per transformed weight (16 per input and output channel pair) for
+#: each pass over them: transformed, packed, then read by every work item
+#: (with few tiles, as in a batch-1 7x7 layer, the GEMMs stream the weights)
+WINOGRAD_WEIGHT_CYCLES = 0.25
+#: bytes of one thread's transformed input and output tiles (V and M): about
+#: 2 MiB measured best of 0.5-4 MiB on the three dense 3x3 yardstick layers
+#: (AVX-512, 1 MiB L2 per core); at 4 MiB the 256-channel layer slowed by half
+WINOGRAD_BLOCK_BYTES = 2048 * 1024
+
+
+def winograd_fits(g):
+    """Whether the Winograd F(2x2, 3x3) kernel can run geometry ``g``."""
+    return ((g.R, g.S) == (3, 3) and g.stride == (1, 1) and g.dilation == (1, 1)
+            and g.groups == 1)
+
+
+def winograd_blocks(g, n_threads):
+    """``(rows of tiles per work item, reduction block)`` of the Winograd forward.
+
+    Rows of tiles are numbered through the batch (small images share an
+    item). V and M of an item (16 x (C + K) x its tiles) take about
+    WINOGRAD_BLOCK_BYTES, but an item has at least one row of tiles and one
+    panel of them where the batch has that many, and the items are shared
+    evenly among the threads."""
+    rows_total = g.N * -(-g.P // 2)
+    slots = -(-g.Q // 2) + 1  # per row of tiles (see conv2d_winograd)
+    nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
+    rows = WINOGRAD_BLOCK_BYTES // (16 * (g.C + g.K) * slots * g.dtype.itemsize)
+    rows = max(1, rows, -(-nr // slots))
+    items = max(1, -(-rows_total // rows))
+    items = -(-items // n_threads) * n_threads  # a multiple of the threads
+    return max(1, -(-rows_total // items)), REDUCTION_BLOCK
 
 
 def _peak(dtype):
@@ -118,6 +162,13 @@ def _costs(g, backward=False):
         pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0) and in_place("1x1", g)
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
+    if not backward and winograd_fits(g):
+        tiles = g.N * -(-g.P // 2) * -(-g.Q // 2)
+        rows = winograd_blocks(g, 1)[0]
+        items = -(-g.N * -(-g.P // 2) // rows)
+        costs["winograd"] = (2 * 16 * g.K * g.C * tiles / (peak * WINOGRAD_EFFICIENCY * fill)
+                             + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * tiles
+                             + WINOGRAD_WEIGHT_CYCLES * 16 * g.K * g.C * (items + 2))
     kind = _direct_kind(g)
     efficiency = DIRECT_EFFICIENCY[kind][backward]
     if backward and max(g.stride) > 1 and kind != "depthwise":
@@ -136,6 +187,14 @@ def resolve(func, algorithm, g, backward=False):
     if algorithm == "auto":
         costs = _costs(g, backward)
         return min(costs, key=costs.get)
+    if algorithm == "winograd" and not winograd_fits(g):
+        raise ValueError(
+            f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1 without dilation "
+            f"or groups, got kernel size {(g.R, g.S)}, stride {g.stride}, dilation "
+            f"{g.dilation}, groups {g.groups}"
+        )
+    if algorithm == "winograd" and backward:
+        return "im2col"  # no backward of its own
     if algorithm == "1x1" and (g.R, g.S) != (1, 1):
         raise ValueError(
             f"{func}: algorithm '1x1' needs a 1x1 kernel, got kernel size {(g.R, g.S)}"
@@ -181,7 +240,7 @@ class Explanation:
 
     def __str__(self):
         rows = "\n".join(
-            f"  {name:7s} {cost:10.2f} Mcycles" + ("  <- auto" if name == self.algorithm else "")
+            f"  {name:8s} {cost:10.2f} Mcycles" + ("  <- auto" if name == self.algorithm else "")
             for name, cost in sorted(self.costs.items(), key=lambda kv: kv[1])
         )
         return (
@@ -200,6 +259,9 @@ def explain(g, backward=False):
                f"that first copies the im2col rows")
     elif best == "1x1":
         why = "1x1: a pointwise convolution is a GEMM on the image's pixels"
+    elif best == "winograd":
+        why = (f"winograd: a 3x3 layer at stride 1 with {g.C} input and {g.K} output "
+               f"channels, enough for the transforms to pay for 2.25x fewer multiplications")
     else:
         why = (f"im2col: {(g.C // g.groups) * g.R * g.S} taps per output and "
                f"{g.K // g.groups} output channels per group keep the GEMM micro-kernel "

@@ -156,6 +156,27 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
 # --------------------------------------------------------------------------
 # packed GEMM with our own micro-kernels (fastconv/_gemm_kernels.h)
 
+cdef extern from "_winograd.h":
+    ctypedef int (*fc_wino_in_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, float, float *, float *, Py_ssize_t) noexcept nogil
+    ctypedef int (*fc_wino_in_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, double, double *, double *,
+                                   Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_wino_out_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, float, float *, float *, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_wino_out_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, double, double *, double *,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef struct fc_wino:
+        fc_wino_in_f32 in_f32
+        fc_wino_in_f64 in_f64
+        fc_wino_out_f32 out_f32
+        fc_wino_out_f64 out_f64
+    const fc_wino fc_winos[]
+
 cdef extern from "_gemm_kernels.h":
     ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                    Py_ssize_t, float *, Py_ssize_t, int, Py_ssize_t,
@@ -855,3 +876,146 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
         if status:
             break
     return -status
+
+
+# --------------------------------------------------------------------------
+# Winograd F(2x2, 3x3): 3x3 taps at stride 1
+
+
+cdef inline int wino_in(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t c, Py_ssize_t TP, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t pt,
+                        Py_ssize_t pl, Py_ssize_t TQ, floating lim, floating *buf, floating *v,
+                        Py_ssize_t ldv) noexcept nogil:
+    cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    if floating is float:
+        return t.in_f32(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, buf, v, ldv)
+    else:
+        return t.in_f64(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, buf, v, ldv)
+
+
+cdef inline void wino_out(const floating *m, Py_ssize_t ldm, Py_ssize_t TP, Py_ssize_t r0,
+                          Py_ssize_t r1, Py_ssize_t TQ, floating b, floating *buf, floating *y,
+                          Py_ssize_t K, Py_ssize_t k, Py_ssize_t P, Py_ssize_t Q) noexcept nogil:
+    cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    if floating is float:
+        t.out_f32(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+    else:
+        t.out_f64(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+
+
+def winograd_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u, int n_threads):
+    """u[4 a + b, k, c] = (G w[k, c] G^T)[a, b], G = [[1, 0, 0], [1/2, 1/2, 1/2],
+    [1/2, -1/2, 1/2], [0, 0, 1]]: in double, rounded once."""
+    cdef Py_ssize_t K = w.shape[0], C = w.shape[1], KC = K * C, k, c, i, a
+    cdef const floating *g
+    cdef floating *o
+    cdef double t[4][3]
+    if KC == 0:
+        return
+    with nogil:
+        for k in prange(K, schedule="static", num_threads=n_threads):
+            for c in range(C):
+                g = &w[0, 0, 0, 0] + (k * C + c) * 9
+                o = &u[0, 0, 0] + k * C + c
+                # t = G g (rows), then t G^T (columns)
+                for a in range(3):
+                    t[0][a] = g[a]
+                    t[1][a] = (<double> g[a] + g[3 + a] + g[6 + a]) * 0.5
+                    t[2][a] = (<double> g[a] - g[3 + a] + g[6 + a]) * 0.5
+                    t[3][a] = g[6 + a]
+                for i in range(4):
+                    o[(4 * i) * KC] = <floating> t[i][0]
+                    o[(4 * i + 1) * KC] = <floating> ((t[i][0] + t[i][1] + t[i][2]) * 0.5)
+                    o[(4 * i + 2) * KC] = <floating> ((t[i][0] - t[i][1] + t[i][2]) * 0.5)
+                    o[(4 * i + 3) * KC] = <floating> t[i][2]
+
+
+def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
+                    const floating[::1] bias, floating[:, :, :, ::1] y,
+                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t block_rows, Py_ssize_t kc_max,
+                    floating lim, int n_threads):
+    """Forward 3x3 convolution at stride 1 (no dilation, no groups) by Winograd's
+    F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 block of outputs from a 4x4 tile
+    of input, 16 multiplies per tile and channel pair instead of 36.
+
+    ``u`` holds the transformed weights G g G^T, (16, K, C). A work item is
+    ``block_rows`` rows of tiles: its input tiles transformed
+    into V[16][C][tiles] (per-thread, L2), then for each of the 16 elements
+    M[xi] = U[xi] @ V[xi] on the GEMM micro-kernels, then the output
+    transform into the NCHW output. Items run across images: rows of tiles
+    are numbered through the batch. Returns 0, 1 when an input element is not
+    finite or above ``lim`` (the output is then incomplete: the caller runs
+    another strategy), -1 when out of memory.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = u.shape[1], P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t TP = (P + 1) // 2, TQ = (Q + 1) // 2
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t K_pad = (K + mr - 1) // mr * mr
+    cdef Py_ssize_t n_items = (N * TP + block_rows - 1) // block_rows
+    # slots per item: each row of tiles has TQ + 1 (see _winograd.h), and the
+    # GEMMs' panels are whole vectors
+    cdef Py_ssize_t ld = (block_rows * (TQ + 1) + nr - 1) // nr * nr
+    cdef Py_ssize_t item, r0, r1, tn, c, k, xi, pb, pc, kc, j, item_ld
+    cdef bint has_bias = bias is not None
+    cdef bint bad = False
+    cdef bint *badp = &bad
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode
+    cdef floating *apack = NULL
+    cdef floating *v = NULL
+    cdef floating *mm = NULL
+    cdef floating *rows = NULL
+    cdef floating *vt
+    if N == 0 or K == 0:
+        return 0
+    apack = <floating *> fc_malloc64(16 * K_pad * C * sizeof(floating))
+    if apack == NULL:
+        return -1
+    with nogil:
+        for xi in prange(16, schedule="static", num_threads=n_threads):
+            pack_weights(&u[xi, 0, 0], C, K, C, mr, apack + xi * K_pad * C)
+    with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
+        v = <floating *> fc_malloc64(16 * C * ld * sizeof(floating))
+        mm = <floating *> fc_malloc64(16 * K * ld * sizeof(floating))
+        rows = <floating *> fc_malloc64(8 * (block_rows * (TQ + 1) + 1) * sizeof(floating))
+        if v == NULL or mm == NULL or rows == NULL:
+            failed[0] = 1
+        for item in prange(n_items, schedule="static"):
+            if failed[0]:
+                continue
+            # rows of tiles [r0, r1) of the whole batch: tile row r is row r % TP of
+            # image r // TP (small images share an item, so the GEMMs get wide)
+            r0 = item * block_rows
+            r1 = min(N * TP, r0 + block_rows)
+            tn = (r1 - r0) * (TQ + 1)
+            item_ld = (tn + nr - 1) // nr * nr
+            for c in range(C):
+                if wino_in(&x[0, 0, 0, 0], C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, rows,
+                           v + c * item_ld, C * item_ld):
+                    badp[0] = True
+                for xi in range(16):  # the last panel's tail: read, results dropped
+                    vt = v + (xi * C + c) * item_ld
+                    for j in range(tn, item_ld):
+                        vt[j] = 0
+            for xi in range(16):
+                for pb in range((C + kc_max - 1) // kc_max):
+                    pc = pb * kc_max
+                    kc = min(kc_max, C - pc)
+                    gemm_panels(kc, apack + xi * K_pad * C + pc * mr, mr, mr * C, NULL, K,
+                                v + (xi * C + pc) * item_ld, item_ld, NULL, tn,
+                                mm + xi * K * item_ld, item_ld, pc > 0)
+            for k in range(K):
+                wino_out(mm + k * item_ld, K * item_ld, TP, r0, r1, TQ,
+                         bias[k] if has_bias else 0, rows, &y[0, 0, 0, 0], K, k, P, Q)
+        fc_free64(v)
+        fc_free64(mm)
+        fc_free64(rows)
+        fc_ftz_restore(fpmode)
+    fc_free64(apack)
+    if status:
+        return -1
+    return 1 if bad else 0

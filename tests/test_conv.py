@@ -15,7 +15,7 @@ import fastconv
 from fastconv import reference as ref
 
 DTYPES = [np.float32, np.float64]
-ALGORITHMS = ["direct", "im2col", "1x1", "auto"]
+ALGORITHMS = ["direct", "im2col", "1x1", "winograd", "auto"]
 
 
 def case(id, N=2, C=3, H=7, W=6, K=4, R=3, S=None, stride=1, padding=0,
@@ -109,11 +109,17 @@ def make_arrays(rng, p, dtype):
 
 
 def accepts(p, algorithm):
-    return algorithm != "1x1" or (p["R"] == 1 and p["S"] == 1)
+    if algorithm == "1x1":
+        return p["R"] == 1 and p["S"] == 1
+    if algorithm == "winograd":
+        return ((p["R"], p["S"]) == (3, 3) and p["stride"] == 1 and p["dilation"] == 1
+                and p["groups"] == 1)
+    return True
 
 
 def with_algorithms(cases):
-    """Each case crossed with every algorithm that accepts it ("1x1": 1x1 kernels)."""
+    """Each case crossed with every algorithm that accepts it ("1x1": 1x1 kernels,
+    "winograd": 3x3 at stride 1 without dilation or groups)."""
     return [pytest.param(c.values[0], a, id=f"{c.id}-{a}")
             for c in cases for a in ALGORITHMS if accepts(c.values[0], a)]
 

@@ -202,6 +202,43 @@ def test_conv_specials_match_reference(rng, algorithm, case, where):
         assert_same_specials(a, e, 1e-10, what)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_conv_specials_winograd(rng, dtype, where):
+    """Winograd's transforms mix a tile's inputs, so an inf would reach outputs
+    whose windows do not hold it (inf - inf = NaN): such operands run im2col,
+    and the specials land where the reference puts them."""
+    x = rng.standard_normal((2, 3, 12, 11)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    if where == "input":
+        x = sprinkle(rng, x.shape, dtype, 0.01)
+    else:
+        w.flat[rng.integers(0, w.size)] = rng.choice(SPECIALS)
+    with np.errstate(invalid="ignore"):
+        expected = ref.conv2d(x, w, padding=1)
+    assert_same_specials(fastconv.conv2d(x, w, padding=1, algorithm="winograd"), expected,
+                         1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_conv_winograd_near_overflow(rng, dtype, where):
+    """Values whose transforms could overflow (a few times larger than the
+    operands) run im2col: the same finite results, or the same infinities."""
+    big = np.finfo(dtype).max
+    x = rng.standard_normal((1, 2, 6, 6)).astype(dtype)
+    w = rng.standard_normal((2, 2, 3, 3)).astype(dtype)
+    if where == "input":
+        x[0, 0, 2, 3] = big / 2
+        w /= 64
+    else:
+        w[1, 0, 1, 1] = big / 3
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = fastconv.conv2d(x, w, padding=1, algorithm="im2col")
+    got = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+    np.testing.assert_array_equal(got, expected)
+
+
 # --------------------------------------------------------------------------
 # PyTorch, when installed
 

@@ -78,9 +78,16 @@ def torch_conv(x, w, b, kw):
         return F.conv2d(x, w, b, padding=padding, **kw)
 
 
+def winograd_fits(c):
+    x_shape, w_shape, kw = c.values
+    return (w_shape[2:] == (3, 3) and kw.get("stride", 1) == 1 and kw.get("dilation", 1) == 1
+            and kw.get("groups", 1) == 1)
+
+
 CONV_ALGORITHMS = [
     pytest.param(*c.values, a, id=f"{c.id}-{a}") for c in CONV
-    for a in ("direct", "im2col", "1x1", "auto") if a != "1x1" or c.values[1][2:] == (1, 1)]
+    for a in ("direct", "im2col", "1x1", "winograd", "auto")
+    if (a != "1x1" or c.values[1][2:] == (1, 1)) and (a != "winograd" or winograd_fits(c))]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw, algorithm", CONV_ALGORITHMS)

@@ -1,0 +1,206 @@
+/* The transforms of Winograd's F(2x2, 3x3) convolution (Lavin & Gray 2016),
+ * one source for every ISA (instantiated below with __attribute__((target)),
+ * picked with the GEMM micro-kernels in _gemm_kernels.h). Adds and subtracts
+ * only, so every variant gives the same bits.
+ *
+ * A 2x2 block of outputs comes from a 4x4 tile d of input (rows 2 tp - pt to
+ * 2 tp - pt + 3, columns 2 tq - pl to 2 tq - pl + 3):
+ *     y = A^T [ (G g G^T) (.) (B^T d B) ] A
+ * with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] and
+ * A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]; the 16 products of each tile, summed
+ * over input channels, are 16 GEMMs (see conv2d_winograd in _conv.pyx).
+ */
+#ifndef FASTCONV_WINOGRAD_H
+#define FASTCONV_WINOGRAD_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "_gemm_kernels.h"
+
+/* rows of one buffer at run-time distances: no dependence between iterations */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FC_IVDEP _Pragma("GCC ivdep")
+#elif defined(__clang__)
+#define FC_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define FC_IVDEP
+#endif
+
+/* Tiles of one input channel for rows of tiles [r0, r1) of the batch (row r:
+ * row r % TP of image r / TP): v[xi * ldv + u] = (B^T d B)[xi], xi = 4 a + b,
+ * for the tile in slot u = (r - r0) * (TQ + 1) + tq. Each row of tiles has
+ * one slot more than tiles, its junk: the transform then runs as one long
+ * vector loop over every slot (rows of 7 tiles would leave the vectors
+ * mostly in their scalar remainder), and the GEMMs carry the junk along.
+ * The four input rows of each tile row (zero outside the image) are split
+ * into their even and odd columns in buf (8 x ((r1 - r0) (TQ + 1) + 1)), so
+ * that every operand is read with unit stride. Returns nonzero when an
+ * element of those rows is not finite or above lim in magnitude: the
+ * transforms mix a tile's inputs, and an inf would make NaNs (inf - inf) in
+ * outputs whose windows do not hold it. */
+#define FC_DEFINE_WINO_IN(NAME, T, TARGET)                                              \
+TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index c,      \
+                       fc_index TP, fc_index r0, fc_index r1, fc_index pt, fc_index pl, \
+                       fc_index TQ, T lim, T *restrict buf, T *restrict v, fc_index ldv) \
+{                                                                                       \
+    const fc_index n = TQ + 1, S = (r1 - r0) * n + 1;                                   \
+    /* even buffer column j is input column 2 j - pl, odd 2 j + 1 - pl; [jlo, jhi)     \
+     * have both inside the row */                                                      \
+    fc_index jlo = (pl + 1) / 2, jhi = (W + pl) / 2;                                    \
+    fc_index i, j, r, u;                                                                \
+    int bad = 0;                                                                        \
+    if (jhi > n) jhi = n;                                                               \
+    if (jlo > jhi) jlo = jhi;                                                           \
+    for (r = r0; r < r1; r++) {                                                         \
+        const T *xc = x + ((r / TP) * C + c) * H * W;                                   \
+        fc_index h0 = 2 * (r % TP) - pt;                                                \
+        for (i = 0; i < 4; i++) {                                                       \
+            T *restrict e = buf + 2 * i * S + (r - r0) * n, *restrict o = e + S;        \
+            const T *src = xc + (h0 + i) * W;                                           \
+            if (h0 + i < 0 || h0 + i >= H) {                                            \
+                for (j = 0; j < n; j++) e[j] = o[j] = 0;                                \
+                continue;                                                               \
+            }                                                                           \
+            for (j = 0; j < W; j++) {                                                   \
+                T a = src[j];                                                           \
+                bad |= (a > lim) | (a < -lim) | (a != a);                               \
+            }                                                                           \
+            for (j = 0; j < jlo; j++) {                                                 \
+                fc_index col = 2 * j - pl;                                              \
+                e[j] = col >= 0 && col < W ? src[col] : 0;                              \
+                o[j] = col + 1 >= 0 && col + 1 < W ? src[col + 1] : 0;                  \
+            }                                                                           \
+            for (j = jlo; j < jhi; j++) {                                               \
+                e[j] = src[2 * j - pl];                                                 \
+                o[j] = src[2 * j + 1 - pl];                                             \
+            }                                                                           \
+            for (j = jhi; j < n; j++) {                                                 \
+                fc_index col = 2 * j - pl;                                              \
+                e[j] = col >= 0 && col < W ? src[col] : 0;                              \
+                o[j] = col + 1 >= 0 && col + 1 < W ? src[col + 1] : 0;                  \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+    for (i = 0; i < 8; i++) buf[i * S + S - 1] = 0;  /* read by the last junk slot */   \
+    {                                                                                   \
+        const T *e0 = buf, *o0 = buf + S, *e1 = buf + 2 * S, *o1 = buf + 3 * S;         \
+        const T *e2 = buf + 4 * S, *o2 = buf + 5 * S, *e3 = buf + 6 * S, *o3 = buf + 7 * S; \
+        /* the 16 rows of v (and of buf) never overlap: vectorise */                   \
+        FC_IVDEP                                                                        \
+        for (u = 0; u < S - 1; u++) {                                                   \
+            /* rows of B^T d, then columns of (B^T d) B */                              \
+            T r0a = e0[u] - e2[u], r0b = o0[u] - o2[u];                                 \
+            T r0c = e0[u + 1] - e2[u + 1], r0d = o0[u + 1] - o2[u + 1];                 \
+            T r1a = e1[u] + e2[u], r1b = o1[u] + o2[u];                                 \
+            T r1c = e1[u + 1] + e2[u + 1], r1d = o1[u + 1] + o2[u + 1];                 \
+            T r2a = e2[u] - e1[u], r2b = o2[u] - o1[u];                                 \
+            T r2c = e2[u + 1] - e1[u + 1], r2d = o2[u + 1] - o1[u + 1];                 \
+            T r3a = e1[u] - e3[u], r3b = o1[u] - o3[u];                                 \
+            T r3c = e1[u + 1] - e3[u + 1], r3d = o1[u + 1] - o3[u + 1];                 \
+            v[0 * ldv + u] = r0a - r0c;  v[1 * ldv + u] = r0b + r0c;                    \
+            v[2 * ldv + u] = r0c - r0b;  v[3 * ldv + u] = r0b - r0d;                    \
+            v[4 * ldv + u] = r1a - r1c;  v[5 * ldv + u] = r1b + r1c;                    \
+            v[6 * ldv + u] = r1c - r1b;  v[7 * ldv + u] = r1b - r1d;                    \
+            v[8 * ldv + u] = r2a - r2c;  v[9 * ldv + u] = r2b + r2c;                    \
+            v[10 * ldv + u] = r2c - r2b; v[11 * ldv + u] = r2b - r2d;                   \
+            v[12 * ldv + u] = r3a - r3c; v[13 * ldv + u] = r3b + r3c;                   \
+            v[14 * ldv + u] = r3c - r3b; v[15 * ldv + u] = r3b - r3d;                   \
+        }                                                                               \
+    }                                                                                   \
+    return bad;                                                                         \
+}
+
+/* Its counterpart for one output channel k: A^T m A + b of the tile in slot u
+ * (its 16 sums at m[xi * ldm + u]) to columns 2 tq, 2 tq + 1 of output rows
+ * 2 tp, 2 tp + 1 (either below P, Q) of image r / TP, for the rows of tiles
+ * [r0, r1). y: the output's first element; buf: 4 x (r1 - r0) (TQ + 1). */
+#define FC_DEFINE_WINO_OUT(NAME, T, TARGET)                                             \
+TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index r0,    \
+                        fc_index r1, fc_index TQ, T b, T *restrict buf, T *restrict y,   \
+                        fc_index K, fc_index k, fc_index P, fc_index Q)                 \
+{                                                                                       \
+    const fc_index n = TQ + 1, S = (r1 - r0) * n;                                       \
+    T *restrict a0 = buf, *restrict a1 = buf + S, *restrict c0 = buf + 2 * S;           \
+    T *restrict c1 = buf + 3 * S;                                                       \
+    fc_index u, r, tq;                                                                  \
+    FC_IVDEP                                                                            \
+    for (u = 0; u < S; u++) {                                                           \
+        /* columns of m A, then rows of A^T (m A) */                                    \
+        T t00 = m[0 * ldm + u] + m[1 * ldm + u] + m[2 * ldm + u];                        \
+        T t01 = m[1 * ldm + u] - m[2 * ldm + u] - m[3 * ldm + u];                        \
+        T t10 = m[4 * ldm + u] + m[5 * ldm + u] + m[6 * ldm + u];                        \
+        T t11 = m[5 * ldm + u] - m[6 * ldm + u] - m[7 * ldm + u];                        \
+        T t20 = m[8 * ldm + u] + m[9 * ldm + u] + m[10 * ldm + u];                       \
+        T t21 = m[9 * ldm + u] - m[10 * ldm + u] - m[11 * ldm + u];                      \
+        T t30 = m[12 * ldm + u] + m[13 * ldm + u] + m[14 * ldm + u];                     \
+        T t31 = m[13 * ldm + u] - m[14 * ldm + u] - m[15 * ldm + u];                     \
+        a0[u] = t00 + t10 + t20 + b;                                                    \
+        a1[u] = t01 + t11 + t21 + b;                                                    \
+        c0[u] = t10 - t20 - t30 + b;                                                    \
+        c1[u] = t11 - t21 - t31 + b;                                                    \
+    }                                                                                   \
+    /* interleaved into the rows (loops of their own: stores two apart) */              \
+    for (r = r0; r < r1; r++) {                                                         \
+        fc_index tp = r % TP, s = (r - r0) * n;                                         \
+        T *restrict y0 = y + (((r / TP) * K + k) * P + 2 * tp) * Q;                     \
+        for (tq = 0; tq < Q / 2; tq++) {                                                \
+            y0[2 * tq] = a0[s + tq];                                                    \
+            y0[2 * tq + 1] = a1[s + tq];                                                \
+        }                                                                               \
+        if (Q % 2) y0[Q - 1] = a0[s + TQ - 1];                                          \
+        if (2 * tp + 1 >= P) continue;  /* an odd last row */                           \
+        y0 += Q;                                                                        \
+        for (tq = 0; tq < Q / 2; tq++) {                                                \
+            y0[2 * tq] = c0[s + tq];                                                    \
+            y0[2 * tq + 1] = c1[s + tq];                                                \
+        }                                                                               \
+        if (Q % 2) y0[Q - 1] = c0[s + TQ - 1];                                          \
+    }                                                                                   \
+}
+
+typedef int (*fc_wino_in_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
+                              fc_index, fc_index, fc_index, fc_index, fc_index, float, float *,
+                              float *, fc_index);
+typedef int (*fc_wino_in_f64)(const double *, fc_index, fc_index, fc_index, fc_index, fc_index,
+                              fc_index, fc_index, fc_index, fc_index, fc_index, double, double *,
+                              double *, fc_index);
+typedef void (*fc_wino_out_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
+                                float, float *, float *, fc_index, fc_index, fc_index, fc_index);
+typedef void (*fc_wino_out_f64)(const double *, fc_index, fc_index, fc_index, fc_index, fc_index,
+                                double, double *, double *, fc_index, fc_index, fc_index,
+                                fc_index);
+
+typedef struct {
+    fc_wino_in_f32 in_f32;
+    fc_wino_in_f64 in_f64;
+    fc_wino_out_f32 out_f32;
+    fc_wino_out_f64 out_f64;
+} fc_wino;
+
+#define FC_DEFINE_WINO(ISA, TARGET)                                                     \
+    FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f32, float, TARGET)                            \
+    FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f64, double, TARGET)                           \
+    FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f32, float, TARGET)                          \
+    FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f64, double, TARGET)
+#define FC_WINO(ISA)                                                                    \
+    {fc_wino_in_##ISA##_f32, fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32,           \
+     fc_wino_out_##ISA##_f64}
+
+#if FC_X86
+FC_DEFINE_WINO(avx512, FC_TARGET_AVX512)
+FC_DEFINE_WINO(avx2, FC_TARGET_AVX2)
+#endif
+FC_DEFINE_WINO(base, )
+
+/* in the order of fc_isas: fc_winos[i] goes with fc_isas[i] */
+static const fc_wino fc_winos[] = {
+#if FC_X86
+    FC_WINO(avx512),
+    FC_WINO(avx2),
+#endif
+    FC_WINO(base),
+};
+_Static_assert(sizeof(fc_winos) / sizeof(fc_winos[0]) == FC_N_ISAS, "one fc_wino per fc_isa");
+
+#endif
