@@ -88,6 +88,10 @@ WINOGRAD_TRANSFORM_CYCLES = 0.3
 #: each pass over them: transformed, packed, then read by every work item
 #: (with few tiles, as in a batch-1 7x7 layer, the GEMMs stream the weights)
 WINOGRAD_WEIGHT_CYCLES = 0.25
+#: auto's bound on the transformed weights, 16 x K x C values packed once per
+#: call (16 MiB: 512 x 512 channels in float32), so that with the threads'
+#: blocks a call stays within 32 MiB of workspace
+WINOGRAD_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
 #: bytes of one thread's transformed input and output tiles (V and M): about
 #: 2 MiB measured best of 0.5-4 MiB on the three dense 3x3 yardstick layers
 #: (AVX-512, 1 MiB L2 per core); at 4 MiB the 256-channel layer slowed by half
@@ -162,7 +166,8 @@ def _costs(g, backward=False):
         pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0) and in_place("1x1", g)
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
-    if not backward and winograd_fits(g):
+    weights = 16 * -(-g.K // mr) * mr * g.C * g.dtype.itemsize
+    if not backward and winograd_fits(g) and weights <= WINOGRAD_MAX_WEIGHT_BYTES:
         tiles = g.N * -(-g.P // 2) * -(-g.Q // 2)
         rows = winograd_blocks(g, 1)[0]
         items = -(-g.N * -(-g.P // 2) // rows)

@@ -903,34 +903,39 @@ cdef inline void wino_out(const floating *m, Py_ssize_t ldm, Py_ssize_t TP, Py_s
         t.out_f64(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
 
 
-def winograd_weights(const floating[:, :, :, ::1] w, floating[:, :, ::1] u, int n_threads):
-    """u[4 a + b, k, c] = (G w[k, c] G^T)[a, b], G = [[1, 0, 0], [1/2, 1/2, 1/2],
-    [1/2, -1/2, 1/2], [0, 0, 1]]: in double, rounded once."""
-    cdef Py_ssize_t K = w.shape[0], C = w.shape[1], KC = K * C, k, c, i, a
+cdef void winograd_weights(const floating *w, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
+                           Py_ssize_t mr, floating *apack) noexcept nogil:
+    """Output channels [k0, k0 + mr) of the transformed weights G w[k, c] G^T,
+    G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]] (in double,
+    rounded once), into the micro-kernels' packed panels: element xi = 4 a + b
+    of channel pair (k, c) at apack[xi * K_pad * C + k0 * C + c * mr + k - k0],
+    rows past K zero."""
+    cdef Py_ssize_t K_pad = (K + mr - 1) // mr * mr, k, c, i, a
     cdef const floating *g
     cdef floating *o
     cdef double t[4][3]
-    if KC == 0:
-        return
-    with nogil:
-        for k in prange(K, schedule="static", num_threads=n_threads):
-            for c in range(C):
-                g = &w[0, 0, 0, 0] + (k * C + c) * 9
-                o = &u[0, 0, 0] + k * C + c
-                # t = G g (rows), then t G^T (columns)
-                for a in range(3):
-                    t[0][a] = g[a]
-                    t[1][a] = (<double> g[a] + g[3 + a] + g[6 + a]) * 0.5
-                    t[2][a] = (<double> g[a] - g[3 + a] + g[6 + a]) * 0.5
-                    t[3][a] = g[6 + a]
-                for i in range(4):
-                    o[(4 * i) * KC] = <floating> t[i][0]
-                    o[(4 * i + 1) * KC] = <floating> ((t[i][0] + t[i][1] + t[i][2]) * 0.5)
-                    o[(4 * i + 2) * KC] = <floating> ((t[i][0] - t[i][1] + t[i][2]) * 0.5)
-                    o[(4 * i + 3) * KC] = <floating> t[i][2]
+    for k in range(k0, k0 + mr):
+        for c in range(C):
+            o = apack + k0 * C + c * mr + k - k0
+            if k >= K:
+                for i in range(16):
+                    o[i * K_pad * C] = 0
+                continue
+            g = w + (k * C + c) * 9
+            # t = G g (rows), then t G^T (columns)
+            for a in range(3):
+                t[0][a] = g[a]
+                t[1][a] = (<double> g[a] + g[3 + a] + g[6 + a]) * 0.5
+                t[2][a] = (<double> g[a] - g[3 + a] + g[6 + a]) * 0.5
+                t[3][a] = g[6 + a]
+            for i in range(4):
+                o[(4 * i) * K_pad * C] = <floating> t[i][0]
+                o[(4 * i + 1) * K_pad * C] = <floating> ((t[i][0] + t[i][1] + t[i][2]) * 0.5)
+                o[(4 * i + 2) * K_pad * C] = <floating> ((t[i][0] - t[i][1] + t[i][2]) * 0.5)
+                o[(4 * i + 3) * K_pad * C] = <floating> t[i][2]
 
 
-def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
+def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     const floating[::1] bias, floating[:, :, :, ::1] y,
                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t block_rows, Py_ssize_t kc_max,
                     floating lim, int n_threads):
@@ -938,7 +943,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 block of outputs from a 4x4 tile
     of input, 16 multiplies per tile and channel pair instead of 36.
 
-    ``u`` holds the transformed weights G g G^T, (16, K, C). A work item is
+    The weights are transformed (G g G^T) into packed panels once. A work item is
     ``block_rows`` rows of tiles: its input tiles transformed
     into V[16][C][tiles] (per-thread, L2), then for each of the 16 elements
     M[xi] = U[xi] @ V[xi] on the GEMM micro-kernels, then the output
@@ -948,7 +953,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     another strategy), -1 when out of memory.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = u.shape[1], P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t K = w.shape[0], P = y.shape[2], Q = y.shape[3]
     cdef Py_ssize_t TP = (P + 1) // 2, TQ = (Q + 1) // 2
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
@@ -957,7 +962,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     # slots per item: each row of tiles has TQ + 1 (see _winograd.h), and the
     # GEMMs' panels are whole vectors
     cdef Py_ssize_t ld = (block_rows * (TQ + 1) + nr - 1) // nr * nr
-    cdef Py_ssize_t item, r0, r1, tn, c, k, xi, pb, pc, kc, j, item_ld
+    cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld
     cdef bint has_bias = bias is not None
     cdef bint bad = False
     cdef bint *badp = &bad
@@ -975,8 +980,8 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     if apack == NULL:
         return -1
     with nogil:
-        for xi in prange(16, schedule="static", num_threads=n_threads):
-            pack_weights(&u[xi, 0, 0], C, K, C, mr, apack + xi * K_pad * C)
+        for kb in prange(K_pad // mr, schedule="static", num_threads=n_threads):
+            winograd_weights(&w[0, 0, 0, 0], K, C, kb * mr, mr, apack)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
         v = <floating *> fc_malloc64(16 * C * ld * sizeof(floating))

@@ -51,7 +51,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         the others (errors a few times theirs, far inside float32's); an input
         or weight that is not finite, or large enough that its transforms could
         overflow, runs ``'im2col'`` instead, so infinities and NaNs reach the
-        same outputs as in every other strategy.
+        same outputs as in every other strategy. Its workspace holds the
+        transformed weights, 16 x K x C values; ``'auto'`` picks it only while
+        they take at most 16 MiB.
     out : ndarray, optional
         C-contiguous array of the result's shape and dtype to write into.
 
@@ -104,9 +106,7 @@ def _winograd(func, g, y4, n_threads):
         return False
     # |output transform . sum over C of U V| <= 9 * C * 2.25 wmax * 4 xmax
     lim = big / (162 * g.C * wmax) if wmax > 0 else big
-    u = np.empty((16, g.K, g.C), g.dtype)
-    _conv.winograd_weights(g.w, u, n_threads)
-    return _call(func, _conv.conv2d_winograd, g.x, u, g.b, y4, g.pad[0], g.pad[2],
+    return _call(func, _conv.conv2d_winograd, g.x, g.w, g.b, y4, g.pad[0], g.pad[2],
                  *_choose.winograd_blocks(g, n_threads), lim, n_threads) == 0
 
 

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("kind", ["forward", "backward"])
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd"])
 def test_extra_memory_is_bounded(kind, algorithm, tmp_path):
     # run outside the source tree, so the child imports the installed package
     out = subprocess.run(
