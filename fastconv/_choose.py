@@ -18,7 +18,7 @@ forward's operations (twice that for a backward):
   instead of 36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C
   times a block of tiles), plus ``WINOGRAD_TRANSFORM_CYCLES`` per element of
   the transformed input and output tiles (16 per tile and channel) and
-  ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight and pass over them;
+  ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work item);
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows), or the rest, times
@@ -84,10 +84,10 @@ WINOGRAD_EFFICIENCY = 0.6
 #: cycles per transformed element (input tiles per channel, output tiles per
 #: output channel: 16 each, vectorised adds)
 WINOGRAD_TRANSFORM_CYCLES = 0.3
-#: cycles per transformed weight (16 per input and output channel pair) for
-#: each pass over them: transformed, packed, then read by every work item
-#: (with few tiles, as in a batch-1 7x7 layer, the GEMMs stream the weights)
-WINOGRAD_WEIGHT_CYCLES = 0.25
+#: cycles per transformed weight (16 per input and output channel pair): to
+#: transform and pack it once per call, and for every work item's GEMMs to
+#: stream it (with few tiles, as in batch-1 14x14 layers, these dominate)
+WINOGRAD_WEIGHT_CYCLES = (3.0, 0.25)
 #: auto's bound on the transformed weights, 16 x K x C values packed once per
 #: call (16 MiB: 512 x 512 channels in float32), so that with the threads'
 #: blocks a call stays within 32 MiB of workspace
@@ -168,12 +168,14 @@ def _costs(g, backward=False):
     costs["im2col"] = gemm + PACK_CYCLES * copied
     weights = 16 * -(-g.K // mr) * mr * g.C * g.dtype.itemsize
     if not backward and winograd_fits(g) and weights <= WINOGRAD_MAX_WEIGHT_BYTES:
-        tiles = g.N * -(-g.P // 2) * -(-g.Q // 2)
+        # the GEMMs run over slots, a row's tiles and one more (see conv2d_winograd)
+        slots = g.N * -(-g.P // 2) * (-(-g.Q // 2) + 1)
         rows = winograd_blocks(g, 1)[0]
         items = -(-g.N * -(-g.P // 2) // rows)
-        costs["winograd"] = (2 * 16 * g.K * g.C * tiles / (peak * WINOGRAD_EFFICIENCY * fill)
-                             + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * tiles
-                             + WINOGRAD_WEIGHT_CYCLES * 16 * g.K * g.C * (items + 2))
+        once, per_item = WINOGRAD_WEIGHT_CYCLES
+        costs["winograd"] = (2 * 16 * g.K * g.C * slots / (peak * WINOGRAD_EFFICIENCY * fill)
+                             + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * slots
+                             + (once + per_item * items) * 16 * g.K * g.C)
     kind = _direct_kind(g)
     efficiency = DIRECT_EFFICIENCY[kind][backward]
     if backward and max(g.stride) > 1 and kind != "depthwise":

@@ -170,11 +170,18 @@ cdef extern from "_winograd.h":
     ctypedef void (*fc_wino_out_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      Py_ssize_t, Py_ssize_t, double, double *, double *,
                                      Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_wino_w_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   float *) noexcept nogil
+    ctypedef void (*fc_wino_w_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   double *) noexcept nogil
     ctypedef struct fc_wino:
+        fc_wino_w_f32 w_f32
+        fc_wino_w_f64 w_f64
         fc_wino_in_f32 in_f32
         fc_wino_in_f64 in_f64
         fc_wino_out_f32 out_f32
         fc_wino_out_f64 out_f64
+        int mr
     const fc_wino fc_winos[]
 
 cdef extern from "_gemm_kernels.h":
@@ -245,6 +252,8 @@ def set_simd_variant(name):
 
 
 set_simd_variant(simd_variants()[0])
+for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels' A panels
+    assert fc_winos[_i].mr == fc_isas[_i].mr, "_winograd.h: MR differs from _gemm_kernels.h"
 
 
 cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
@@ -903,36 +912,13 @@ cdef inline void wino_out(const floating *m, Py_ssize_t ldm, Py_ssize_t TP, Py_s
         t.out_f64(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
 
 
-cdef void winograd_weights(const floating *w, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
-                           Py_ssize_t mr, floating *apack) noexcept nogil:
-    """Output channels [k0, k0 + mr) of the transformed weights G w[k, c] G^T,
-    G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]] (in double,
-    rounded once), into the micro-kernels' packed panels: element xi = 4 a + b
-    of channel pair (k, c) at apack[xi * K_pad * C + k0 * C + c * mr + k - k0],
-    rows past K zero."""
-    cdef Py_ssize_t K_pad = (K + mr - 1) // mr * mr, k, c, i, a
-    cdef const floating *g
-    cdef floating *o
-    cdef double t[4][3]
-    for k in range(k0, k0 + mr):
-        for c in range(C):
-            o = apack + k0 * C + c * mr + k - k0
-            if k >= K:
-                for i in range(16):
-                    o[i * K_pad * C] = 0
-                continue
-            g = w + (k * C + c) * 9
-            # t = G g (rows), then t G^T (columns)
-            for a in range(3):
-                t[0][a] = g[a]
-                t[1][a] = (<double> g[a] + g[3 + a] + g[6 + a]) * 0.5
-                t[2][a] = (<double> g[a] - g[3 + a] + g[6 + a]) * 0.5
-                t[3][a] = g[6 + a]
-            for i in range(4):
-                o[(4 * i) * K_pad * C] = <floating> t[i][0]
-                o[(4 * i + 1) * K_pad * C] = <floating> ((t[i][0] + t[i][1] + t[i][2]) * 0.5)
-                o[(4 * i + 2) * K_pad * C] = <floating> ((t[i][0] - t[i][1] + t[i][2]) * 0.5)
-                o[(4 * i + 3) * K_pad * C] = <floating> t[i][2]
+cdef inline void wino_weights(const floating *w, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
+                              floating *apack) noexcept nogil:
+    cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    if floating is float:
+        t.w_f32(w, K, C, k0, apack)
+    else:
+        t.w_f64(w, K, C, k0, apack)
 
 
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -981,7 +967,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         return -1
     with nogil:
         for kb in prange(K_pad // mr, schedule="static", num_threads=n_threads):
-            winograd_weights(&w[0, 0, 0, 0], K, C, kb * mr, mr, apack)
+            wino_weights(&w[0, 0, 0, 0], K, C, kb * mr, apack)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
         v = <floating *> fc_malloc64(16 * C * ld * sizeof(floating))

@@ -159,6 +159,45 @@ TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index
     }                                                                                   \
 }
 
+/* Output channels [k0, k0 + MR) of the transformed weights G g G^T, G = [[1, 0,
+ * 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], into the GEMM
+ * micro-kernels' packed panels: element xi = 4 a + b of channel pair (k, c) at
+ * apack[xi * K_pad * C + k0 * C + c * MR + k - k0], rows past K zero. The MR
+ * channels of a panel are one vector's lanes (a scalar loop per pair was half
+ * of a batch-1 256-channel layer). */
+#define FC_DEFINE_WINO_W(NAME, T, MR, TARGET)                                           \
+TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apack)     \
+{                                                                                       \
+    const fc_index ld = (K + MR - 1) / MR * MR * C;  /* between elements xi */         \
+    fc_index c, kk, i;                                                                  \
+    for (c = 0; c < C; c++) {                                                           \
+        T g[9][MR];                                                                     \
+        T *restrict o = apack + k0 * C + c * MR;                                        \
+        for (kk = 0; kk < MR; kk++)                                                     \
+            for (i = 0; i < 9; i++)                                                     \
+                g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0;            \
+        FC_IVDEP                                                                        \
+        for (kk = 0; kk < MR; kk++) {                                                   \
+            /* t = G g (rows), then t G^T (columns) */                                  \
+            T t[4][3];                                                                  \
+            for (i = 0; i < 3; i++) {                                                   \
+                t[0][i] = g[i][kk];                                                     \
+                t[1][i] = (g[i][kk] + g[3 + i][kk] + g[6 + i][kk]) * (T)0.5;            \
+                t[2][i] = (g[i][kk] - g[3 + i][kk] + g[6 + i][kk]) * (T)0.5;            \
+                t[3][i] = g[6 + i][kk];                                                 \
+            }                                                                           \
+            for (i = 0; i < 4; i++) {                                                   \
+                o[(4 * i) * ld + kk] = t[i][0];                                         \
+                o[(4 * i + 1) * ld + kk] = (t[i][0] + t[i][1] + t[i][2]) * (T)0.5;      \
+                o[(4 * i + 2) * ld + kk] = (t[i][0] - t[i][1] + t[i][2]) * (T)0.5;      \
+                o[(4 * i + 3) * ld + kk] = t[i][2];                                     \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+}
+
+typedef void (*fc_wino_w_f32)(const float *, fc_index, fc_index, fc_index, float *);
+typedef void (*fc_wino_w_f64)(const double *, fc_index, fc_index, fc_index, double *);
 typedef int (*fc_wino_in_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
                               fc_index, fc_index, fc_index, fc_index, fc_index, float, float *,
                               float *, fc_index);
@@ -172,34 +211,40 @@ typedef void (*fc_wino_out_f64)(const double *, fc_index, fc_index, fc_index, fc
                                 fc_index);
 
 typedef struct {
+    fc_wino_w_f32 w_f32;
+    fc_wino_w_f64 w_f64;
     fc_wino_in_f32 in_f32;
     fc_wino_in_f64 in_f64;
     fc_wino_out_f32 out_f32;
     fc_wino_out_f64 out_f64;
+    int mr;  /* the panels' rows: checked against fc_isas' at import */
 } fc_wino;
 
-#define FC_DEFINE_WINO(ISA, TARGET)                                                     \
+/* MR: the ISA's register block of output channels (fc_isas' mr) */
+#define FC_DEFINE_WINO(ISA, TARGET, MR)                                                 \
+    FC_DEFINE_WINO_W(fc_wino_w_##ISA##_f32, float, MR, TARGET)                          \
+    FC_DEFINE_WINO_W(fc_wino_w_##ISA##_f64, double, MR, TARGET)                         \
     FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f32, float, TARGET)                            \
     FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f64, double, TARGET)                           \
     FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f32, float, TARGET)                          \
     FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f64, double, TARGET)
-#define FC_WINO(ISA)                                                                    \
-    {fc_wino_in_##ISA##_f32, fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32,           \
-     fc_wino_out_##ISA##_f64}
+#define FC_WINO(ISA, MR)                                                                \
+    {fc_wino_w_##ISA##_f32, fc_wino_w_##ISA##_f64, fc_wino_in_##ISA##_f32,              \
+     fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32, fc_wino_out_##ISA##_f64, MR}
 
 #if FC_X86
-FC_DEFINE_WINO(avx512, FC_TARGET_AVX512)
-FC_DEFINE_WINO(avx2, FC_TARGET_AVX2)
+FC_DEFINE_WINO(avx512, FC_TARGET_AVX512, 8)
+FC_DEFINE_WINO(avx2, FC_TARGET_AVX2, 4)
 #endif
-FC_DEFINE_WINO(base, )
+FC_DEFINE_WINO(base, , 4)
 
 /* in the order of fc_isas: fc_winos[i] goes with fc_isas[i] */
 static const fc_wino fc_winos[] = {
 #if FC_X86
-    FC_WINO(avx512),
-    FC_WINO(avx2),
+    FC_WINO(avx512, 8),
+    FC_WINO(avx2, 4),
 #endif
-    FC_WINO(base),
+    FC_WINO(base, 4),
 };
 _Static_assert(sizeof(fc_winos) / sizeof(fc_winos[0]) == FC_N_ISAS, "one fc_wino per fc_isa");
 

@@ -101,7 +101,7 @@ def _winograd(func, g, y4, n_threads):
     """Run the Winograd forward into ``y4``; False when the operands' values
     rule it out (not finite, or large enough to overflow in the transforms)."""
     big = np.finfo(g.dtype).max
-    wmax = float(np.max(np.abs(g.w), initial=0))
+    wmax = float(max(g.w.max(initial=0), -g.w.min(initial=0)))  # NaN if any
     if not wmax < big / 4:  # also NaN and inf
         return False
     # |output transform . sum over C of U V| <= 9 * C * 2.25 wmax * 4 xmax
