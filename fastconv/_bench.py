@@ -154,10 +154,12 @@ def load_shapes(path=None):
 
 def conv_strategies(layer, backward=False):
     """The fastconv strategies that apply to a conv layer ("1x1" needs R == S == 1,
-    "winograd" 3x3 at stride 1 without dilation or groups, and has no backward)."""
+    "winograd" 3x3 at stride 1 without dilation or groups, and for its backward
+    padding at most 2)."""
     pointwise = layer["R"] == 1 and layer["S"] == 1
-    winograd = (not backward and layer["R"] == 3 and layer["S"] == 3 and layer["stride"] == 1
-                and layer.get("dilation", 1) == 1 and layer["groups"] == 1)
+    winograd = (layer["R"] == 3 and layer["S"] == 3 and layer["stride"] == 1
+                and layer["dilation"] == 1 and layer["groups"] == 1
+                and (not backward or layer["pad"] <= 2))
     return tuple(s for s in STRATEGIES
                  if (s != "1x1" or pointwise) and (s != "winograd" or winograd))
 

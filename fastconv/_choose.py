@@ -104,6 +104,39 @@ def winograd_fits(g):
             and g.groups == 1)
 
 
+def winograd_backward_fits(g):
+    """Whether grad_input of geometry ``g`` can run as a Winograd forward: the
+    3x3 convolution of grad_output at stride 1 with padding 2 - p per side
+    (so each padding at most 2)."""
+    return winograd_fits(g) and all(0 <= p <= 2 for p in g.pad)
+
+
+@dataclass
+class _GradInput:
+    """The geometry of grad_input as a forward convolution (for the Winograd
+    kernel and its blocking): grad_output convolved with the flipped weights,
+    input and output channels exchanged."""
+
+    x: object
+    w: object
+    N: int
+    C: int
+    K: int
+    P: int
+    Q: int
+    pad: tuple
+    dtype: object
+    b: object = None
+
+
+def grad_input_geometry(g, gy):
+    """grad_input = conv2d(grad_output, flipped transposed weights, padding 2 - p)."""
+    wt = g.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()
+    pt, pb, pl, pr = g.pad
+    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, (2 - pt, 2 - pb, 2 - pl, 2 - pr),
+                      g.dtype)
+
+
 def winograd_blocks(g, n_threads):
     """``(rows of tiles per work item, reduction block)`` of the Winograd forward.
 
@@ -166,23 +199,39 @@ def _costs(g, backward=False):
         pointwise = g.stride == (1, 1) and g.pad == (0, 0, 0, 0) and in_place("1x1", g)
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
-    weights = 16 * -(-g.K // mr) * mr * g.C * g.dtype.itemsize
-    if not backward and winograd_fits(g) and weights <= WINOGRAD_MAX_WEIGHT_BYTES:
-        # the GEMMs run over slots, a row's tiles and one more (see conv2d_winograd)
-        slots = g.N * -(-g.P // 2) * (-(-g.Q // 2) + 1)
-        rows = winograd_blocks(g, 1)[0]
-        items = -(-g.N * -(-g.P // 2) // rows)
-        once, per_item = WINOGRAD_WEIGHT_CYCLES
-        costs["winograd"] = (2 * 16 * g.K * g.C * slots / (peak * WINOGRAD_EFFICIENCY * fill)
-                             + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * slots
-                             + (once + per_item * items) * 16 * g.K * g.C)
     kind = _direct_kind(g)
     efficiency = DIRECT_EFFICIENCY[kind][backward]
     if backward and max(g.stride) > 1 and kind != "depthwise":
         efficiency *= DIRECT_STRIDED_BACKWARD
     fill = PACK_CYCLES if max(g.stride) <= 2 else FILL_CYCLES  # vectorised up to stride 2
     costs["direct"] = flops / (peak * efficiency) + fill * _direct_filled(g)
+    if backward and winograd_backward_fits(g):
+        # grad_weight as the direct kernels compute it (half their work),
+        # grad_input by Winograd
+        gi = _winograd_cost(_GradInput(None, None, g.N, g.K, g.C, g.H, g.W, (), g.dtype), peak)
+        if gi is not None:
+            costs["winograd"] = costs["direct"] / 2 + gi
+    elif not backward and winograd_fits(g):
+        cost = _winograd_cost(g, peak)
+        if cost is not None:
+            costs["winograd"] = cost
     return costs
+
+
+def _winograd_cost(g, peak):
+    """Winograd's estimated cycles for forward geometry ``g``, or None beyond
+    WINOGRAD_MAX_WEIGHT_BYTES."""
+    mr = _conv.gemm_block()[0]
+    if 16 * -(-g.K // mr) * mr * g.C * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
+        return None
+    fill = g.K / (math.ceil(g.K / mr) * mr)
+    # the GEMMs run over slots, a row's tiles and one more (see conv2d_winograd)
+    slots = g.N * -(-g.P // 2) * (-(-g.Q // 2) + 1)
+    items = -(-g.N * -(-g.P // 2) // winograd_blocks(g, 1)[0])
+    once, per_item = WINOGRAD_WEIGHT_CYCLES
+    return (2 * 16 * g.K * g.C * slots / (peak * WINOGRAD_EFFICIENCY * fill)
+            + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * slots
+            + (once + per_item * items) * 16 * g.K * g.C)
 
 
 def resolve(func, algorithm, g, backward=False):
@@ -200,8 +249,8 @@ def resolve(func, algorithm, g, backward=False):
             f"or groups, got kernel size {(g.R, g.S)}, stride {g.stride}, dilation "
             f"{g.dilation}, groups {g.groups}"
         )
-    if algorithm == "winograd" and backward:
-        return "im2col"  # no backward of its own
+    if algorithm == "winograd" and backward and not winograd_backward_fits(g):
+        return "im2col"
     if algorithm == "1x1" and (g.R, g.S) != (1, 1):
         raise ValueError(
             f"{func}: algorithm '1x1' needs a 1x1 kernel, got kernel size {(g.R, g.S)}"

@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""Convolution kernels: im2col + GEMM and 1x1 GEMM, forward and backward, on
-fastconv's own micro-kernels (the direct strategy lives in _direct.pyx).
+"""Convolution kernels: im2col + GEMM and 1x1 GEMM, forward and backward, and the
+Winograd F(2x2, 3x3) forward, on fastconv's own micro-kernels (the direct
+strategy lives in _direct.pyx).
 
 Conventions shared by every kernel:
 - arrays are C-contiguous NCHW; weight is (K, C/groups, R, S);
@@ -10,7 +11,8 @@ Conventions shared by every kernel:
 - work is split with OpenMP over independent items (images x channels, or
   images x groups x pixel tiles); each thread allocates its own workspace once
   per call, sized by the caller's blocking (fastconv/_choose.py) to stay in cache;
-- a kernel returns 0, or -1 when a workspace allocation failed.
+- a kernel returns 0, or -1 when a workspace allocation failed (the Winograd
+  forward also 1: see there).
 """
 from math import gcd
 

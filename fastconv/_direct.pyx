@@ -727,7 +727,8 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
     """grad_input as a stride-1 direct convolution per input phase, grad_weight
-    as per-thread partial correlations over the wide grid, summed once."""
+    as per-thread partial correlations over the wide grid, summed once.
+    ``gx`` None: grad_weight only (grad_input computed elsewhere)."""
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t K = w.shape[0]
     if N == 0:
@@ -735,10 +736,11 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
                * sizeof(floating))
         return 0
     if K == 0:
-        memset(&gx[0, 0, 0, 0], 0, gx.shape[0] * gx.shape[1] * gx.shape[2] * gx.shape[3]
-               * sizeof(floating))
+        if gx is not None:
+            memset(&gx[0, 0, 0, 0], 0, gx.shape[0] * gx.shape[1] * gx.shape[2] * gx.shape[3]
+                   * sizeof(floating))
         return 0
-    if _grad_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups, n_threads):
+    if gx is not None and _grad_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups, n_threads):
         return -1
     return _grad_weight(gy, x, gw, sh, sw, pt, pl, dh, dw, groups, n_threads)
 

@@ -119,8 +119,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     grad_output : array_like of shape (N, K, P, Q) or (K, P, Q)
         Gradient of the loss with respect to ``conv2d``'s output.
     input, weight, stride, padding, dilation, groups, algorithm
-        As given to :func:`conv2d`; ``'winograd'`` has no backward of its own
-        and runs ``'im2col'``.
+        As given to :func:`conv2d`; ``'winograd'`` computes grad_input by
+        Winograd (a 3x3 convolution of grad_output at stride 1, when each
+        padding is at most 2; else all of it runs ``'im2col'``) and
+        grad_weight as ``'direct'`` does.
 
     Returns
     -------
@@ -155,6 +157,16 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
+    if algo == "winograd":
+        # grad_weight by the direct kernels, grad_input by Winograd: a 3x3
+        # stride-1 convolution of grad_output with the flipped, transposed weights
+        _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, None, gw, *_geometry_args(g),
+              n_threads)
+        if _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
+            gb = np.empty(g.K, dtype)
+            _direct.grad_bias(gy, gb, n_threads)
+            return (gx[0] if g.unbatched else gx), gw, gb
+        algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
     if algo == "direct":
         _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g),
               n_threads)

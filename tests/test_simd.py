@@ -54,7 +54,7 @@ def test_unknown_variant_rejected():
 RUNS = [(case, "im2col") for case in CASES] + [
     (case, "1x1") for case in CASES if case[5:7] == (1, 1)
 ]
-# Winograd F(2x2, 3x3), forward only: its own shapes too. Rows of tiles run
+# Winograd F(2x2, 3x3) (the backward: its grad_input): its own shapes too. Rows of tiles run
 # through the batch (items spanning images), odd output sizes drop a tile's
 # last row or column, rows of more tiles than a vector, more channels than
 # one reduction block, output channels past a register block.
@@ -67,12 +67,12 @@ WINOGRAD_CASES = [
     (7, 2, 3, 3, 3, 3, 3, 1, 1, 1, 1),
     (2, 4, 12, 12, 17, 3, 3, 1, 2, 1, 1),
 ]
-FORWARD_RUNS = RUNS + [(case, "winograd") for case in WINOGRAD_CASES]
+RUNS += [(case, "winograd") for case in WINOGRAD_CASES]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case, algorithm", FORWARD_RUNS, ids=str)
+@pytest.mark.parametrize("case, algorithm", RUNS, ids=str)
 def test_forward_matches_reference(variant, dtype, case, algorithm, rng, assert_close):
     N, C, H, W, K, R, S, stride, padding, dilation, groups = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)

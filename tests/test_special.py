@@ -220,6 +220,26 @@ def test_conv_specials_winograd(rng, dtype, where):
                          1e-4 if dtype == np.float32 else 1e-10)
 
 
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
+def test_conv_backward_specials_winograd(rng, where):
+    """grad_input by Winograd convolves grad_output: specials there (or in the
+    weights) make the whole backward run as im2col, as the reference places them."""
+    x = rng.standard_normal((2, 3, 12, 11))
+    w = rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((2, 4, 12, 11))
+    if where == "input":
+        x = sprinkle(rng, x.shape, np.float64, 0.01)
+    elif where == "weight":
+        w.flat[rng.integers(0, w.size)] = rng.choice(SPECIALS)
+    else:
+        g = sprinkle(rng, g.shape, np.float64, 0.01)
+    with np.errstate(invalid="ignore"):
+        expected = ref.conv2d_backward(g, x, w, padding=1)
+    got = fastconv.conv2d_backward(g, x, w, padding=1, algorithm="winograd")
+    for a, e, what in zip(got, expected, ("grad_input", "grad_weight", "grad_bias")):
+        assert_same_specials(a, e, 1e-10, what)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
 def test_conv_winograd_near_overflow(rng, dtype, where):
