@@ -13,12 +13,15 @@ forward's operations (twice that for a backward):
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
   with few channels or small planes (in_place), the image is read in place,
   so nothing is copied;
-* ``"winograd"`` (forward, 3x3 at stride 1, no dilation or groups): the
-  GEMMs of F(2x2, 3x3), 16 multiply-adds per 2x2 outputs and channel pair
-  instead of 36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C
-  times a block of tiles), plus ``WINOGRAD_TRANSFORM_CYCLES`` per element of
-  the transformed input and output tiles (16 per tile and channel) and
-  ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work item);
+* ``"winograd"`` (3x3 at stride 1, no dilation or groups): the GEMMs of
+  F(2x2, 3x3), 16 multiply-adds per 2x2 outputs and channel pair instead of
+  36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C times a
+  block of tiles), plus ``WINOGRAD_TRANSFORM_CYCLES`` per element of the
+  transformed input and output tiles (16 per tile and channel) and
+  ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work
+  item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed weights. Its
+  backward (padding at most 2): half of direct's cost (grad_weight) plus
+  grad_input as a Winograd forward with the channels exchanged;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows), or the rest, times
