@@ -255,7 +255,8 @@ def set_simd_variant(name):
 
 set_simd_variant(simd_variants()[0])
 for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels' A panels
-    assert fc_winos[_i].mr == fc_isas[_i].mr, "_winograd.h: MR differs from _gemm_kernels.h"
+    if fc_winos[_i].mr != fc_isas[_i].mr:
+        raise ImportError("fastconv._conv: _winograd.h's MR differs from _gemm_kernels.h's")
 
 
 cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,

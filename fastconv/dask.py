@@ -170,7 +170,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     stride, padding, dilation, groups
         As for :func:`fastconv.conv2d`: ``padding`` may be an int, a pair,
         ``((top, bottom), (left, right))``, ``'valid'`` or ``'same'``.
-    algorithm : {'auto', 'direct', 'im2col', '1x1'}, default 'auto'
+    algorithm : {'auto', 'direct', 'im2col', '1x1', 'winograd'}, default 'auto'
         Passed to :func:`fastconv.conv2d` for every block ('auto' chooses per
         block shape).
 

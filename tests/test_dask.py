@@ -78,6 +78,15 @@ def test_conv2d_algorithm_passes_through(rng, assert_close, algorithm):
                  36)
 
 
+def test_conv2d_winograd_blocks(rng, assert_close):
+    """Winograd's tiles start at each block's first output: odd-sized blocks
+    still give the whole array's result (to rounding)."""
+    x = rng.standard_normal((2, 4, 11, 10))
+    w = rng.standard_normal((6, 4, 3, 3))
+    y = fdask.conv2d(da.from_array(x, chunks=(1, 4, 5, 3)), w, padding=1, algorithm="winograd")
+    assert_close(compute(y), fastconv.conv2d(x, w, padding=1), 36)
+
+
 def assert_split(y, chunks):
     """A spatially chunked input gives a spatially chunked output (not one block)."""
     if any(not isinstance(c, int) or c < n for c, n in zip(chunks[2:], y.shape[2:])):
