@@ -95,10 +95,11 @@ WINOGRAD_WEIGHT_CYCLES = (3.0, 0.25)
 #: call (16 MiB: 512 x 512 channels in float32), so that with the threads'
 #: blocks a call stays within 32 MiB of workspace
 WINOGRAD_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
-#: bytes of one thread's transformed input and output tiles (V and M): about
-#: 2 MiB measured best of 0.5-4 MiB on the three dense 3x3 yardstick layers
-#: (AVX-512, 1 MiB L2 per core); at 4 MiB the 256-channel layer slowed by half
-WINOGRAD_BLOCK_BYTES = 2048 * 1024
+#: bytes of one thread's transformed input and output tiles (V and M), at
+#: most: 0.5-4 MiB measured within 10% of each other on the three dense 3x3
+#: yardstick layers (AVX-512, 1 MiB L2 per core) once the panels of tiles
+#: fill the GEMM kernel's vectors (see winograd_blocks)
+WINOGRAD_BLOCK_BYTES = 4096 * 1024
 
 
 def winograd_fits(g):
@@ -153,8 +154,17 @@ def winograd_blocks(g, n_threads):
     nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
     rows = WINOGRAD_BLOCK_BYTES // (16 * (g.C + g.K) * slots * g.dtype.itemsize)
     rows = max(1, rows, -(-nr // slots))
-    items = max(1, -(-rows_total // rows))
-    items = -(-items // n_threads) * n_threads  # a multiple of the threads
+    fewest = -(-max(1, -(-rows_total // rows)) // n_threads) * n_threads  # a multiple of the threads
+    # more items (up to twice as many) where an item's last panel of slots
+    # would take fewer than two of the kernel's three vectors: such a panel
+    # and the one before it run as narrower blocks (items of 8 rows of 8
+    # slots, 64 = 48 + 16, ran the 256-channel 14x14 layer 14% slower than 12)
+    for items in range(fewest, 2 * fewest + 1, n_threads):
+        last = -(-rows_total // items) * slots % nr
+        if last == 0 or last >= 2 * nr // 3:
+            break
+    else:
+        items = fewest
     return max(1, -(-rows_total // items)), REDUCTION_BLOCK
 
 
