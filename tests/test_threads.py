@@ -48,6 +48,23 @@ def test_conv_thread_counts_agree_on_uneven_work(threads, rng, assert_close, alg
         assert_close(got, exp, red)
 
 
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_winograd_thread_counts_agree_exactly(threads, rng, n):
+    """Winograd's items are rows of tiles, fewer or more of them with more
+    threads; each tile's sums run in the same order, so the bits agree. (7.5
+    MFLOP: above the size that runs on one thread whatever the setting.)"""
+    x = rng.standard_normal((3, 16, 21, 17)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((3, 24, 21, 17)).astype(np.float32)
+    threads.set_num_threads(1)
+    y1 = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+    gi1 = fastconv.conv2d_backward(g, x, w, padding=1, algorithm="winograd")[0]
+    threads.set_num_threads(n)
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, padding=1, algorithm="winograd"), y1)
+    np.testing.assert_array_equal(
+        fastconv.conv2d_backward(g, x, w, padding=1, algorithm="winograd")[0], gi1)
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_pool_thread_counts_agree_on_single_image(threads, rng, make_tie_free, n):
     """One image with few channels: work split must not depend on N."""
