@@ -37,6 +37,7 @@ from importlib import resources
 import numpy as np
 
 import fastconv
+from fastconv import _choose, _params
 
 STRATEGIES = ("direct", "im2col", "1x1", "winograd", "auto")
 PEERS = ("torch", "numpy")
@@ -153,13 +154,15 @@ def load_shapes(path=None):
 
 
 def conv_strategies(layer, backward=False):
-    """The fastconv strategies that apply to a conv layer ("1x1" needs R == S == 1,
-    "winograd" 3x3 at stride 1 without dilation or groups, and for its backward
-    padding at most 2)."""
+    """The fastconv strategies that apply to a conv layer ("1x1" needs R == S == 1;
+    "winograd" the kernels' own rule, fastconv._choose.winograd_fits, and
+    winograd_backward_fits for a backward)."""
     pointwise = layer["R"] == 1 and layer["S"] == 1
-    winograd = (layer["R"] == 3 and layer["S"] == 3 and layer["stride"] == 1
-                and layer["dilation"] == 1 and layer["groups"] == 1
-                and (not backward or layer["pad"] <= 2))
+    g = _params.conv_geometry(
+        "bench", np.empty((0, layer["C"], layer["H"], layer["W"])),
+        np.empty((layer["K"], layer["C"] // layer["groups"], layer["R"], layer["S"])), None,
+        layer["stride"], layer["pad"], layer["dilation"], layer["groups"])
+    winograd = (_choose.winograd_backward_fits if backward else _choose.winograd_fits)(g)
     return tuple(s for s in STRATEGIES
                  if (s != "1x1" or pointwise) and (s != "winograd" or winograd))
 

@@ -133,12 +133,11 @@ class _GradInput:
     b: object = None
 
 
-def grad_input_geometry(g, gy):
-    """grad_input = conv2d(grad_output, flipped transposed weights, padding 2 - p)."""
-    wt = g.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()
-    pt, pb, pl, pr = g.pad
-    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, (2 - pt, 2 - pb, 2 - pl, 2 - pr),
-                      g.dtype)
+def grad_input_geometry(g, gy=None):
+    """grad_input = conv2d(grad_output, flipped transposed weights, padding 2 - p);
+    without ``gy`` the shapes only (for the cost model)."""
+    wt = None if gy is None else g.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()
+    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, tuple(2 - p for p in g.pad), g.dtype)
 
 
 def winograd_blocks(g, n_threads):
@@ -154,7 +153,8 @@ def winograd_blocks(g, n_threads):
     nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
     rows = WINOGRAD_BLOCK_BYTES // (16 * (g.C + g.K) * slots * g.dtype.itemsize)
     rows = max(1, rows, -(-nr // slots))
-    fewest = -(-max(1, -(-rows_total // rows)) // n_threads) * n_threads  # a multiple of the threads
+    fewest = max(1, -(-rows_total // rows))
+    fewest = -(-fewest // n_threads) * n_threads  # a multiple of the threads
     # more items (up to twice as many) where an item's last panel of slots
     # would take fewer than two of the kernel's three vectors: such a panel
     # and the one before it run as narrower blocks (items of 8 rows of 8
@@ -221,7 +221,7 @@ def _costs(g, backward=False):
     if backward and winograd_backward_fits(g):
         # grad_weight as the direct kernels compute it (half their work),
         # grad_input by Winograd
-        gi = _winograd_cost(_GradInput(None, None, g.N, g.K, g.C, g.H, g.W, (), g.dtype), peak)
+        gi = _winograd_cost(grad_input_geometry(g), peak)
         if gi is not None:
             costs["winograd"] = costs["direct"] / 2 + gi
     elif not backward and winograd_fits(g):
