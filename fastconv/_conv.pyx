@@ -158,34 +158,6 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
 # --------------------------------------------------------------------------
 # packed GEMM with our own micro-kernels (fastconv/_gemm_kernels.h)
 
-cdef extern from "_winograd.h":
-    ctypedef int (*fc_wino_in_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, float, float *, float *, Py_ssize_t) noexcept nogil
-    ctypedef int (*fc_wino_in_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, double, double *, double *,
-                                   Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_wino_out_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     Py_ssize_t, Py_ssize_t, float, float *, float *, Py_ssize_t,
-                                     Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_wino_out_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     Py_ssize_t, Py_ssize_t, double, double *, double *,
-                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_wino_w_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   float *) noexcept nogil
-    ctypedef void (*fc_wino_w_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   double *) noexcept nogil
-    ctypedef struct fc_wino:
-        fc_wino_w_f32 w_f32
-        fc_wino_w_f64 w_f64
-        fc_wino_in_f32 in_f32
-        fc_wino_in_f64 in_f64
-        fc_wino_out_f32 out_f32
-        fc_wino_out_f64 out_f64
-        int mr
-    const fc_wino fc_winos[]
-
 cdef extern from "_gemm_kernels.h":
     ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                    Py_ssize_t, float *, Py_ssize_t, int, Py_ssize_t,
@@ -254,9 +226,6 @@ def set_simd_variant(name):
 
 
 set_simd_variant(simd_variants()[0])
-for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels' A panels
-    if fc_winos[_i].mr != fc_isas[_i].mr:
-        raise ImportError("fastconv._conv: _winograd.h's MR differs from _gemm_kernels.h's")
 
 
 cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
@@ -891,7 +860,41 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
 
 
 # --------------------------------------------------------------------------
-# Winograd F(2x2, 3x3): 3x3 taps at stride 1
+# Winograd F(2x2, 3x3): 3x3 taps at stride 1 (its transforms: fastconv/_winograd.h)
+
+
+cdef extern from "_winograd.h":
+    ctypedef int (*fc_wino_in_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, float, float *, float *, Py_ssize_t) noexcept nogil
+    ctypedef int (*fc_wino_in_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, double, double *, double *,
+                                   Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_wino_out_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, float, float *, float *, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_wino_out_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, double, double *, double *,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_wino_w_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   float *) noexcept nogil
+    ctypedef void (*fc_wino_w_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   double *) noexcept nogil
+    ctypedef struct fc_wino:
+        fc_wino_w_f32 w_f32
+        fc_wino_w_f64 w_f64
+        fc_wino_in_f32 in_f32
+        fc_wino_in_f64 in_f64
+        fc_wino_out_f32 out_f32
+        fc_wino_out_f64 out_f64
+        int mr
+    const fc_wino fc_winos[]
+
+
+for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels' A panels
+    if fc_winos[_i].mr != fc_isas[_i].mr:
+        raise ImportError("fastconv._conv: _winograd.h's MR differs from _gemm_kernels.h's")
 
 
 cdef inline int wino_in(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,

@@ -246,10 +246,14 @@ fp_back2_step_avx2_f32(const float *g, const int64_t *idx, __m256i t, __m256i vw
     __m256i e0 = _mm256_cmpeq_epi64(o, _mm256_setzero_si256());
     __m256i e1 = _mm256_cmpeq_epi64(o, _mm256_set1_epi64x(1));
     __m256i e2 = _mm256_cmpeq_epi64(o, vw), e3 = _mm256_cmpeq_epi64(o, vw1);
-    /* input column 2j takes window j's low half of e0 (e2), column 2j + 1 its high half of e1 (e3) */
+    /* input column 2j takes window j's low half of e0 (e2), column 2j + 1 its
+     * high half of e1 (e3) */
     __m256 v = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(g)), dup);
-    _mm256_storeu_ps(r0, _mm256_and_ps(_mm256_castsi256_ps(_mm256_blend_epi32(e0, e1, 0xAA)), v));
-    _mm256_storeu_ps(r1, _mm256_and_ps(_mm256_castsi256_ps(_mm256_blend_epi32(e2, e3, 0xAA)), v));
+#define FP_PUT(dst, a, b) \
+    _mm256_storeu_ps(dst, _mm256_and_ps(_mm256_castsi256_ps(_mm256_blend_epi32(a, b, 0xAA)), v))
+    FP_PUT(r0, e0, e1);
+    FP_PUT(r1, e2, e3);
+#undef FP_PUT
     return _mm256_movemask_pd(_mm256_castsi256_pd(
         _mm256_or_si256(_mm256_or_si256(e0, e1), _mm256_or_si256(e2, e3)))) ^ 0xF;
 }
@@ -266,12 +270,15 @@ fp_back2_step_avx2_f64(const double *g, const int64_t *idx, __m256i t, __m256i v
     __m256d v01 = _mm256_permute4x64_pd(v, 0x50), v23 = _mm256_permute4x64_pd(v, 0xFA);
     /* unpacklo: taps of windows 0 and 2, unpackhi: of 1 and 3; regrouped by window */
     __m256i a = _mm256_unpacklo_epi64(e0, e1), b = _mm256_unpackhi_epi64(e0, e1);
-    _mm256_storeu_pd(r0, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x20)), v01));
-    _mm256_storeu_pd(r0 + 4, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x31)), v23));
+#define FP_PUT(dst, sel, v) _mm256_storeu_pd( \
+    dst, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, sel)), v))
+    FP_PUT(r0, 0x20, v01);
+    FP_PUT(r0 + 4, 0x31, v23);
     a = _mm256_unpacklo_epi64(e2, e3);
     b = _mm256_unpackhi_epi64(e2, e3);
-    _mm256_storeu_pd(r1, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x20)), v01));
-    _mm256_storeu_pd(r1 + 4, _mm256_and_pd(_mm256_castsi256_pd(_mm256_permute2x128_si256(a, b, 0x31)), v23));
+    FP_PUT(r1, 0x20, v01);
+    FP_PUT(r1 + 4, 0x31, v23);
+#undef FP_PUT
     return _mm256_movemask_pd(_mm256_castsi256_pd(
         _mm256_or_si256(_mm256_or_si256(e0, e1), _mm256_or_si256(e2, e3)))) ^ 0xF;
 }
