@@ -162,15 +162,12 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         # stride-1 convolution of grad_output with the flipped, transposed weights
         _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, None, gw, *_geometry_args(g),
               n_threads)
-        if _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
-            gb = np.empty(g.K, dtype)
-            _direct.grad_bias(gy, gb, n_threads)
-            return (gx[0] if g.unbatched else gx), gw, gb
-        algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
+        if not _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
+            algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
     if algo == "direct":
         _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g),
               n_threads)
-    else:
+    elif algo != "winograd":
         _call(func, _conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
               *_choose.backward_blocks(g, n_threads), n_threads)
     gb = np.empty(g.K, dtype)
