@@ -139,6 +139,21 @@ cdef extern from "_direct_simd.h" nogil:
     void fc_prow_dw3_f64(int isa, const double *x, ptrdiff_t xrs, const ptrdiff_t *co,
                          const double *w, ptrdiff_t ws, const double *bias, double *out,
                          ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows)
+    ptrdiff_t fc_dw2_split_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t S)
+    void fc_dw2_gx_f32(int isa, const float *gy, ptrdiff_t P, ptrdiff_t Q, const float *w,
+                       ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, float *gx,
+                       ptrdiff_t H, ptrdiff_t W)
+    void fc_dw2_gx_f64(int isa, const double *gy, ptrdiff_t P, ptrdiff_t Q, const double *w,
+                       ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, double *gx,
+                       ptrdiff_t H, ptrdiff_t W)
+    void fc_dw2_gw_f32(int isa, const float *x, ptrdiff_t xn, ptrdiff_t H, ptrdiff_t W,
+                       const float *gy, ptrdiff_t gn, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t N,
+                       ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn,
+                       float *ring, float *gw)
+    void fc_dw2_gw_f64(int isa, const double *x, ptrdiff_t xn, ptrdiff_t H, ptrdiff_t W,
+                       const double *gy, ptrdiff_t gn, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t N,
+                       ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn,
+                       double *ring, double *gw)
     void fc_transpose_f32(int isa, float *dst, ptrdiff_t ldd, const float *src, ptrdiff_t lds,
                           ptrdiff_t nk, ptrdiff_t nkp, ptrdiff_t nj)
     void fc_transpose_f64(int isa, double *dst, ptrdiff_t ldd, const double *src,
@@ -197,7 +212,7 @@ cdef enum:
 
 _LAYOUTS = ("auto", "rows", "wide", "lanes")
 cdef int _layout = 0
-cdef bint _dw3_enabled = True
+cdef bint _dw_enabled = True
 
 
 def set_layout(layout="auto"):
@@ -215,10 +230,11 @@ def set_layout(layout="auto"):
 
 
 def set_depthwise_kernel(enabled=True):
-    """Whether 3x3 depthwise layers (stride 1 in rows) take their own kernel
+    """Whether depthwise layers take their own kernels where they have one
+    (3x3 at stride 1 in rows; the backward at stride 2) or the general ones
     (for tests; on by default)."""
-    global _dw3_enabled
-    _dw3_enabled = bool(enabled)
+    global _dw_enabled
+    _dw_enabled = bool(enabled)
 
 
 # --------------------------------------------------------------------------
@@ -637,7 +653,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         free(bpack)
         return -1
     _phase_offsets(R, S, sh, sw, dh, dw, bd.Bh, bd.Wb, toff)
-    bd.dw3 = (_dw3_enabled and bd.mode == _ROWS and Cg == 1 and R == 3 and S == 3 and sh == 1
+    bd.dw3 = (_dw_enabled and bd.mode == _ROWS and Cg == 1 and R == 3 and S == 3 and sh == 1
               and dh == 1)
     if bd.dw3:
         bd.co3[0], bd.co3[1], bd.co3[2] = toff[0], toff[1], toff[2]
@@ -740,9 +756,66 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
             memset(&gx[0, 0, 0, 0], 0, gx.shape[0] * gx.shape[1] * gx.shape[2] * gx.shape[3]
                    * sizeof(floating))
         return 0
+    if (_dw_enabled and groups == K == x.shape[1] and sh == sw == 2 and dh == dw == 1
+            and gw.shape[2] * gw.shape[3] <= 64 and gy.shape[2] * gy.shape[3] > 0
+            and x.shape[2] * x.shape[3] > 0):
+        return _dw2_backward(gy, x, w, gx, gw, pt, pl, groups, n_threads)
     if gx is not None and _grad_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups, n_threads):
         return -1
     return _grad_weight(gy, x, gw, sh, sw, pt, pl, dh, dw, groups, n_threads)
+
+
+cdef int _dw2_backward(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                       const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                       floating[:, :, :, ::1] gw, Py_ssize_t pt, Py_ssize_t pl,
+                       Py_ssize_t groups, int n_threads):
+    """Depthwise at stride 2 (dilation 1, up to 64 taps) on kernels of its own
+    (dw2_gx, dw2_gw): grad_input plane by plane; grad_weight channel by
+    channel over the batch, each item owning its channel's weights (no
+    partials)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t R = w.shape[2], S = w.shape[3], P = gy.shape[2], Q = gy.shape[3]
+    cdef int isa = _isa
+    cdef Py_ssize_t Jn = fc_dw2_split_len(isa, sizeof(floating), Q, S)
+    cdef Py_ssize_t item, n, c
+    cdef void *raw = NULL
+    cdef floating *ring = NULL
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode
+    if gx is not None:
+        with nogil, parallel(num_threads=n_threads):
+            fpmode = fc_ftz_on()
+            for item in prange(N * C, schedule="static"):
+                n = item // C
+                c = item % C
+                if floating is float:
+                    fc_dw2_gx_f32(isa, &gy[n, c, 0, 0], P, Q, &w[c, 0, 0, 0], R, S, pt, pl,
+                                  &gx[n, c, 0, 0], H, W)
+                else:
+                    fc_dw2_gx_f64(isa, &gy[n, c, 0, 0], P, Q, &w[c, 0, 0, 0], R, S, pt, pl,
+                                  &gx[n, c, 0, 0], H, W)
+            fc_ftz_restore(fpmode)
+    with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
+        raw = malloc((R + 1) * 2 * Jn * sizeof(floating) + 64)
+        ring = NULL
+        if raw == NULL:
+            failed[0] = 1
+        else:
+            ring = _aligned(raw, ring)
+        for c in prange(C, schedule="static"):
+            if failed[0]:
+                continue
+            if floating is float:
+                fc_dw2_gw_f32(isa, &x[0, c, 0, 0], C * H * W, H, W, &gy[0, c, 0, 0], C * P * Q,
+                              P, Q, N, R, S, pt, pl, Jn, ring, &gw[c, 0, 0, 0])
+            else:
+                fc_dw2_gw_f64(isa, &x[0, c, 0, 0], C * H * W, H, W, &gy[0, c, 0, 0], C * P * Q,
+                              P, Q, N, R, S, pt, pl, Jn, ring, &gw[c, 0, 0, 0])
+        free(raw)
+        fc_ftz_restore(fpmode)
+    return -status
 
 
 # Per-phase table of _grad_input, _PH_FIELDS entries per phase.
@@ -907,7 +980,7 @@ cdef int _grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::
         buf_n = max(buf_n, Kg * bd.Bh * bd.Wb)
         # tap offsets in the buffer, in packing order
         tap = pi[_PH_TAP0]
-        bd.dw3 = (_dw3_enabled and bd.mode == _ROWS and Kg == 1 and R == 3 and S == 3
+        bd.dw3 = (_dw_enabled and bd.mode == _ROWS and Kg == 1 and R == 3 and S == 3
                   and nph == 1 and dh == 1)
         if bd.nt:
             for r in range(R):

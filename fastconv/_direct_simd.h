@@ -302,6 +302,15 @@ static int fc_gband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 3; }
  * at 2 x 14, 8-11% faster). */
 static int fc_krow_kvmax(int isa) { (void)isa; return 2; }
 static int fc_kgband_kvmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 2; }
+/* Elements of each half (even, odd columns) of an input row split by the
+ * stride-2 depthwise grad_weight (dw2_gw) for Q outputs of S taps: every
+ * vector a tap reads, Q rounded up to vectors plus (S - 1) / 2. */
+static ptrdiff_t fc_dw2_split_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t S)
+{
+    ptrdiff_t VL = fc_vec_len(isa, size);
+    ptrdiff_t n = (Q + VL - 1) / VL * VL + (S - 1) / 2;
+    return (n + VL - 1) / VL * VL;
+}
 static int fc_krow_kv(ptrdiff_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : 4; }
 
 #if FC_X86
@@ -385,6 +394,21 @@ static void fc_prow_dw3_##sfx(int isa, const T *x, ptrdiff_t xrs,            \
                               ptrdiff_t Q, ptrdiff_t nrows)                   \
 {                                                                             \
     FC_DISPATCH(, prow_dw3, sfx, (x, xrs, co, w, ws, bias, out, ors, Q, nrows)) \
+}                                                                             \
+static void fc_dw2_gx_##sfx(int isa, const T *gy, ptrdiff_t P, ptrdiff_t Q,   \
+                            const T *w, ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, \
+                            ptrdiff_t pl, T *gx, ptrdiff_t H, ptrdiff_t W)    \
+{                                                                             \
+    FC_DISPATCH(, dw2_gx, sfx, (gy, P, Q, w, R, S, pt, pl, gx, H, W))         \
+}                                                                             \
+static void fc_dw2_gw_##sfx(int isa, const T *x, ptrdiff_t xn, ptrdiff_t H,   \
+                            ptrdiff_t W, const T *gy, ptrdiff_t gn,           \
+                            ptrdiff_t P, ptrdiff_t Q, ptrdiff_t N,            \
+                            ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt,           \
+                            ptrdiff_t pl, ptrdiff_t Jn, T *ring, T *gw)       \
+{                                                                             \
+    FC_DISPATCH(, dw2_gw, sfx, (x, xn, H, W, gy, gn, P, Q, N, R, S, pt, pl,   \
+                                Jn, ring, gw))                                \
 }                                                                             \
 static void fc_transpose_##sfx(int isa, T *dst, ptrdiff_t ldd, const T *src,  \
                                ptrdiff_t lds, ptrdiff_t nk, ptrdiff_t nkp,    \

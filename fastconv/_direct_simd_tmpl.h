@@ -1196,6 +1196,305 @@ FC_N(gband)(int kb, const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* depthwise, stride 2, dilation 1: one channel at a time, the stride taken
+ * apart into even and odd columns in registers. The general path's phase
+ * planes cost this layer a padded copy of grad_output per phase and stores
+ * two elements apart: its backward ran 2.4x slower (mb-dw-s2, AVX-512). */
+
+/* p[j + l] for the lanes with 0 <= j + l < n, else 0; nothing outside is
+ * read (AVX-512 and AVX2 masked loads, which do not fault on masked lanes). */
+static FC_INLINE FC_TARGET FC_VEC
+FC_N(load_range)(const FC_T *p, ptrdiff_t j, ptrdiff_t n)
+{
+    if (j >= 0 && j + FC_VL <= n)
+        return FC_LOAD(p + j);
+#if FC_X86 && FC_VB == 64
+    {
+        ptrdiff_t lo = j < 0 ? -j : 0, hi = n - j < FC_VL ? n - j : FC_VL;
+        unsigned m = hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
+#if FC_ELEM == 4
+        return (FC_VEC)_mm512_maskz_loadu_ps((__mmask16)m, p + j);
+#else
+        return (FC_VEC)_mm512_maskz_loadu_pd((__mmask8)m, p + j);
+#endif
+    }
+#elif FC_X86 && FC_VB == 32 && FC_ELEM == 4
+    {
+        __m256i i = _mm256_add_epi32(_mm256_set1_epi32((int)j),
+                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), i),
+                                        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), i));
+        return (FC_VEC)_mm256_maskload_ps(p + j, m);
+    }
+#elif FC_X86 && FC_VB == 32
+    {
+        __m256i i = _mm256_add_epi64(_mm256_set1_epi64x((long long)j),
+                                     _mm256_setr_epi64x(0, 1, 2, 3));
+        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), i),
+                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), i));
+        return (FC_VEC)_mm256_maskload_pd(p + j, m);
+    }
+#else
+    {
+        union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } u;
+        for (ptrdiff_t l = 0; l < FC_VL; l++)
+            u.e[l] = j + l >= 0 && j + l < n ? p[j + l] : (FC_T)0;
+        return u.v;
+    }
+#endif
+}
+
+/* E[j] = row[2j - off] and O[j] = row[2j + 1 - off] for j < Jn (a multiple
+ * of VL), zero outside [0, n) and for every j when row is NULL. */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_split)(const FC_T *row, ptrdiff_t n, ptrdiff_t off, ptrdiff_t Jn, FC_T *E, FC_T *O)
+{
+    for (ptrdiff_t j = 0; j < Jn; j += FC_VL) {
+        if (!row) {
+            FC_STORE(E + j, FC_BCAST(0));
+            FC_STORE(O + j, FC_BCAST(0));
+            continue;
+        }
+#ifdef FC_SPLIT2
+        ptrdiff_t c = 2 * j - off;
+        int inside = c >= 0 && c + 2 * FC_VL <= n;
+        FC_VEC v0, v1;
+        if (inside) {
+            v0 = FC_LOAD(row + c);
+            v1 = FC_LOAD(row + c + FC_VL);
+        } else {
+            v0 = FC_N(load_range)(row, c, n);
+            v1 = FC_N(load_range)(row, c + FC_VL, n);
+        }
+        FC_STORE(E + j, FC_EVEN(v0, v1));
+        FC_STORE(O + j, FC_ODD(v0, v1));
+#else
+        for (ptrdiff_t l = j; l < j + FC_VL; l++) {
+            ptrdiff_t c = 2 * l - off;
+            E[l] = c >= 0 && c < n ? row[c] : (FC_T)0;
+            O[l] = c + 1 >= 0 && c + 1 < n ? row[c + 1] : (FC_T)0;
+        }
+#endif
+    }
+}
+
+/* out[0:n] = a[0], b[0], a[1], b[1], ... (n <= 2 VL) */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_zip_store)(FC_T *out, FC_VEC a, FC_VEC b, ptrdiff_t n)
+{
+#if defined(FC_SPLIT2) && FC_VB / FC_ELEM == 16
+    FC_VEC lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6,
+                                        22, 7, 23);
+    FC_VEC hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,
+                                        14, 30, 15, 31);
+#elif defined(FC_SPLIT2) && FC_VB / FC_ELEM == 8
+    FC_VEC lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+    FC_VEC hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+#elif defined(FC_SPLIT2) && FC_VB / FC_ELEM == 4
+    FC_VEC lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+    FC_VEC hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+#elif defined(FC_SPLIT2)
+    FC_VEC lo = __builtin_shufflevector(a, b, 0, 2);
+    FC_VEC hi = __builtin_shufflevector(a, b, 1, 3);
+#endif
+#ifdef FC_SPLIT2
+    if (n >= 2 * FC_VL) {
+        FC_STORE(out, lo);
+        FC_STORE(out + FC_VL, hi);
+    } else if (n > FC_VL) {
+        FC_STORE(out, lo);
+        FC_N(store_part)(out + FC_VL, hi, n - FC_VL);
+    } else if (n == FC_VL) {
+        FC_STORE(out, lo);
+    } else {
+        FC_N(store_part)(out, lo, n);
+    }
+#else
+    union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } ua = {a}, ub = {b};
+    for (ptrdiff_t l = 0; l < n; l++)
+        out[l] = l & 1 ? ub.e[l / 2] : ua.e[l / 2];
+#endif
+}
+
+/* One vector of even (a) and odd (b) columns of grad_input, i0 onwards, for
+ * nr rows of grad_output and of the weights: see dw2_gx. `odd` is pl's
+ * parity, hp = pl / 2; edge: some load reaches outside the row's Q. */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_gx_vec)(const int S, const int odd, const int edge, const FC_T *const *rows,
+                 const FC_T *const *wr, int nr, ptrdiff_t Q, ptrdiff_t i0, ptrdiff_t hp,
+                 FC_VEC *pa, FC_VEC *pb)
+{
+    FC_VEC a = FC_BCAST(0), b = FC_BCAST(0);
+    for (int k = 0; k < nr; k++) {
+#pragma GCC unroll 8
+        for (int s = 0; s < S; s++) {
+            const int e = (s + odd) & 1;
+            ptrdiff_t j = i0 + (e + odd - s) / 2 + hp;  /* exact: e + odd - s is even */
+            FC_VEC g;
+            if (edge)
+                g = FC_N(load_range)(rows[k], j, Q);
+            else
+                g = FC_LOAD(rows[k] + j);
+            if (e)
+                b += FC_BCAST(wr[k][s]) * g;
+            else
+                a += FC_BCAST(wr[k][s]) * g;
+        }
+    }
+    *pa = a;
+    *pb = b;
+}
+
+/* grad_input of one channel (H x W) from its grad_output (P x Q):
+ * gx[h][c] = sum of w[r][s] * gy[p][q] over h + pt = 2p + r, c + pl = 2q + s
+ * with (p, q) inside grad_output. Column c = 2i + e takes the taps with
+ * s = e + pl (mod 2), from gy column i + (e + pl - s) / 2: each parity is a
+ * stride-1 sum over vectors of i, interleaved as it is stored. */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_gx_body)(const int R, const int S, const int odd, const FC_T *gy, ptrdiff_t P,
+                  ptrdiff_t Q, const FC_T *w, ptrdiff_t pt, ptrdiff_t pl, FC_T *gx,
+                  ptrdiff_t H, ptrdiff_t W)
+{
+    const FC_T *rows[(R + 1) / 2], *wr[(R + 1) / 2];
+    const ptrdiff_t nI = (W + 1) / 2, hp = pl / 2;
+    ptrdiff_t dmin = 0, dmax = 0;
+    for (int s = 0; s < S; s++) {  /* the loads' offsets from i0: see dw2_gx_vec */
+        ptrdiff_t d = (((s + odd) & 1) + odd - s) / 2 + hp;
+        dmin = s == 0 || d < dmin ? d : dmin;
+        dmax = s == 0 || d > dmax ? d : dmax;
+    }
+    for (ptrdiff_t h = 0; h < H; h++) {
+        ptrdiff_t t = h + pt;
+        int nr = 0;
+        for (int r = (int)(t & 1); r < R; r += 2) {
+            ptrdiff_t p = (t - r) / 2;  /* exact: t - r is even */
+            if (p >= 0 && p < P) {
+                rows[nr] = gy + p * Q;
+                wr[nr++] = w + r * S;
+            }
+        }
+        if (nr == 0) {
+            FC_N(zero_row)(gx + h * W, W);
+            continue;
+        }
+        for (ptrdiff_t i0 = 0; i0 < nI; i0 += FC_VL) {
+            FC_VEC a, b;
+            if (i0 + dmin >= 0 && i0 + dmax + FC_VL <= Q)
+                FC_N(dw2_gx_vec)(S, odd, 0, rows, wr, nr, Q, i0, hp, &a, &b);
+            else
+                FC_N(dw2_gx_vec)(S, odd, 1, rows, wr, nr, Q, i0, hp, &a, &b);
+            FC_N(dw2_zip_store)(gx + h * W + 2 * i0, a, b, W - 2 * i0 < 2 * FC_VL
+                                ? W - 2 * i0 : 2 * FC_VL);
+        }
+    }
+}
+
+#define FC_DW2_GX(R, S)                                                       \
+    if (pl & 1)                                                               \
+        FC_N(dw2_gx_body)(R, S, 1, gy, P, Q, w, pt, pl, gx, H, W);            \
+    else                                                                      \
+        FC_N(dw2_gx_body)(R, S, 0, gy, P, Q, w, pt, pl, gx, H, W);
+
+static FC_TARGET void
+FC_N(dw2_gx)(const FC_T *gy, ptrdiff_t P, ptrdiff_t Q, const FC_T *w, ptrdiff_t R,
+             ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, FC_T *gx, ptrdiff_t H, ptrdiff_t W)
+{
+    if (R == 3 && S == 3) {
+        FC_DW2_GX(3, 3)
+    } else if (R == 5 && S == 5) {
+        FC_DW2_GX(5, 5)
+    } else {
+        FC_DW2_GX((int)R, (int)S)
+    }
+}
+#undef FC_DW2_GX
+
+/* grad_weight of one channel over N images (planes xn and gn apart):
+ * gw[r][s] = sum over n, p, q of gy[p][q] * xpad[2p + r][2q + s], xpad the
+ * input zero-padded by pt rows and pl columns (0 * inf in the padding is
+ * NaN, as in the reference). Each input row is split once into even and
+ * odd columns (a ring of R + 1 split rows of 2 * Jn, fc_dw2_split_len), from
+ * which a tap reads consecutive values. In the last vector of a row both
+ * factors are masked past Q: a value beyond the row (an inf in the next
+ * row of grad_output, or in the split past its end) reaches no sum. */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_gw_body)(const int R, const int S, const FC_T *x, ptrdiff_t xn, ptrdiff_t H,
+                  ptrdiff_t W, const FC_T *gy, ptrdiff_t gn, ptrdiff_t P, ptrdiff_t Q,
+                  ptrdiff_t N, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn, FC_T *ring,
+                  FC_T *gw)
+{
+    const ptrdiff_t qfull = Q - Q % FC_VL;
+    const FC_T *xr[R];
+    FC_VEC acc[R * S];
+#ifndef FC_SCALAR
+    typedef FC_UINT mvec __attribute__((vector_size(FC_VB)));
+    mvec tail;
+    for (ptrdiff_t l = 0; l < FC_VL; l++)
+        tail[l] = l < Q % FC_VL ? ~(FC_UINT)0 : 0;
+#endif
+    for (int t = 0; t < R * S; t++)
+        acc[t] = FC_BCAST(0);
+    for (ptrdiff_t n = 0; n < N; n++) {
+        const FC_T *xp = x + n * xn, *gp = gy + n * gn;
+        ptrdiff_t next = 0;  /* the next padded input row to split */
+        for (ptrdiff_t p = 0; p < P; p++) {
+            for (; next < 2 * p + R; next++) {
+                ptrdiff_t h = next - pt;
+                FC_T *E = ring + next % (R + 1) * 2 * Jn;
+                FC_N(dw2_split)(h >= 0 && h < H ? xp + h * W : NULL, W, pl, Jn, E, E + Jn);
+            }
+            for (int r = 0; r < R; r++)
+                xr[r] = ring + (2 * p + r) % (R + 1) * 2 * Jn;
+            const FC_T *g = gp + p * Q;
+            for (ptrdiff_t q0 = 0; q0 < qfull; q0 += FC_VL) {
+                FC_VEC gv = FC_LOAD(g + q0);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+                    for (int s = 0; s < S; s++)
+                        acc[r * S + s] += gv * FC_LOAD(xr[r] + (s & 1) * Jn + q0 + s / 2);
+            }
+#ifndef FC_SCALAR
+            if (qfull < Q) {
+                FC_VEC gv = FC_N(load_range)(g, qfull, Q);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+                    for (int s = 0; s < S; s++) {
+                        FC_VEC xv = FC_LOAD(xr[r] + (s & 1) * Jn + qfull + s / 2);
+                        acc[r * S + s] += gv * (FC_VEC)((mvec)xv & tail);
+                    }
+            }
+#endif
+        }
+    }
+    for (int t = 0; t < R * S; t++) {
+#ifdef FC_SCALAR
+        gw[t] = acc[t];
+#else
+        double sum = 0;
+        for (ptrdiff_t l = 0; l < FC_VL; l++)
+            sum += acc[t][l];
+        gw[t] = (FC_T)sum;
+#endif
+    }
+}
+
+static FC_TARGET void
+FC_N(dw2_gw)(const FC_T *x, ptrdiff_t xn, ptrdiff_t H, ptrdiff_t W, const FC_T *gy,
+             ptrdiff_t gn, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t N, ptrdiff_t R, ptrdiff_t S,
+             ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn, FC_T *ring, FC_T *gw)
+{
+    if (R == 3 && S == 3)
+        FC_N(dw2_gw_body)(3, 3, x, xn, H, W, gy, gn, P, Q, N, pt, pl, Jn, ring, gw);
+    else if (R == 5 && S == 5)
+        FC_N(dw2_gw_body)(5, 5, x, xn, H, W, gy, gn, P, Q, N, pt, pl, Jn, ring, gw);
+    else
+        FC_N(dw2_gw_body)((int)R, (int)S, x, xn, H, W, gy, gn, P, Q, N, pt, pl, Jn, ring,
+                          gw);
+}
+
 #undef FC_PTAIL
 #undef FC_PBAND
 #undef FC_PCASE

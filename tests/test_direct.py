@@ -348,3 +348,91 @@ def test_depthwise_3x3_kernel_on_and_off(rng, assert_close, monkeypatch, isa, p,
         assert_close(y, exp_y, 9, err_msg=f"forward, kernel {enabled}")
         assert_close(gx, exp_gx, (p["K"] // p["groups"]) * 9, err_msg=f"grad_input {enabled}")
         assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight {enabled}")
+
+
+# Depthwise at stride 2 (dilation 1) has a backward of its own (dw2_gx and
+# dw2_gw): kernel sizes with their own code (3x3, 5x5) and the general one,
+# both column parities of the padding, padding beyond the kernel, rows of
+# one vector or part of one and rows of many (interior and edge vectors).
+DEPTHWISE_STRIDE2 = [
+    case("dw2-k3-pad1", C=5, K=5, H=9, W=10, groups=5, stride=2, pads=1),
+    case("dw2-k3-pad0", C=3, K=3, H=8, W=8, groups=3, stride=2),
+    case("dw2-k3-asym", C=3, K=3, H=11, W=13, groups=3, stride=2, pads=(0, 2, 1, 0)),
+    case("dw2-k5-pad2", C=4, K=4, H=15, W=17, R=5, groups=4, stride=2, pads=2),
+    case("dw2-k2x3", C=2, K=2, H=7, W=9, R=2, S=3, groups=2, stride=2, pads=(1, 0, 0, 1)),
+    case("dw2-k7-pad3", N=1, C=2, K=2, H=13, W=12, R=7, groups=2, stride=2, pads=3),
+    case("dw2-k1", C=3, K=3, H=5, W=6, R=1, groups=3, stride=2),
+    case("dw2-k4-pad-beyond", C=2, K=2, H=4, W=3, R=4, groups=2, stride=2,
+         pads=(5, 4, 6, 3)),
+    case("dw2-1px", C=2, K=2, H=1, W=1, groups=2, stride=2, pads=1),
+    case("dw2-long-rows", N=1, C=2, K=2, H=5, W=301, groups=2, stride=2, pads=1),
+    case("dw2-k3-pad1-56", N=1, C=3, K=3, H=20, W=56, groups=3, stride=2, pads=1),
+    case("dw2-k9-general-path", N=1, C=2, K=2, H=12, W=11, R=9, groups=2, stride=2, pads=4),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", DEPTHWISE_STRIDE2)
+def test_depthwise_stride2_backward(rng, assert_close, isa, p, dtype, threads):
+    """The stride-2 depthwise backward and the general one both match the reference."""
+    x, w, _, kw = make(rng, p, dtype)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    for enabled in (True, False):
+        _direct.set_depthwise_kernel(enabled)
+        try:
+            gx, gw = backward(g, x, w, p, threads)
+            gw_only = np.full_like(w, np.nan)
+            assert _direct.conv2d_backward_direct(g, x, w, None, gw_only, *kernel_args(p),
+                                                  threads) == 0
+        finally:
+            _direct.set_depthwise_kernel(True)
+        taps = p["R"] * p["S"]
+        assert_close(gx, exp_gx, taps, err_msg=f"grad_input, kernel {enabled}")
+        assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight, kernel {enabled}")
+        np.testing.assert_array_equal(gw_only, gw, err_msg="grad_weight alone")
+
+
+def test_depthwise_stride2_backward_runs_its_own_kernel(rng):
+    """The switch reaches the kernel: its sums run in another order than the
+    general path's, so float32 results differ in their last bits."""
+    p = DEPTHWISE_STRIDE2[0].values[0]
+    x, w, _, _ = make(rng, p, np.float32)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(np.float32)
+    results = []
+    for enabled in (True, False):
+        _direct.set_depthwise_kernel(enabled)
+        try:
+            results.append(backward(g, x, w, p, 1))
+        finally:
+            _direct.set_depthwise_kernel(True)
+    assert not np.array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["input", "grad_output"])
+@pytest.mark.parametrize("p", [DEPTHWISE_STRIDE2[i] for i in (0, 2, 3, 9)])
+def test_depthwise_stride2_backward_specials(rng, isa, p, dtype, where):
+    """NaN and inf land where the reference puts them: specials in the input
+    (the split rows) and in grad_output (masked past each row's end).
+    (Infinite weights do not reach the direct grad_input: conv2d_backward
+    takes im2col for them.)"""
+    x, w, _, kw = make(rng, p, dtype)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    specials = np.array([np.nan, np.inf, -np.inf], dtype)
+    target = x if where == "input" else g
+    idx = rng.choice(target.size, max(1, target.size // 50), replace=False)
+    target.flat[idx] = rng.choice(specials, idx.size)
+    with np.errstate(invalid="ignore"):
+        expected = ref.conv2d_backward(g, x, w, **kw)[:2]
+    for got, exp, what in zip(backward(g, x, w, p, 2), expected, ("grad_input", "grad_weight")):
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(test(got), test(exp), err_msg=f"{what}: {test}")
+        finite = np.isfinite(exp)
+        np.testing.assert_allclose(got[finite], exp[finite], rtol=1e-4,
+                                   atol=1e-4 * max(1.0, np.abs(exp[finite]).max(initial=0)),
+                                   err_msg=what)
