@@ -140,6 +140,13 @@ cdef extern from "_direct_simd.h" nogil:
                          const double *w, ptrdiff_t ws, const double *bias, double *out,
                          ptrdiff_t ors, ptrdiff_t Q, ptrdiff_t nrows)
     ptrdiff_t fc_dw2_split_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t S)
+    ptrdiff_t fc_dw2_ring_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t R, ptrdiff_t S)
+    void fc_dw2_fwd_f32(int isa, const float *x, ptrdiff_t H, ptrdiff_t W, const float *w,
+                        ptrdiff_t R, ptrdiff_t S, float b, float *y, ptrdiff_t P, ptrdiff_t Q,
+                        ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn, float *ring)
+    void fc_dw2_fwd_f64(int isa, const double *x, ptrdiff_t H, ptrdiff_t W, const double *w,
+                        ptrdiff_t R, ptrdiff_t S, double b, double *y, ptrdiff_t P,
+                        ptrdiff_t Q, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn, double *ring)
     void fc_dw2_gx_f32(int isa, const float *gy, ptrdiff_t P, ptrdiff_t Q, const float *w,
                        ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, float *gx,
                        ptrdiff_t H, ptrdiff_t W)
@@ -611,6 +618,11 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef unsigned int fpmode
     if N == 0 or K == 0:
         return 0
+    # (rows shorter than half a vector run faster on the general path's wide
+    # grid: 7-pixel rows on AVX-512 0.86x as fast on dw2_fwd, 1.34x on AVX2)
+    if (_dw_enabled and groups == K == C and sh == sw == 2 and dh == dw == 1 and H * W > 0
+            and 2 * Q >= VL):
+        return _dw2_forward(x, w, bias, y, pt, pl, n_threads)
     if bias is not None:
         bp = &bias[0]
     maxco = (S - 1) * dw // sw
@@ -711,6 +723,53 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     return -status
 
 
+cdef int _dw2_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                      const floating[::1] bias, floating[:, :, :, ::1] y,
+                      Py_ssize_t pt, Py_ssize_t pl, int n_threads):
+    """Depthwise at stride 2 (dilation 1) on a kernel of its own (dw2_fwd),
+    plane by plane: each input row split once into even and odd columns, the
+    taps reading runs of them; the general path's phase planes and tiles of
+    8 channels gain nothing on one channel (5x5 was 0.6x PyTorch)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t R = w.shape[2], S = w.shape[3], P = y.shape[2], Q = y.shape[3]
+    cdef int isa = _isa
+    cdef Py_ssize_t Jn = fc_dw2_split_len(isa, sizeof(floating), Q, S)
+    cdef Py_ssize_t item, n, c
+    cdef floating b
+    cdef void *raw = NULL
+    cdef floating *ring = NULL
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode = 0
+    if P * Q == 0:
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
+        raw = malloc(fc_dw2_ring_len(isa, sizeof(floating), Q, R, S) * sizeof(floating) + 64)
+        ring = NULL
+        if raw == NULL:
+            failed[0] = 1
+        else:
+            ring = _aligned(raw, ring)
+        for item in prange(N * C, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // C
+            c = item % C
+            b = 0
+            if bias is not None:
+                b = bias[c]
+            if floating is float:
+                fc_dw2_fwd_f32(isa, &x[n, c, 0, 0], H, W, &w[c, 0, 0, 0], R, S, b,
+                               &y[n, c, 0, 0], P, Q, pt, pl, Jn, ring)
+            else:
+                fc_dw2_fwd_f64(isa, &x[n, c, 0, 0], H, W, &w[c, 0, 0, 0], R, S, b,
+                               &y[n, c, 0, 0], P, Q, pt, pl, Jn, ring)
+        free(raw)
+        fc_ftz_restore(fpmode)
+    return -status
+
+
 # --------------------------------------------------------------------------
 # backward
 
@@ -798,7 +857,7 @@ cdef int _dw2_backward(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
             fc_ftz_restore(fpmode)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
-        raw = malloc((R + 1) * 2 * Jn * sizeof(floating) + 64)
+        raw = malloc(fc_dw2_ring_len(isa, sizeof(floating), Q, R, S) * sizeof(floating) + 64)
         ring = NULL
         if raw == NULL:
             failed[0] = 1

@@ -51,6 +51,9 @@
 #define FC_X86 0
 #endif
 
+/* rows in the ring of split input rows of the stride-2 depthwise kernels */
+#define FC_DW2_SLOTS(R) ((R) + 3)
+
 /* Tile lists X(KB, largest NV) for pband and X(KB, largest NT) for gband,
  * and the array bounds they need. */
 #define FC_PLIST32(X) X(1, 16) X(2, 8) X(3, 7) X(4, 6) X(5, 5) X(6, 4) X(7, 3) X(8, 3)
@@ -302,14 +305,20 @@ static int fc_gband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 3; }
  * at 2 x 14, 8-11% faster). */
 static int fc_krow_kvmax(int isa) { (void)isa; return 2; }
 static int fc_kgband_kvmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 2; }
-/* Elements of each half (even, odd columns) of an input row split by the
- * stride-2 depthwise grad_weight (dw2_gw) for Q outputs of S taps: every
- * vector a tap reads, Q rounded up to vectors plus (S - 1) / 2. */
+/* The stride-2 depthwise kernels (dw2_fwd, dw2_gw) split input rows into
+ * even and odd columns, Jn = fc_dw2_split_len elements each (every vector a
+ * tap reads for Q outputs of S taps: Q rounded up to vectors plus
+ * (S - 1) / 2), in a ring of FC_DW2_SLOTS(R) rows: the R + 2 rows of two
+ * output rows, and one more. fc_dw2_ring_len: the ring's elements. */
 static ptrdiff_t fc_dw2_split_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t S)
 {
     ptrdiff_t VL = fc_vec_len(isa, size);
     ptrdiff_t n = (Q + VL - 1) / VL * VL + (S - 1) / 2;
     return (n + VL - 1) / VL * VL;
+}
+static ptrdiff_t fc_dw2_ring_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t R, ptrdiff_t S)
+{
+    return FC_DW2_SLOTS(R) * 2 * fc_dw2_split_len(isa, size, Q, S);
 }
 static int fc_krow_kv(ptrdiff_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : 4; }
 
@@ -394,6 +403,14 @@ static void fc_prow_dw3_##sfx(int isa, const T *x, ptrdiff_t xrs,            \
                               ptrdiff_t Q, ptrdiff_t nrows)                   \
 {                                                                             \
     FC_DISPATCH(, prow_dw3, sfx, (x, xrs, co, w, ws, bias, out, ors, Q, nrows)) \
+}                                                                             \
+static void fc_dw2_fwd_##sfx(int isa, const T *x, ptrdiff_t H, ptrdiff_t W,   \
+                             const T *w, ptrdiff_t R, ptrdiff_t S, T b, T *y, \
+                             ptrdiff_t P, ptrdiff_t Q, ptrdiff_t pt,          \
+                             ptrdiff_t pl, ptrdiff_t Jn, T *ring)             \
+{                                                                             \
+    FC_DISPATCH(, dw2_fwd, sfx, (x, H, W, w, R, S, b, y, P, Q, pt, pl, Jn,    \
+                                 ring))                                       \
 }                                                                             \
 static void fc_dw2_gx_##sfx(int isa, const T *gy, ptrdiff_t P, ptrdiff_t Q,   \
                             const T *w, ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, \

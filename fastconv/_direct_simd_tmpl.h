@@ -1317,6 +1317,102 @@ FC_N(dw2_zip_store)(FC_T *out, FC_VEC a, FC_VEC b, ptrdiff_t n)
 #endif
 }
 
+/* Split padded input rows [*next, end) of a plane (rows h = t - pt of x,
+ * zero outside [0, H)) into the ring: row t at slot t % FC_DW2_SLOTS(R),
+ * its even columns then its odd ones, Jn each (fc_dw2_split_len). */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_split_rows)(const FC_T *x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t pt, ptrdiff_t pl,
+                     ptrdiff_t Jn, const int R, FC_T *ring, ptrdiff_t *next, ptrdiff_t end)
+{
+    for (ptrdiff_t t = *next; t < end; t++) {
+        ptrdiff_t h = t - pt;
+        FC_T *E = ring + t % FC_DW2_SLOTS(R) * 2 * Jn;
+        FC_N(dw2_split)(h >= 0 && h < H ? x + h * W : NULL, W, pl, Jn, E, E + Jn);
+    }
+    if (end > *next)
+        *next = end;
+}
+
+/* NR rows x NV vectors of one channel's output from its split input rows
+ * (xr[i]: padded row 2p + i): y = b + sum over r, s of w[r][s] *
+ * xpad[2p + r][2q + s], the last vector of a row stored as far as Q. */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_fwd_tile)(const int R, const int S, const int NR, const int NV,
+                   const FC_T *const *xr, ptrdiff_t Jn, const FC_T *w, FC_T b, FC_T *y,
+                   ptrdiff_t Q, ptrdiff_t q0)
+{
+    FC_VEC acc[2][2][2];  /* [row][vector][parity of r] */
+    for (int i = 0; i < NR; i++)
+        for (int v = 0; v < NV; v++) {
+            acc[i][v][0] = FC_BCAST(b);
+            acc[i][v][1] = FC_BCAST(0);
+        }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int s = 0; s < S; s++) {
+            FC_VEC wv = FC_BCAST(w[r * S + s]);
+            for (int i = 0; i < NR; i++) {
+                const FC_T *xp = xr[2 * i + r] + (s & 1) * Jn + q0 + s / 2;
+                for (int v = 0; v < NV; v++)
+                    acc[i][v][r & 1] += wv * FC_LOAD(xp + v * FC_VL);
+            }
+        }
+    for (int i = 0; i < NR; i++)
+        for (int v = 0; v < NV; v++) {
+            ptrdiff_t n = Q - q0 - v * FC_VL;
+            FC_VEC sum = acc[i][v][0] + acc[i][v][1];
+            if (n >= FC_VL)
+                FC_STORE(y + i * Q + q0 + v * FC_VL, sum);
+            else
+                FC_N(store_part)(y + i * Q + q0 + v * FC_VL, sum, n);
+        }
+}
+
+/* The forward pass of one channel (H x W input, P x Q output, bias b), two
+ * output rows at a time (they share R - 2 split rows) by two vectors, each
+ * summed in two parts (even and odd r): up to eight independent chains of
+ * multiply-adds to cover their latency (one per row, as first written, ran
+ * a 5x5 layer's 14-wide rows at 0.6x PyTorch). */
+static FC_INLINE FC_TARGET void
+FC_N(dw2_fwd_body)(const int R, const int S, const FC_T *x, ptrdiff_t H, ptrdiff_t W,
+                   const FC_T *w, FC_T b, FC_T *y, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t pt,
+                   ptrdiff_t pl, ptrdiff_t Jn, FC_T *ring)
+{
+    const FC_T *xr[R + 2];
+    ptrdiff_t next = 0;
+    for (ptrdiff_t p = 0; p < P; p += 2) {
+        const int nr = P - p >= 2 ? 2 : 1;
+        FC_N(dw2_split_rows)(x, H, W, pt, pl, Jn, R, ring, &next, 2 * p + 2 * (nr - 1) + R);
+        for (int i = 0; i < R + 2 * (nr - 1); i++)
+            xr[i] = ring + (2 * p + i) % FC_DW2_SLOTS(R) * 2 * Jn;
+        FC_T *yp = y + p * Q;
+        for (ptrdiff_t q0 = 0; q0 < Q; q0 += 2 * FC_VL) {
+            if (nr == 2 && q0 + FC_VL < Q)
+                FC_N(dw2_fwd_tile)(R, S, 2, 2, xr, Jn, w, b, yp, Q, q0);
+            else if (nr == 2)
+                FC_N(dw2_fwd_tile)(R, S, 2, 1, xr, Jn, w, b, yp, Q, q0);
+            else if (q0 + FC_VL < Q)
+                FC_N(dw2_fwd_tile)(R, S, 1, 2, xr, Jn, w, b, yp, Q, q0);
+            else
+                FC_N(dw2_fwd_tile)(R, S, 1, 1, xr, Jn, w, b, yp, Q, q0);
+        }
+    }
+}
+
+static FC_TARGET void
+FC_N(dw2_fwd)(const FC_T *x, ptrdiff_t H, ptrdiff_t W, const FC_T *w, ptrdiff_t R,
+              ptrdiff_t S, FC_T b, FC_T *y, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t pt,
+              ptrdiff_t pl, ptrdiff_t Jn, FC_T *ring)
+{
+    if (R == 3 && S == 3)
+        FC_N(dw2_fwd_body)(3, 3, x, H, W, w, b, y, P, Q, pt, pl, Jn, ring);
+    else if (R == 5 && S == 5)
+        FC_N(dw2_fwd_body)(5, 5, x, H, W, w, b, y, P, Q, pt, pl, Jn, ring);
+    else
+        FC_N(dw2_fwd_body)((int)R, (int)S, x, H, W, w, b, y, P, Q, pt, pl, Jn, ring);
+}
+
 /* One vector of even (a) and odd (b) columns of grad_input, i0 onwards, for
  * nr rows of grad_output and of the weights: see dw2_gx. `odd` is pl's
  * parity, hp = pl / 2; edge: some load reaches outside the row's Q. */
@@ -1414,8 +1510,7 @@ FC_N(dw2_gx)(const FC_T *gy, ptrdiff_t P, ptrdiff_t Q, const FC_T *w, ptrdiff_t 
  * gw[r][s] = sum over n, p, q of gy[p][q] * xpad[2p + r][2q + s], xpad the
  * input zero-padded by pt rows and pl columns (0 * inf in the padding is
  * NaN, as in the reference). Each input row is split once into even and
- * odd columns (a ring of R + 1 split rows of 2 * Jn, fc_dw2_split_len), from
- * which a tap reads consecutive values. In the last vector of a row both
+ * odd columns (dw2_split_rows), from which a tap reads consecutive values. In the last vector of a row both
  * factors are masked past Q: a value beyond the row (an inf in the next
  * row of grad_output, or in the split past its end) reaches no sum. */
 static FC_INLINE FC_TARGET void
@@ -1439,13 +1534,9 @@ FC_N(dw2_gw_body)(const int R, const int S, const FC_T *x, ptrdiff_t xn, ptrdiff
         const FC_T *xp = x + n * xn, *gp = gy + n * gn;
         ptrdiff_t next = 0;  /* the next padded input row to split */
         for (ptrdiff_t p = 0; p < P; p++) {
-            for (; next < 2 * p + R; next++) {
-                ptrdiff_t h = next - pt;
-                FC_T *E = ring + next % (R + 1) * 2 * Jn;
-                FC_N(dw2_split)(h >= 0 && h < H ? xp + h * W : NULL, W, pl, Jn, E, E + Jn);
-            }
+            FC_N(dw2_split_rows)(xp, H, W, pt, pl, Jn, R, ring, &next, 2 * p + R);
             for (int r = 0; r < R; r++)
-                xr[r] = ring + (2 * p + r) % (R + 1) * 2 * Jn;
+                xr[r] = ring + (2 * p + r) % FC_DW2_SLOTS(R) * 2 * Jn;
             const FC_T *g = gp + p * Q;
             for (ptrdiff_t q0 = 0; q0 < qfull; q0 += FC_VL) {
                 FC_VEC gv = FC_LOAD(g + q0);

@@ -350,7 +350,7 @@ def test_depthwise_3x3_kernel_on_and_off(rng, assert_close, monkeypatch, isa, p,
         assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight {enabled}")
 
 
-# Depthwise at stride 2 (dilation 1) has a backward of its own (dw2_gx and
+# Depthwise at stride 2 (dilation 1) has kernels of its own (dw2_fwd, dw2_gx,
 # dw2_gw): kernel sizes with their own code (3x3, 5x5) and the general one,
 # both column parities of the padding, padding beyond the kernel, rows of
 # one vector or part of one and rows of many (interior and edge vectors).
@@ -374,15 +374,18 @@ DEPTHWISE_STRIDE2 = [
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", DEPTHWISE_STRIDE2)
-def test_depthwise_stride2_backward(rng, assert_close, isa, p, dtype, threads):
-    """The stride-2 depthwise backward and the general one both match the reference."""
-    x, w, _, kw = make(rng, p, dtype)
+def test_depthwise_stride2(rng, assert_close, isa, p, dtype, threads):
+    """The stride-2 depthwise kernels and the general ones both match the reference."""
+    x, w, b, kw = make(rng, p, dtype)
     P, Q = output_size(p)
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    exp_y = ref.conv2d(x, w, b, **kw)
     exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
     for enabled in (True, False):
         _direct.set_depthwise_kernel(enabled)
         try:
+            y = forward(x, w, b, p, threads)
+            y_nobias = forward(x, w, None, p, threads)
             gx, gw = backward(g, x, w, p, threads)
             gw_only = np.full_like(w, np.nan)
             assert _direct.conv2d_backward_direct(g, x, w, None, gw_only, *kernel_args(p),
@@ -390,15 +393,17 @@ def test_depthwise_stride2_backward(rng, assert_close, isa, p, dtype, threads):
         finally:
             _direct.set_depthwise_kernel(True)
         taps = p["R"] * p["S"]
+        assert_close(y, exp_y, taps, err_msg=f"forward, kernel {enabled}")
+        assert_close(y_nobias, exp_y - b[:, None, None], taps, err_msg=f"no bias, {enabled}")
         assert_close(gx, exp_gx, taps, err_msg=f"grad_input, kernel {enabled}")
         assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight, kernel {enabled}")
         np.testing.assert_array_equal(gw_only, gw, err_msg="grad_weight alone")
 
 
-def test_depthwise_stride2_backward_runs_its_own_kernel(rng):
-    """The switch reaches the kernel: its sums run in another order than the
-    general path's, so float32 results differ in their last bits."""
-    p = DEPTHWISE_STRIDE2[0].values[0]
+def test_depthwise_stride2_runs_its_own_kernels(rng):
+    """The switch reaches the kernels: their sums run in another order than
+    the general path's, so float32 results differ in their last bits."""
+    p = DEPTHWISE_STRIDE2[10].values[0]  # rows of 28 outputs: dw2_fwd's too
     x, w, _, _ = make(rng, p, np.float32)
     P, Q = output_size(p)
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(np.float32)
@@ -406,30 +411,36 @@ def test_depthwise_stride2_backward_runs_its_own_kernel(rng):
     for enabled in (True, False):
         _direct.set_depthwise_kernel(enabled)
         try:
-            results.append(backward(g, x, w, p, 1))
+            results.append((forward(x, w, None, p, 1),) + backward(g, x, w, p, 1))
         finally:
             _direct.set_depthwise_kernel(True)
-    assert not np.array_equal(results[0][1], results[1][1])
+    for got, other, what in zip(*results, ("forward", "grad_input", "grad_weight")):
+        if what != "grad_input":  # (its sums of one or two terms round alike)
+            assert not np.array_equal(got, other), what
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("where", ["input", "grad_output"])
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
 @pytest.mark.parametrize("p", [DEPTHWISE_STRIDE2[i] for i in (0, 2, 3, 9)])
-def test_depthwise_stride2_backward_specials(rng, isa, p, dtype, where):
+def test_depthwise_stride2_specials(rng, isa, p, dtype, where):
     """NaN and inf land where the reference puts them: specials in the input
-    (the split rows) and in grad_output (masked past each row's end).
-    (Infinite weights do not reach the direct grad_input: conv2d_backward
-    takes im2col for them.)"""
-    x, w, _, kw = make(rng, p, dtype)
+    (the split rows), in the weights (times the padding's zeros: NaN) and in
+    grad_output (masked past each row's end). (Infinite weights do not reach
+    the direct grad_input: conv2d_backward takes im2col for them.)"""
+    x, w, b, kw = make(rng, p, dtype)
     P, Q = output_size(p)
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
     specials = np.array([np.nan, np.inf, -np.inf], dtype)
-    target = x if where == "input" else g
+    target = {"input": x, "weight": w, "grad_output": g}[where]
     idx = rng.choice(target.size, max(1, target.size // 50), replace=False)
     target.flat[idx] = rng.choice(specials, idx.size)
     with np.errstate(invalid="ignore"):
-        expected = ref.conv2d_backward(g, x, w, **kw)[:2]
-    for got, exp, what in zip(backward(g, x, w, p, 2), expected, ("grad_input", "grad_weight")):
+        expected = [ref.conv2d(x, w, b, **kw)] + list(ref.conv2d_backward(g, x, w, **kw)[:2])
+    got = [forward(x, w, b, p, 2)] + list(backward(g, x, w, p, 2))
+    whats = ["forward", "grad_input", "grad_weight"]
+    if where == "weight":
+        del got[1], expected[1], whats[1]
+    for got, exp, what in zip(got, expected, whats):
         for test in (np.isnan, np.isposinf, np.isneginf):
             np.testing.assert_array_equal(test(got), test(exp), err_msg=f"{what}: {test}")
         finite = np.isfinite(exp)
