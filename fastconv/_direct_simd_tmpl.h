@@ -36,6 +36,10 @@
  *           g[k][j] * x[toff[t] + j], tiles of KB channels x NT taps.
  * kgband    grad_weight, channels in lanes: part[t][k] += sum over the
  *           pixels of g[pixel][k] * x[toff[t] + pixel].
+ * dw2_fwd, dw2_gx, dw2_gw
+ *           depthwise at stride 2, one channel's plane: input rows split
+ *           into even and odd columns (dw2_split), grad_input's two column
+ *           parities interleaved on the store (dw2_zip_store).
  * fill, copy, transpose, all_finite, sum: the data movement around them.
  *
  * Buffers are padded by the callers so that whole vectors can always be
