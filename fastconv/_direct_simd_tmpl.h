@@ -488,18 +488,27 @@ FC_KLIST(FC_DEFKTILES)
  * two-source permutes, and stored a row of pixels at a time (the last part
  * masked); otherwise element by element. */
 #define FC_LANES (FC_VB / FC_ELEM)
-#if FC_X86 && FC_VB >= 32 && (__GNUC__ >= 12 || defined(__clang__))
+/* __builtin_shufflevector(a, b, FC_ZIP_LO / FC_ZIP_HI): the lanes of the
+ * low / high halves of a and b interleaved (also dw2_zip_store's) */
 #if FC_LANES == 16
 #define FC_ZIP_LO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
 #define FC_ZIP_HI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
-#define FC_ROUNDS 4
 #elif FC_LANES == 8
 #define FC_ZIP_LO 0, 8, 1, 9, 2, 10, 3, 11
 #define FC_ZIP_HI 4, 12, 5, 13, 6, 14, 7, 15
-#define FC_ROUNDS 3
-#else
+#elif FC_LANES == 4
 #define FC_ZIP_LO 0, 4, 1, 5
 #define FC_ZIP_HI 2, 6, 3, 7
+#elif FC_LANES == 2
+#define FC_ZIP_LO 0, 2
+#define FC_ZIP_HI 1, 3
+#endif
+#if FC_X86 && FC_VB >= 32 && (__GNUC__ >= 12 || defined(__clang__))
+#if FC_LANES == 16
+#define FC_ROUNDS 4
+#elif FC_LANES == 8
+#define FC_ROUNDS 3
+#else
 #define FC_ROUNDS 2
 #endif
 static FC_INLINE FC_TARGET void
@@ -537,8 +546,6 @@ FC_N(kstore)(FC_T *FC_RESTRICT o, ptrdiff_t ldo, const FC_T *FC_RESTRICT tmp, pt
         }
     }
 }
-#undef FC_ZIP_LO
-#undef FC_ZIP_HI
 #undef FC_ROUNDS
 #else
 static FC_INLINE FC_TARGET void
@@ -1204,7 +1211,8 @@ FC_N(gband)(int kb, const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t
 /* depthwise, stride 2, dilation 1: one channel at a time, the stride taken
  * apart into even and odd columns in registers. The general path's phase
  * planes cost this layer a padded copy of grad_output per phase and stores
- * two elements apart: its backward ran 2.4x slower (mb-dw-s2, AVX-512). */
+ * two elements apart: its backward ran 1.6x slower (mb-dw-s2, AVX-512, one
+ * thread). */
 
 /* p[j + l] for the lanes with 0 <= j + l < n, else 0; nothing outside is
  * read (AVX-512 and AVX2 masked loads, which do not fault on masked lanes). */
@@ -1287,22 +1295,9 @@ FC_N(dw2_split)(const FC_T *row, ptrdiff_t n, ptrdiff_t off, ptrdiff_t Jn, FC_T 
 static FC_INLINE FC_TARGET void
 FC_N(dw2_zip_store)(FC_T *out, FC_VEC a, FC_VEC b, ptrdiff_t n)
 {
-#if defined(FC_SPLIT2) && FC_VB / FC_ELEM == 16
-    FC_VEC lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6,
-                                        22, 7, 23);
-    FC_VEC hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,
-                                        14, 30, 15, 31);
-#elif defined(FC_SPLIT2) && FC_VB / FC_ELEM == 8
-    FC_VEC lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
-    FC_VEC hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
-#elif defined(FC_SPLIT2) && FC_VB / FC_ELEM == 4
-    FC_VEC lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
-    FC_VEC hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-#elif defined(FC_SPLIT2)
-    FC_VEC lo = __builtin_shufflevector(a, b, 0, 2);
-    FC_VEC hi = __builtin_shufflevector(a, b, 1, 3);
-#endif
 #ifdef FC_SPLIT2
+    FC_VEC lo = __builtin_shufflevector(a, b, FC_ZIP_LO);
+    FC_VEC hi = __builtin_shufflevector(a, b, FC_ZIP_HI);
     if (n >= 2 * FC_VL) {
         FC_STORE(out, lo);
         FC_STORE(out + FC_VL, hi);
@@ -1514,9 +1509,10 @@ FC_N(dw2_gx)(const FC_T *gy, ptrdiff_t P, ptrdiff_t Q, const FC_T *w, ptrdiff_t 
  * gw[r][s] = sum over n, p, q of gy[p][q] * xpad[2p + r][2q + s], xpad the
  * input zero-padded by pt rows and pl columns (0 * inf in the padding is
  * NaN, as in the reference). Each input row is split once into even and
- * odd columns (dw2_split_rows), from which a tap reads consecutive values. In the last vector of a row both
- * factors are masked past Q: a value beyond the row (an inf in the next
- * row of grad_output, or in the split past its end) reaches no sum. */
+ * odd columns (dw2_split_rows), from which a tap reads consecutive values.
+ * In the last vector of a row both factors are masked past Q: a value
+ * beyond the row (an inf in the next row of grad_output, or in the split
+ * past its end) reaches no sum. */
 static FC_INLINE FC_TARGET void
 FC_N(dw2_gw_body)(const int R, const int S, const FC_T *x, ptrdiff_t xn, ptrdiff_t H,
                   ptrdiff_t W, const FC_T *gy, ptrdiff_t gn, ptrdiff_t P, ptrdiff_t Q,
@@ -1590,6 +1586,8 @@ FC_N(dw2_gw)(const FC_T *x, ptrdiff_t xn, ptrdiff_t H, ptrdiff_t W, const FC_T *
                           gw);
 }
 
+#undef FC_ZIP_LO
+#undef FC_ZIP_HI
 #undef FC_PTAIL
 #undef FC_PBAND
 #undef FC_PCASE

@@ -12,6 +12,8 @@ do not fill a register block, 1-pixel, odd and wide images.
 Outputs are allocated the way ``fastconv.conv`` does; the kernels' status
 codes are checked. The public functions' own tests live in test_conv.py.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -320,6 +322,16 @@ def test_fill_ahead_and_whole_band(rng, assert_close, monkeypatch, isa, p, fill_
     assert_close(gw, exp_gw, p["N"] * P * Q, err_msg="grad_weight")
 
 
+@contextlib.contextmanager
+def depthwise_kernel(enabled):
+    """The depthwise layers' own kernels on or off inside the block."""
+    _direct.set_depthwise_kernel(enabled)
+    try:
+        yield
+    finally:
+        _direct.set_depthwise_kernel(True)
+
+
 DEPTHWISE_3X3 = [c for c in CASES if c.id.startswith("depthwise") and c.values[0]["R"] == 3]
 
 
@@ -339,12 +351,9 @@ def test_depthwise_3x3_kernel_on_and_off(rng, assert_close, monkeypatch, isa, p,
     exp_y = ref.conv2d(x, w, b, **kw)
     exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
     for enabled in (True, False):
-        _direct.set_depthwise_kernel(enabled)
-        try:
+        with depthwise_kernel(enabled):
             y = forward(x, w, b, p, 2)
             gx, gw = backward(g, x, w, p, 2)
-        finally:
-            _direct.set_depthwise_kernel(True)
         assert_close(y, exp_y, 9, err_msg=f"forward, kernel {enabled}")
         assert_close(gx, exp_gx, (p["K"] // p["groups"]) * 9, err_msg=f"grad_input {enabled}")
         assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight {enabled}")
@@ -382,16 +391,13 @@ def test_depthwise_stride2(rng, assert_close, isa, p, dtype, threads):
     exp_y = ref.conv2d(x, w, b, **kw)
     exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
     for enabled in (True, False):
-        _direct.set_depthwise_kernel(enabled)
-        try:
+        with depthwise_kernel(enabled):
             y = forward(x, w, b, p, threads)
             y_nobias = forward(x, w, None, p, threads)
             gx, gw = backward(g, x, w, p, threads)
             gw_only = np.full_like(w, np.nan)
             assert _direct.conv2d_backward_direct(g, x, w, None, gw_only, *kernel_args(p),
                                                   threads) == 0
-        finally:
-            _direct.set_depthwise_kernel(True)
         taps = p["R"] * p["S"]
         assert_close(y, exp_y, taps, err_msg=f"forward, kernel {enabled}")
         assert_close(y_nobias, exp_y - b[:, None, None], taps, err_msg=f"no bias, {enabled}")
@@ -409,11 +415,8 @@ def test_depthwise_stride2_runs_its_own_kernels(rng):
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(np.float32)
     results = []
     for enabled in (True, False):
-        _direct.set_depthwise_kernel(enabled)
-        try:
+        with depthwise_kernel(enabled):
             results.append((forward(x, w, None, p, 1),) + backward(g, x, w, p, 1))
-        finally:
-            _direct.set_depthwise_kernel(True)
     for got, other, what in zip(*results, ("forward", "grad_input", "grad_weight")):
         if what != "grad_input":  # (its sums of one or two terms round alike)
             assert not np.array_equal(got, other), what
