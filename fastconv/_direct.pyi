@@ -4,6 +4,8 @@
 import numpy as np
 
 BAND_BYTES: int
+DWC_BYTES: int
+DWC_ROW_VECTORS: int
 FILL_AHEAD_BYTES: int
 VACC_BYTES: int
 PARTIAL_BYTES: int

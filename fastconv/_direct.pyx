@@ -171,6 +171,33 @@ cdef extern from "_direct_simd.h" nogil:
                        const double *gy, ptrdiff_t gn, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t N,
                        ptrdiff_t R, ptrdiff_t S, ptrdiff_t pt, ptrdiff_t pl, ptrdiff_t Jn,
                        double *ring, double *gw)
+    void fc_dwc_fwd_f32(int isa, const float *x, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t H,
+                        ptrdiff_t W, const float *wt, const ptrdiff_t *toff,
+                        const ptrdiff_t *widx, ptrdiff_t nt, const float *bias, float *y,
+                        ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, float *xb,
+                        ptrdiff_t Wp, const ptrdiff_t *xpo, float *yb)
+    void fc_dwc_fwd_f64(int isa, const double *x, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t H,
+                        ptrdiff_t W, const double *wt, const ptrdiff_t *toff,
+                        const ptrdiff_t *widx, ptrdiff_t nt, const double *bias, double *y,
+                        ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, double *xb,
+                        ptrdiff_t Wp, const ptrdiff_t *xpo, double *yb)
+    void fc_dwc_bwd_f32(int isa, const float *x, ptrdiff_t xn, ptrdiff_t cs, const float *gy,
+                        ptrdiff_t gn, ptrdiff_t gs, ptrdiff_t nc, ptrdiff_t N, ptrdiff_t H,
+                        ptrdiff_t W, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw,
+                        ptrdiff_t pt, ptrdiff_t pl, const float *wt, const ptrdiff_t *toff,
+                        ptrdiff_t nt, const ptrdiff_t *ph, const ptrdiff_t *gtoff,
+                        const ptrdiff_t *gwidx, float *gx, float *gw, float *xb, ptrdiff_t Wp,
+                        const ptrdiff_t *xpo, float *gb, ptrdiff_t Qp, ptrdiff_t goff,
+                        const ptrdiff_t *gpo, float *xo, float *acc)
+    void fc_dwc_bwd_f64(int isa, const double *x, ptrdiff_t xn, ptrdiff_t cs,
+                        const double *gy, ptrdiff_t gn, ptrdiff_t gs, ptrdiff_t nc, ptrdiff_t N,
+                        ptrdiff_t H, ptrdiff_t W, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh,
+                        ptrdiff_t sw, ptrdiff_t pt, ptrdiff_t pl, const double *wt,
+                        const ptrdiff_t *toff, ptrdiff_t nt, const ptrdiff_t *ph,
+                        const ptrdiff_t *gtoff, const ptrdiff_t *gwidx, double *gx,
+                        double *gw, double *xb, ptrdiff_t Wp, const ptrdiff_t *xpo,
+                        double *gb, ptrdiff_t Qp, ptrdiff_t goff, const ptrdiff_t *gpo,
+                        double *xo, double *acc)
     void fc_transpose_f32(int isa, float *dst, ptrdiff_t ldd, const float *src, ptrdiff_t lds,
                           ptrdiff_t nk, ptrdiff_t nkp, ptrdiff_t nj)
     void fc_transpose_f64(int isa, double *dst, ptrdiff_t ldd, const double *src,
@@ -630,6 +657,10 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         return 0
     # (rows shorter than half a vector run faster on the general path's wide
     # grid: 7-pixel rows on AVX-512 0.86x as fast on dw2_fwd, 1.34x on AVX2)
+    if _dw_enabled and groups == K == C and P * Q > 0 and _dwc_fits(H, W, P, Q, R, S, sh, sw,
+                                                                 pt, pl, dh, dw, VL,
+                                                                 sizeof(floating)):
+        return _dwc_forward(x, w, bias, y, sh, sw, pt, pl, dh, dw, n_threads)
     if (_dw_enabled and groups == K == C and sh == sw == 2 and dh == dw == 1 and H * W > 0
             and 2 * Q >= VL):
         return _dw2_forward(x, w, bias, y, pt, pl, n_threads)
@@ -825,6 +856,11 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
             memset(&gx[0, 0, 0, 0], 0, gx.shape[0] * gx.shape[1] * gx.shape[2] * gx.shape[3]
                    * sizeof(floating))
         return 0
+    cdef Py_ssize_t VL = fc_vec_len(_isa, sizeof(floating))
+    if (_dw_enabled and groups == K == x.shape[1] and gy.shape[2] * gy.shape[3] > 0
+            and _dwc_fits(x.shape[2], x.shape[3], gy.shape[2], gy.shape[3], w.shape[2],
+                          w.shape[3], sh, sw, pt, pl, dh, dw, VL, sizeof(floating))):
+        return _dwc_backward(gy, x, w, gx, gw, sh, sw, pt, pl, dh, dw, n_threads)
     if (_dw_enabled and groups == K == x.shape[1] and sh == sw == 2 and dh == dw == 1
             and gw.shape[2] * gw.shape[3] <= 64 and gy.shape[2] * gy.shape[3] > 0
             and x.shape[2] * x.shape[3] > 0):
@@ -884,6 +920,240 @@ cdef int _dw2_backward(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
                               P, Q, N, R, S, pt, pl, Jn, ring, &gw[c, 0, 0, 0])
         free(raw)
         fc_ftz_restore(fpmode)
+    return -status
+
+
+# --------------------------------------------------------------------------
+# depthwise, channels in lanes
+
+#: bytes of the padded input block (VL channels of one image) above which a
+#: depthwise layer stays on the row kernels
+DWC_BYTES = 512 * 1024
+#: output rows below this many vectors take channels in lanes (auto layout)
+DWC_ROW_VECTORS = 1
+
+
+cdef void _dwc_geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t R,
+                        Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                        Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t *Hp,
+                        Py_ssize_t *Wp, Py_ssize_t *Pp, Py_ssize_t *Qp, Py_ssize_t *goff) noexcept nogil:
+    """The padded input (Hp x Wp pixels, x[0][0] at (pt, pl)) holds every
+    tap of every output pixel; the padded grad_output (Pp x Qp, gy[0][0] at
+    pixel goff) every grad_output pixel any input pixel's taps reach."""
+    cdef Py_ssize_t ot = max(0, _cdiv((R - 1) * dh - pt, sh))
+    cdef Py_ssize_t ol = max(0, _cdiv((S - 1) * dw - pl, sw))
+    Hp[0] = max(H + pt, (P - 1) * sh + (R - 1) * dh + 1)
+    Wp[0] = max(W + pl, (Q - 1) * sw + (S - 1) * dw + 1)
+    Pp[0] = ot + max(P, (H - 1 + pt) // sh + 1)
+    Qp[0] = ol + max(Q, (W - 1 + pl) // sw + 1)
+    goff[0] = ot * Qp[0] + ol
+
+
+cdef bint _dwc_fits(Py_ssize_t H, Py_ssize_t W, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t R,
+                    Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t VL, size_t size):
+    """Whether a depthwise layer (one output channel per input channel)
+    takes channels in lanes: output rows shorter than DWC_ROW_VECTORS
+    vectors (or the "lanes" layout), with the input block within DWC_BYTES."""
+    cdef Py_ssize_t Hp, Wp, Pp, Qp, goff
+    if H * W == 0 or _layout == 1 or _layout == 2:
+        return False
+    if _layout == 0 and Q >= DWC_ROW_VECTORS * VL:
+        return False
+    _dwc_geometry(H, W, P, Q, R, S, sh, sw, pt, pl, dh, dw, &Hp, &Wp, &Pp, &Qp, &goff)
+    return Hp * Wp * VL * <Py_ssize_t> size <= DWC_BYTES
+
+
+cdef void _dwc_places(ptrdiff_t *po, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Wp,
+                      Py_ssize_t off) noexcept nogil:
+    """po[h*W + w]: where dwc_pack puts pixel (h, w) of an H x W plane in a
+    padded buffer of Wp-pixel rows, pixel (0, 0) at ``off``."""
+    cdef Py_ssize_t h, w
+    for h in range(H):
+        for w in range(W):
+            po[h * W + w] = off + h * Wp + w
+
+
+cdef floating *_dwc_weights(const floating[:, :, :, ::1] w, Py_ssize_t VL) noexcept nogil:
+    """The weights as [channel block][tap][lane], VL lanes a block, zero past
+    the last channel; NULL when out of memory."""
+    cdef Py_ssize_t C = w.shape[0], T = w.shape[2] * w.shape[3], nblk = _cdiv(C, VL), cb
+    cdef floating *wt = <floating *> fc_malloc64(nblk * T * VL * sizeof(floating))
+    if wt != NULL:
+        for cb in range(nblk):
+            _transpose(_isa, wt + cb * T * VL, VL, &w[cb * VL, 0, 0, 0], T,
+                       min(VL, C - cb * VL), VL, T)
+    return wt
+
+
+cdef int _dwc_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                      const floating[::1] bias, floating[:, :, :, ::1] y,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                      Py_ssize_t dh, Py_ssize_t dw, int n_threads):
+    """Depthwise, channels in lanes (dwc_fwd): work items (image, block of VL
+    channels), each transposing its planes into a zero-padded per-thread
+    buffer of [pixel][channel] vectors, every tap a whole-vector load."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t R = w.shape[2], S = w.shape[3], P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t T = R * S
+    cdef int isa = _isa
+    cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
+    cdef Py_ssize_t nblk = _cdiv(C, VL)
+    cdef Py_ssize_t Hp, Wp, Pp, Qp, goff, item, n, cb, c0, t
+    cdef floating *wt = NULL
+    cdef floating *bt = NULL
+    cdef const floating *bp
+    cdef ptrdiff_t *toff = NULL
+    cdef floating *xb = NULL
+    cdef floating *yb = NULL
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode = 0
+    _dwc_geometry(H, W, P, Q, R, S, sh, sw, pt, pl, dh, dw, &Hp, &Wp, &Pp, &Qp, &goff)
+    wt = _dwc_weights(w, VL)
+    toff = <ptrdiff_t *> malloc((2 * T + H * W) * sizeof(ptrdiff_t))
+    if bias is not None:
+        bt = <floating *> fc_malloc64(nblk * VL * sizeof(floating))
+        if bt != NULL:
+            memset(bt, 0, nblk * VL * sizeof(floating))
+            for c0 in range(C):
+                bt[c0] = bias[c0]
+    if wt == NULL or toff == NULL or bias is not None and bt == NULL:
+        fc_free64(wt)
+        fc_free64(bt)
+        free(toff)
+        return -1
+    for t in range(T):
+        toff[t] = (t // S) * dh * Wp + (t % S) * dw
+        toff[T + t] = t
+    _dwc_places(toff + 2 * T, H, W, Wp, pt * Wp + pl)
+    with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
+        xb = <floating *> fc_malloc64((Hp * Wp + P * Q) * VL * sizeof(floating))
+        yb = NULL
+        if xb == NULL:
+            failed[0] = 1
+        else:
+            memset(xb, 0, Hp * Wp * VL * sizeof(floating))
+            yb = xb + Hp * Wp * VL
+        for item in prange(N * nblk, schedule="static"):
+            if failed[0]:
+                continue
+            n = item // nblk
+            cb = item % nblk
+            c0 = cb * VL
+            bp = NULL
+            if bt != NULL:
+                bp = bt + c0
+            if floating is float:
+                fc_dwc_fwd_f32(isa, &x[n, c0, 0, 0], H * W, min(VL, C - c0), H, W,
+                               wt + cb * T * VL, toff, toff + T, T, bp, &y[n, c0, 0, 0],
+                               P, Q, sh, sw, xb, Wp, toff + 2 * T, yb)
+            else:
+                fc_dwc_fwd_f64(isa, &x[n, c0, 0, 0], H * W, min(VL, C - c0), H, W,
+                               wt + cb * T * VL, toff, toff + T, T, bp, &y[n, c0, 0, 0],
+                               P, Q, sh, sw, xb, Wp, toff + 2 * T, yb)
+        fc_free64(xb)
+        fc_ftz_restore(fpmode)
+    fc_free64(wt)
+    fc_free64(bt)
+    free(toff)
+    return -status
+
+
+cdef int _dwc_backward(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                       const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
+                       floating[:, :, :, ::1] gw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                       int n_threads):
+    """Depthwise, channels in lanes (dwc_bwd): a work item per block of VL
+    channels, over the whole batch (it owns its rows of grad_weight: no
+    partials). grad_input gathers, for each input pixel, the taps that reach
+    it: those of its phase ((h + pt) % sh, (w + pl) % sw), read from a
+    zero-padded grad_output."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t R = w.shape[2], S = w.shape[3], P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t T = R * S
+    cdef int isa = _isa
+    cdef Py_ssize_t VL = fc_vec_len(isa, sizeof(floating))
+    cdef Py_ssize_t nblk = _cdiv(C, VL)
+    cdef Py_ssize_t Hp, Wp, Pp, Qp, goff, cb, c0, t, a, e, r, s, k, nbuf
+    cdef floating *wt = NULL
+    cdef ptrdiff_t *tab = NULL
+    cdef ptrdiff_t *ph
+    cdef ptrdiff_t *xpo
+    cdef ptrdiff_t *gpo
+    cdef floating *xb = NULL
+    cdef floating *gxp
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode = 0
+    _dwc_geometry(H, W, P, Q, R, S, sh, sw, pt, pl, dh, dw, &Hp, &Wp, &Pp, &Qp, &goff)
+    wt = _dwc_weights(w, VL)
+    # toff[T], then the phases' (first tap, taps) pairs, their taps' offsets
+    # in grad_output and their weights' indices
+    tab = <ptrdiff_t *> malloc((3 * T + 2 * sh * sw + H * W + P * Q) * sizeof(ptrdiff_t))
+    if wt == NULL or tab == NULL:
+        fc_free64(wt)
+        free(tab)
+        return -1
+    ph = tab + T
+    for t in range(T):
+        tab[t] = (t // S) * dh * Wp + (t % S) * dw
+    k = 0
+    for a in range(sh):
+        for e in range(sw):
+            ph[2 * (a * sw + e)] = k
+            for r in range(R):
+                if (a - r * dh) % sh:
+                    continue
+                for s in range(S):
+                    if (e - s * dw) % sw:
+                        continue
+                    # (exact divisions: truncation is floor)
+                    ph[2 * sh * sw + k] = (a - r * dh) // sh * Qp + (e - s * dw) // sw
+                    ph[2 * sh * sw + T + k] = r * S + s
+                    k += 1
+            ph[2 * (a * sw + e) + 1] = k - ph[2 * (a * sw + e)]
+    xpo = ph + 2 * sh * sw + 2 * T
+    gpo = xpo + H * W
+    _dwc_places(xpo, H, W, Wp, pt * Wp + pl)
+    _dwc_places(gpo, P, Q, Qp, goff)
+    nbuf = Hp * Wp + Pp * Qp + (H * W if gx is not None else 0) + T
+    with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
+        xb = <floating *> fc_malloc64(nbuf * VL * sizeof(floating))
+        if xb == NULL:
+            failed[0] = 1
+        else:
+            memset(xb, 0, (Hp * Wp + Pp * Qp) * VL * sizeof(floating))
+        for cb in prange(nblk, schedule="static"):
+            if failed[0]:
+                continue
+            c0 = cb * VL
+            gxp = NULL
+            if gx is not None:
+                gxp = &gx[0, c0, 0, 0]
+            if floating is float:
+                fc_dwc_bwd_f32(isa, &x[0, c0, 0, 0], C * H * W, H * W, &gy[0, c0, 0, 0],
+                               C * P * Q, P * Q, min(VL, C - c0), N, H, W, P, Q, sh, sw, pt,
+                               pl, wt + cb * T * VL, tab, T, ph, ph + 2 * sh * sw,
+                               ph + 2 * sh * sw + T, gxp, &gw[c0, 0, 0, 0], xb, Wp, xpo,
+                               xb + Hp * Wp * VL, Qp, goff, gpo,
+                               xb + (Hp * Wp + Pp * Qp) * VL,
+                               xb + (nbuf - T) * VL)
+            else:
+                fc_dwc_bwd_f64(isa, &x[0, c0, 0, 0], C * H * W, H * W, &gy[0, c0, 0, 0],
+                               C * P * Q, P * Q, min(VL, C - c0), N, H, W, P, Q, sh, sw, pt,
+                               pl, wt + cb * T * VL, tab, T, ph, ph + 2 * sh * sw,
+                               ph + 2 * sh * sw + T, gxp, &gw[c0, 0, 0, 0], xb, Wp, xpo,
+                               xb + Hp * Wp * VL, Qp, goff, gpo,
+                               xb + (Hp * Wp + Pp * Qp) * VL,
+                               xb + (nbuf - T) * VL)
+        fc_free64(xb)
+        fc_ftz_restore(fpmode)
+    fc_free64(wt)
+    free(tab)
     return -status
 
 

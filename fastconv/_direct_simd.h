@@ -427,6 +427,34 @@ static void fc_dw2_gw_##sfx(int isa, const T *x, ptrdiff_t xn, ptrdiff_t H,   \
     FC_DISPATCH(, dw2_gw, sfx, (x, xn, H, W, gy, gn, P, Q, N, R, S, pt, pl,   \
                                 Jn, ring, gw))                                \
 }                                                                             \
+static void fc_dwc_fwd_##sfx(int isa, const T *x, ptrdiff_t cs, ptrdiff_t nc,  \
+                             ptrdiff_t H, ptrdiff_t W, const T *wt,           \
+                             const ptrdiff_t *toff, const ptrdiff_t *widx,    \
+                             ptrdiff_t nt, const T *bias, T *y, ptrdiff_t P,  \
+                             ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, T *xb,  \
+                             ptrdiff_t Wp, const ptrdiff_t *xpo, T *yb)       \
+{                                                                             \
+    FC_DISPATCH(, dwc_fwd, sfx, (x, cs, nc, H, W, wt, toff, widx, nt, bias, y, \
+                                 P, Q, sh, sw, xb, Wp, xpo, yb))              \
+}                                                                             \
+static void fc_dwc_bwd_##sfx(int isa, const T *x, ptrdiff_t xn, ptrdiff_t cs,  \
+                             const T *gy, ptrdiff_t gn, ptrdiff_t gs,         \
+                             ptrdiff_t nc, ptrdiff_t N, ptrdiff_t H,          \
+                             ptrdiff_t W, ptrdiff_t P, ptrdiff_t Q,           \
+                             ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt,        \
+                             ptrdiff_t pl, const T *wt, const ptrdiff_t *toff, \
+                             ptrdiff_t nt, const ptrdiff_t *ph,               \
+                             const ptrdiff_t *gtoff, const ptrdiff_t *gwidx,  \
+                             T *gx, T *gw, T *xb, ptrdiff_t Wp,               \
+                             const ptrdiff_t *xpo, T *gb, ptrdiff_t Qp,       \
+                             ptrdiff_t goff, const ptrdiff_t *gpo, T *xo,     \
+                             T *acc)                                          \
+{                                                                             \
+    FC_DISPATCH(, dwc_bwd, sfx, (x, xn, cs, gy, gn, gs, nc, N, H, W, P, Q, sh, \
+                                 sw, pt, pl, wt, toff, nt, ph, gtoff, gwidx,  \
+                                 gx, gw, xb, Wp, xpo, gb, Qp, goff, gpo, xo,  \
+                                 acc))                                        \
+}                                                                             \
 static void fc_transpose_##sfx(int isa, T *dst, ptrdiff_t ldd, const T *src,  \
                                ptrdiff_t lds, ptrdiff_t nk, ptrdiff_t nkp,    \
                                ptrdiff_t nj)                                  \

@@ -511,13 +511,32 @@ FC_KLIST(FC_DEFKTILES)
 #else
 #define FC_ROUNDS 2
 #endif
+#define FC_VTRANSPOSE 1
+/* r[i][j] <-> r[j][i]: a VL x VL block transposed in registers */
+static FC_INLINE FC_TARGET void
+FC_N(vtranspose)(FC_VEC *r)
+{
+    FC_VEC t[FC_LANES];
+#pragma GCC unroll 4
+    for (int round = 0; round < FC_ROUNDS; round++) {
+#pragma GCC unroll 8
+        for (int i = 0; i < FC_LANES / 2; i++) {
+            t[2 * i] = __builtin_shufflevector(r[i], r[i + FC_LANES / 2], FC_ZIP_LO);
+            t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + FC_LANES / 2], FC_ZIP_HI);
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < FC_LANES; i++)
+            r[i] = t[i];
+    }
+}
+
 static FC_INLINE FC_TARGET void
 FC_N(kstore)(FC_T *FC_RESTRICT o, ptrdiff_t ldo, const FC_T *FC_RESTRICT tmp, ptrdiff_t ldt,
              ptrdiff_t kk, ptrdiff_t np)
 {
     for (ptrdiff_t k0 = 0; k0 < kk; k0 += FC_LANES) {
         for (ptrdiff_t p0 = 0; p0 < np; p0 += FC_LANES) {
-            FC_VEC r[FC_LANES], t[FC_LANES];
+            FC_VEC r[FC_LANES];
             ptrdiff_t pn = np - p0 < FC_LANES ? np - p0 : FC_LANES;
             ptrdiff_t kn = kk - k0 < FC_LANES ? kk - k0 : FC_LANES;
             for (int i = 0; i < FC_LANES; i++) {
@@ -525,17 +544,7 @@ FC_N(kstore)(FC_T *FC_RESTRICT o, ptrdiff_t ldo, const FC_T *FC_RESTRICT tmp, pt
                 if (i < pn)
                     r[i] = FC_LOAD(tmp + (p0 + i) * ldt + k0);
             }
-#pragma GCC unroll 4
-            for (int round = 0; round < FC_ROUNDS; round++) {
-#pragma GCC unroll 8
-                for (int i = 0; i < FC_LANES / 2; i++) {
-                    t[2 * i] = __builtin_shufflevector(r[i], r[i + FC_LANES / 2], FC_ZIP_LO);
-                    t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + FC_LANES / 2], FC_ZIP_HI);
-                }
-#pragma GCC unroll 16
-                for (int i = 0; i < FC_LANES; i++)
-                    r[i] = t[i];
-            }
+            FC_N(vtranspose)(r);
             if (pn == FC_LANES) {
                 for (ptrdiff_t k = 0; k < kn; k++)
                     FC_STORE(o + (k0 + k) * ldo + p0, r[k]);
@@ -1586,7 +1595,258 @@ FC_N(dw2_gw)(const FC_T *x, ptrdiff_t xn, ptrdiff_t H, ptrdiff_t W, const FC_T *
                           gw);
 }
 
+/* ------------------------------------------------------------------------ */
+/* depthwise, channels in lanes: a block of VL channels of one image at a
+ * time, each plane's pixels transposed into [pixel][channel] vectors
+ * (dwc_pack) in a zero-padded buffer, so that every tap of every output
+ * pixel is one whole-vector load at a fixed offset, whatever the stride or
+ * dilation, and no lane is wasted on rows shorter than a vector (MobileNet's
+ * and EfficientNet's 7x7 and 14x14 layers, where the row kernels fill half
+ * a vector or less). Offsets (toff, sstep, dstep) count pixels, VL elements
+ * each. */
+
+/* buf[po[j]*VL + l] = src[l*cs + j] for j < n, l < nc, and 0 for
+ * nc <= l < VL: VL x VL blocks of consecutive pixels transposed in
+ * registers, nothing read past a plane; po places each pixel in the padded
+ * buffer (a block may span rows). */
+static FC_TARGET void
+FC_N(dwc_pack)(const FC_T *src, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t n, const ptrdiff_t *po,
+               FC_T *FC_RESTRICT buf)
+{
+#ifdef FC_VTRANSPOSE
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += FC_VL) {
+        FC_VEC r[FC_VL];
+        if (j0 + FC_VL <= n) {
+#pragma GCC unroll 16
+            for (int l = 0; l < FC_VL; l++) {
+                r[l] = FC_BCAST(0);
+                if (l < nc)
+                    r[l] = FC_LOAD(src + l * cs + j0);
+            }
+            FC_N(vtranspose)(r);
+#pragma GCC unroll 16
+            for (int i = 0; i < FC_VL; i++)
+                FC_STORE(buf + po[j0 + i] * FC_VL, r[i]);
+        } else {
+#pragma GCC unroll 16
+            for (int l = 0; l < FC_VL; l++) {
+                r[l] = FC_BCAST(0);
+                if (l < nc)
+                    r[l] = FC_N(load_range)(src + l * cs, j0, n);
+            }
+            FC_N(vtranspose)(r);
+            for (ptrdiff_t i = 0; i < n - j0; i++)
+                FC_STORE(buf + po[j0 + i] * FC_VL, r[i]);
+        }
+    }
+#else
+    for (ptrdiff_t j = 0; j < n; j++)
+        for (ptrdiff_t l = 0; l < FC_VL; l++)
+            buf[po[j] * FC_VL + l] = l < nc ? src[l * cs + j] : (FC_T)0;
+#endif
+}
+
+/* NQ results of the block: dst[j*dstep] = init + sum over t < nt of
+ * wt[widx[t]] * src[toff[t] + j*sstep] (vectors; init 0 when NULL). */
+static FC_INLINE FC_TARGET void
+FC_N(dwc_mk)(const int NQ, const FC_T *FC_RESTRICT src, ptrdiff_t sstep,
+             const ptrdiff_t *toff, const ptrdiff_t *widx, ptrdiff_t nt,
+             const FC_T *FC_RESTRICT wt, const FC_T *init, FC_T *FC_RESTRICT dst,
+             ptrdiff_t dstep)
+{
+    FC_VEC acc[NQ];
+    FC_VEC b = FC_BCAST(0);
+    if (init)
+        b = FC_LOAD(init);
+    for (int j = 0; j < NQ; j++)
+        acc[j] = b;
+    for (ptrdiff_t t = 0; t < nt; t++) {
+        const FC_T *s = src + toff[t] * FC_VL;
+        FC_VEC wv = FC_LOAD(wt + widx[t] * FC_VL);
+        FC_IN_REGISTER(wv);
+        for (int j = 0; j < NQ; j++)
+            acc[j] += FC_LOAD(s + j * sstep * FC_VL) * wv;
+    }
+    for (int j = 0; j < NQ; j++)
+        FC_STORE(dst + j * dstep * FC_VL, acc[j]);
+}
+
+#define FC_DWCMAX 8
+#define FC_DWCTILE(n) FC_CAT(FC_N(dwctile), n)
+#define FC_DEFDWCTILE(n)                                                      \
+static FC_NOINLINE FC_TARGET void FC_DWCTILE(n)(                              \
+    const FC_T *src, ptrdiff_t sstep, const ptrdiff_t *toff,                  \
+    const ptrdiff_t *widx, ptrdiff_t nt, const FC_T *wt, const FC_T *init,    \
+    FC_T *dst, ptrdiff_t dstep)                                               \
+{                                                                             \
+    FC_N(dwc_mk)(n, src, sstep, toff, widx, nt, wt, init, dst, dstep);        \
+}
+FC_DEFDWCTILE(1) FC_DEFDWCTILE(2) FC_DEFDWCTILE(3) FC_DEFDWCTILE(4)
+FC_DEFDWCTILE(5) FC_DEFDWCTILE(6) FC_DEFDWCTILE(7) FC_DEFDWCTILE(8)
+#define FC_DWCCASE(n) \
+    case n: FC_DWCTILE(n)(src, sstep, toff, widx, nt, wt, init, dst, dstep); break;
+
+/* A run of nq results (src, dst: its first), as few tiles as fit, as even as
+ * they go (15 as 8 + 7, not 8 + 4 + 2 + 1). */
+static FC_TARGET void
+FC_N(dwc_run)(ptrdiff_t nq, const FC_T *src, ptrdiff_t sstep, const ptrdiff_t *toff,
+              const ptrdiff_t *widx, ptrdiff_t nt, const FC_T *wt, const FC_T *init,
+              FC_T *dst, ptrdiff_t dstep)
+{
+    ptrdiff_t left = (nq + FC_DWCMAX - 1) / FC_DWCMAX, m;
+    for (; nq > 0; nq -= m, left--) {
+        m = (nq + left - 1) / left;
+        switch (m) {
+            FC_DWCCASE(1) FC_DWCCASE(2) FC_DWCCASE(3) FC_DWCCASE(4)
+            FC_DWCCASE(5) FC_DWCCASE(6) FC_DWCCASE(7) FC_DWCCASE(8)
+        }
+        src += m * sstep * FC_VL;
+        dst += m * dstep * FC_VL;
+    }
+}
+
+/* The forward pass of one image's block of nc <= VL channels (planes cs
+ * apart in x, P*Q in y): y = bias + sum over t of wt[t] * xpad[p*sh, q*sw] +
+ * toff[t]. xb: the padded input, Hp x Wp pixels, pixel j of x at xpo[j],
+ * its padding zero (dwc_pack writes only the inside); yb: P*Q pixels. */
+static FC_TARGET void
+FC_N(dwc_fwd)(const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t H, ptrdiff_t W,
+              const FC_T *wt, const ptrdiff_t *toff, const ptrdiff_t *widx, ptrdiff_t nt,
+              const FC_T *bias, FC_T *y, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh,
+              ptrdiff_t sw, FC_T *xb, ptrdiff_t Wp, const ptrdiff_t *xpo, FC_T *yb)
+{
+    FC_N(dwc_pack)(x, cs, nc, H * W, xpo, xb);
+    for (ptrdiff_t p = 0; p < P; p++)
+        FC_N(dwc_run)(Q, xb + p * sh * Wp * FC_VL, sw, toff, widx, nt, wt, bias,
+                      yb + p * Q * FC_VL, 1);
+    FC_N(kstore)(y, P * Q, yb, FC_VL, nc, P * Q);
+}
+
+/* grad_weight of one tap chunk, NT taps: acc[t] += sum over p < P, q < Q of
+ * g[p*gr + q] * x[p*xr + q*sw + toff[t]] (vectors). */
+static FC_INLINE FC_TARGET void
+FC_N(dwc_gmk)(const int NT, const FC_T *FC_RESTRICT g, ptrdiff_t gr,
+              const FC_T *FC_RESTRICT x, ptrdiff_t xr, ptrdiff_t sw, ptrdiff_t P,
+              ptrdiff_t Q, const ptrdiff_t *toff, FC_T *FC_RESTRICT acc)
+{
+    FC_VEC a[NT];
+    ptrdiff_t to[NT];
+    for (int t = 0; t < NT; t++) {
+        a[t] = FC_BCAST(0);
+        to[t] = toff[t] * FC_VL;
+    }
+    for (ptrdiff_t p = 0; p < P; p++) {
+        const FC_T *gp = g + p * gr * FC_VL, *xp = x + p * xr * FC_VL;
+        for (ptrdiff_t q = 0; q < Q; q++) {
+            FC_VEC gv = FC_LOAD(gp + q * FC_VL);
+            FC_IN_REGISTER(gv);
+            const FC_T *xq = xp + q * sw * FC_VL;
+            for (int t = 0; t < NT; t++)
+                a[t] += gv * FC_LOAD(xq + to[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++)
+        FC_STORE(acc + t * FC_VL, FC_LOAD(acc + t * FC_VL) + a[t]);
+}
+
+/* taps per grad_weight tile: accumulators + 2 of the register file */
+#if FC_VB == 64
+#define FC_DWGMAX 16
+#else
+#define FC_DWGMAX 10
+#endif
+#define FC_DWGTILE(n) FC_CAT(FC_N(dwgtile), n)
+#define FC_DEFDWGTILE(n)                                                      \
+static FC_NOINLINE FC_TARGET void FC_DWGTILE(n)(                              \
+    const FC_T *g, ptrdiff_t gr, const FC_T *x, ptrdiff_t xr, ptrdiff_t sw,   \
+    ptrdiff_t P, ptrdiff_t Q, const ptrdiff_t *toff, FC_T *acc)               \
+{                                                                             \
+    FC_N(dwc_gmk)(n, g, gr, x, xr, sw, P, Q, toff, acc);                      \
+}
+#define FC_DWGCASE(n) \
+    case n: FC_DWGTILE(n)(g, gr, xb, xr, sw, P, Q, toff + t0, acc + t0 * FC_VL); break;
+FC_DEFDWGTILE(1) FC_DEFDWGTILE(2) FC_DEFDWGTILE(3) FC_DEFDWGTILE(4)
+FC_DEFDWGTILE(5) FC_DEFDWGTILE(6) FC_DEFDWGTILE(7) FC_DEFDWGTILE(8)
+FC_DEFDWGTILE(9) FC_DEFDWGTILE(10)
+#if FC_DWGMAX > 10
+FC_DEFDWGTILE(11) FC_DEFDWGTILE(12) FC_DEFDWGTILE(13) FC_DEFDWGTILE(14)
+FC_DEFDWGTILE(15) FC_DEFDWGTILE(16)
+#endif
+
+/* The backward pass of one block of nc <= VL channels over N images
+ * (images xn, gn apart in x, gy and gx; planes cs, gs apart):
+ * - grad_input (gx not NULL): for input row h and column class e (the
+ *   columns w with (w + pl) % sw == e), phase f = ((h + pt) % sh) * sw + e
+ *   takes taps ph[2f] .. ph[2f] + ph[2f + 1] of gtoff / gwidx, which read
+ *   consecutive pixels of the padded grad_output gb (Qp pixels a row,
+ *   gy[0][0] at pixel goff, pixel j at gpo[j]) from ((h + pt) / sh, (w + pl) / sw) on
+ *   (rounded down); the results go to xo (H*W pixels), then to gx.
+ * - grad_weight: acc (nt vectors) += sum over pixels of g * xpad (taps
+ *   toff, as the forward pass), xb the padded input as in dwc_fwd; gw
+ *   (a row of nt per channel) gets acc at the end. */
+static FC_TARGET void
+FC_N(dwc_bwd)(const FC_T *x, ptrdiff_t xn, ptrdiff_t cs, const FC_T *gy, ptrdiff_t gn,
+              ptrdiff_t gs, ptrdiff_t nc, ptrdiff_t N, ptrdiff_t H, ptrdiff_t W,
+              ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t pt,
+              ptrdiff_t pl, const FC_T *wt, const ptrdiff_t *toff, ptrdiff_t nt,
+              const ptrdiff_t *ph, const ptrdiff_t *gtoff, const ptrdiff_t *gwidx,
+              FC_T *gx, FC_T *gw, FC_T *xb, ptrdiff_t Wp, const ptrdiff_t *xpo, FC_T *gb,
+              ptrdiff_t Qp, ptrdiff_t goff, const ptrdiff_t *gpo, FC_T *xo, FC_T *acc)
+{
+    const ptrdiff_t tmax = FC_DWGMAX;
+    for (ptrdiff_t t = 0; t < nt * FC_VL; t++)
+        acc[t] = 0;
+    for (ptrdiff_t n = 0; n < N; n++) {
+        FC_N(dwc_pack)(gy + n * gn, gs, nc, P * Q, gpo, gb);
+        if (gx) {
+            for (ptrdiff_t h = 0; h < H; h++) {
+                ptrdiff_t a = (h + pt) % sh;
+                const FC_T *grow = gb + ((h + pt) / sh * Qp + goff) * FC_VL;
+                for (ptrdiff_t e = 0; e < sw; e++) {
+                    /* the first column of the class, and how many there are */
+                    ptrdiff_t w0 = ((e - pl) % sw + sw) % sw;
+                    const ptrdiff_t *f = ph + 2 * (a * sw + e);
+                    if (w0 >= W)
+                        continue;
+                    FC_N(dwc_run)((W - 1 - w0) / sw + 1, grow + (w0 + pl) / sw * FC_VL, 1,
+                                  gtoff + f[0], gwidx + f[0], f[1], wt, NULL,
+                                  xo + (h * W + w0) * FC_VL, sw);
+                }
+            }
+            FC_N(kstore)(gx + n * xn, cs, xo, FC_VL, nc, H * W);
+        }
+        FC_N(dwc_pack)(x + n * xn, cs, nc, H * W, xpo, xb);
+        {
+            const FC_T *g = gb + goff * FC_VL;
+            ptrdiff_t gr = Qp, xr = sh * Wp;
+            ptrdiff_t left = (nt + tmax - 1) / tmax, m;
+            for (ptrdiff_t t0 = 0; t0 < nt; t0 += m, left--) {
+                m = (nt - t0 + left - 1) / left;
+                switch (m) {
+                    FC_DWGCASE(1) FC_DWGCASE(2) FC_DWGCASE(3) FC_DWGCASE(4)
+                    FC_DWGCASE(5) FC_DWGCASE(6) FC_DWGCASE(7) FC_DWGCASE(8)
+                    FC_DWGCASE(9) FC_DWGCASE(10)
+#if FC_DWGMAX > 10
+                    FC_DWGCASE(11) FC_DWGCASE(12) FC_DWGCASE(13) FC_DWGCASE(14)
+                    FC_DWGCASE(15) FC_DWGCASE(16)
+#endif
+                }
+            }
+        }
+    }
+    FC_N(kstore)(gw, nt, acc, FC_VL, nc, nt);
+}
+
 #undef FC_ZIP_LO
+#undef FC_VTRANSPOSE
+#undef FC_DWCMAX
+#undef FC_DWCTILE
+#undef FC_DEFDWCTILE
+#undef FC_DWCCASE
+#undef FC_DWGMAX
+#undef FC_DWGTILE
+#undef FC_DEFDWGTILE
+#undef FC_DWGCASE
 #undef FC_ZIP_HI
 #undef FC_PTAIL
 #undef FC_PBAND
