@@ -5,7 +5,7 @@ import numpy as np
 
 BAND_BYTES: int
 DWC_BYTES: int
-DWC_ROW_VECTORS: int
+DWC_ROW_BYTES: int
 FILL_AHEAD_BYTES: int
 VACC_BYTES: int
 PARTIAL_BYTES: int

@@ -173,12 +173,14 @@ cdef extern from "_direct_simd.h" nogil:
                        double *ring, double *gw)
     void fc_dwc_fwd_f32(int isa, const float *x, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t H,
                         ptrdiff_t W, const float *wt, const ptrdiff_t *toff,
-                        const ptrdiff_t *widx, ptrdiff_t nt, const float *bias, float *y,
+                        const ptrdiff_t *widx, ptrdiff_t nt, ptrdiff_t S, ptrdiff_t dw,
+                        ptrdiff_t rstep, const float *bias, float *y,
                         ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, float *xb,
                         ptrdiff_t Wp, const ptrdiff_t *xpo, float *yb)
     void fc_dwc_fwd_f64(int isa, const double *x, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t H,
                         ptrdiff_t W, const double *wt, const ptrdiff_t *toff,
-                        const ptrdiff_t *widx, ptrdiff_t nt, const double *bias, double *y,
+                        const ptrdiff_t *widx, ptrdiff_t nt, ptrdiff_t S, ptrdiff_t dw,
+                        ptrdiff_t rstep, const double *bias, double *y,
                         ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, double *xb,
                         ptrdiff_t Wp, const ptrdiff_t *xpo, double *yb)
     void fc_dwc_bwd_f32(int isa, const float *x, ptrdiff_t xn, ptrdiff_t cs, const float *gy,
@@ -659,7 +661,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # grid: 7-pixel rows on AVX-512 0.86x as fast on dw2_fwd, 1.34x on AVX2)
     if _dw_enabled and groups == K == C and P * Q > 0 and _dwc_fits(H, W, P, Q, R, S, sh, sw,
                                                                  pt, pl, dh, dw, VL,
-                                                                 sizeof(floating)):
+                                                                 sizeof(floating), True):
         return _dwc_forward(x, w, bias, y, sh, sw, pt, pl, dh, dw, n_threads)
     if (_dw_enabled and groups == K == C and sh == sw == 2 and dh == dw == 1 and H * W > 0
             and 2 * Q >= VL):
@@ -859,7 +861,8 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef Py_ssize_t VL = fc_vec_len(_isa, sizeof(floating))
     if (_dw_enabled and groups == K == x.shape[1] and gy.shape[2] * gy.shape[3] > 0
             and _dwc_fits(x.shape[2], x.shape[3], gy.shape[2], gy.shape[3], w.shape[2],
-                          w.shape[3], sh, sw, pt, pl, dh, dw, VL, sizeof(floating))):
+                          w.shape[3], sh, sw, pt, pl, dh, dw, VL, sizeof(floating),
+                          False)):
         return _dwc_backward(gy, x, w, gx, gw, sh, sw, pt, pl, dh, dw, n_threads)
     if (_dw_enabled and groups == K == x.shape[1] and sh == sw == 2 and dh == dw == 1
             and gw.shape[2] * gw.shape[3] <= 64 and gy.shape[2] * gy.shape[3] > 0
@@ -929,8 +932,9 @@ cdef int _dw2_backward(const floating[:, :, :, ::1] gy, const floating[:, :, :, 
 #: bytes of the padded input block (VL channels of one image) above which a
 #: depthwise layer stays on the row kernels
 DWC_BYTES = 512 * 1024
-#: output rows below this many vectors take channels in lanes (auto layout)
-DWC_ROW_VECTORS = 1
+#: output rows shorter than this many bytes take channels in lanes where a
+#: depthwise kernel of rows exists (3x3 at stride 1 forward, stride 2)
+DWC_ROW_BYTES = 112
 
 
 cdef void _dwc_geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t R,
@@ -951,15 +955,26 @@ cdef void _dwc_geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t P, Py_ssize_t Q, 
 
 cdef bint _dwc_fits(Py_ssize_t H, Py_ssize_t W, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t R,
                     Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t VL, size_t size):
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t VL, size_t size, bint forward):
     """Whether a depthwise layer (one output channel per input channel)
-    takes channels in lanes: output rows shorter than DWC_ROW_VECTORS
-    vectors (or the "lanes" layout), with the input block within DWC_BYTES."""
+    takes channels in lanes: with the input block within DWC_BYTES, under
+    the "lanes" layout, or (auto) where no kernel of rows serves it, or its
+    output rows are shorter than DWC_ROW_BYTES.
+
+    Measured (AVX-512 and AVX2, one thread, against the row kernels):
+    channels in lanes ran 2-4x faster on 7-wide rows, 1.3-1.6x on 14-wide
+    rows in float32, even on 28, slower on 56 (3x3 at stride 1 forward:
+    0.8-0.9x); on the general path's layers (5x5, 7x7) 1.1-2.7x faster
+    at every size that fits; float64 rows of 8 lanes even at 7 and 14."""
     cdef Py_ssize_t Hp, Wp, Pp, Qp, goff
+    cdef bint rows
     if H * W == 0 or _layout == 1 or _layout == 2:
         return False
-    if _layout == 0 and Q >= DWC_ROW_VECTORS * VL:
-        return False
+    if _layout == 0:
+        rows = (sh == sw == 2 and dh == dw == 1
+                or forward and R == S == 3 and sh == 1 and dh == 1)
+        if rows and Q * <Py_ssize_t> size >= DWC_ROW_BYTES:
+            return False
     _dwc_geometry(H, W, P, Q, R, S, sh, sw, pt, pl, dh, dw, &Hp, &Wp, &Pp, &Qp, &goff)
     return Hp * Wp * VL * <Py_ssize_t> size <= DWC_BYTES
 
@@ -1047,11 +1062,13 @@ cdef int _dwc_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
                 bp = bt + c0
             if floating is float:
                 fc_dwc_fwd_f32(isa, &x[n, c0, 0, 0], H * W, min(VL, C - c0), H, W,
-                               wt + cb * T * VL, toff, toff + T, T, bp, &y[n, c0, 0, 0],
+                               wt + cb * T * VL, toff, toff + T, T, S, dw, dh * Wp, bp,
+                               &y[n, c0, 0, 0],
                                P, Q, sh, sw, xb, Wp, toff + 2 * T, yb)
             else:
                 fc_dwc_fwd_f64(isa, &x[n, c0, 0, 0], H * W, min(VL, C - c0), H, W,
-                               wt + cb * T * VL, toff, toff + T, T, bp, &y[n, c0, 0, 0],
+                               wt + cb * T * VL, toff, toff + T, T, S, dw, dh * Wp, bp,
+                               &y[n, c0, 0, 0],
                                P, Q, sh, sw, xb, Wp, toff + 2 * T, yb)
         fc_free64(xb)
         fc_ftz_restore(fpmode)

@@ -430,12 +430,15 @@ static void fc_dw2_gw_##sfx(int isa, const T *x, ptrdiff_t xn, ptrdiff_t H,   \
 static void fc_dwc_fwd_##sfx(int isa, const T *x, ptrdiff_t cs, ptrdiff_t nc,  \
                              ptrdiff_t H, ptrdiff_t W, const T *wt,           \
                              const ptrdiff_t *toff, const ptrdiff_t *widx,    \
-                             ptrdiff_t nt, const T *bias, T *y, ptrdiff_t P,  \
-                             ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, T *xb,  \
-                             ptrdiff_t Wp, const ptrdiff_t *xpo, T *yb)       \
+                             ptrdiff_t nt, ptrdiff_t S, ptrdiff_t dw,         \
+                             ptrdiff_t rstep, const T *bias, T *y,            \
+                             ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh,          \
+                             ptrdiff_t sw, T *xb, ptrdiff_t Wp,               \
+                             const ptrdiff_t *xpo, T *yb)                     \
 {                                                                             \
-    FC_DISPATCH(, dwc_fwd, sfx, (x, cs, nc, H, W, wt, toff, widx, nt, bias, y, \
-                                 P, Q, sh, sw, xb, Wp, xpo, yb))              \
+    FC_DISPATCH(, dwc_fwd, sfx, (x, cs, nc, H, W, wt, toff, widx, nt, S, dw,  \
+                                 rstep, bias, y, P, Q, sh, sw, xb, Wp, xpo,   \
+                                 yb))                                         \
 }                                                                             \
 static void fc_dwc_bwd_##sfx(int isa, const T *x, ptrdiff_t xn, ptrdiff_t cs,  \
                              const T *gy, ptrdiff_t gn, ptrdiff_t gs,         \

@@ -98,6 +98,49 @@ FC_N(store_part)(FC_T *p, FC_VEC v, ptrdiff_t n)
 #endif
 }
 
+/* p[j + l] for the lanes with 0 <= j + l < n, else 0; nothing outside is
+ * read (AVX-512 and AVX2 masked loads, which do not fault on masked lanes). */
+static FC_INLINE FC_TARGET FC_VEC
+FC_N(load_range)(const FC_T *p, ptrdiff_t j, ptrdiff_t n)
+{
+    if (j >= 0 && j + FC_VL <= n)
+        return FC_LOAD(p + j);
+#if FC_X86 && FC_VB == 64
+    {
+        ptrdiff_t lo = j < 0 ? -j : 0, hi = n - j < FC_VL ? n - j : FC_VL;
+        unsigned m = hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
+#if FC_ELEM == 4
+        return (FC_VEC)_mm512_maskz_loadu_ps((__mmask16)m, p + j);
+#else
+        return (FC_VEC)_mm512_maskz_loadu_pd((__mmask8)m, p + j);
+#endif
+    }
+#elif FC_X86 && FC_VB == 32 && FC_ELEM == 4
+    {
+        __m256i i = _mm256_add_epi32(_mm256_set1_epi32((int)j),
+                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), i),
+                                        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), i));
+        return (FC_VEC)_mm256_maskload_ps(p + j, m);
+    }
+#elif FC_X86 && FC_VB == 32
+    {
+        __m256i i = _mm256_add_epi64(_mm256_set1_epi64x((long long)j),
+                                     _mm256_setr_epi64x(0, 1, 2, 3));
+        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), i),
+                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), i));
+        return (FC_VEC)_mm256_maskload_pd(p + j, m);
+    }
+#else
+    {
+        union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } u;
+        for (ptrdiff_t l = 0; l < FC_VL; l++)
+            u.e[l] = j + l >= 0 && j + l < n ? p[j + l] : (FC_T)0;
+        return u.v;
+    }
+#endif
+}
+
 /* ------------------------------------------------------------------------ */
 /* pixels in lanes */
 
@@ -1037,16 +1080,36 @@ FC_N(fill)(const FC_T *src, ptrdiff_t nch, ptrdiff_t Hs, ptrdiff_t Ws, ptrdiff_t
     }
 }
 
+/* The sum of the lanes of v, in double, as a tree (log2(VL) dependent adds). */
+static FC_INLINE FC_TARGET double
+FC_N(hsum_double)(FC_VEC v)
+{
+    union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } u = {v};
+    double d[FC_VB / sizeof(FC_T)];
+#pragma GCC unroll 16
+    for (int l = 0; l < (int)FC_VL; l++)
+        d[l] = u.e[l];
+#pragma GCC unroll 4
+    for (int h = (int)FC_VL / 2; h >= 1; h /= 2)
+#pragma GCC unroll 8
+        for (int l = 0; l < h; l++)
+            d[l] += d[l + h];
+    return d[0];
+}
+
 /* The sum of p[0:n], in double: chunks of up to 1024 elements summed in
  * 4 x VL lanes of FC_T (in float32 at most 64 terms each, so it loses no
- * more than NumPy's pairwise sum), the chunks' sums added in double. */
+ * more than NumPy's pairwise sum), the last part of a chunk in whole
+ * vectors and one masked load, the chunks' sums added in double. (Element
+ * by element, the 49-pixel planes of a 7x7 layer's grad_bias cost a
+ * quarter of its depthwise backward.) */
 static FC_TARGET double
 FC_N(sum)(const FC_T *p, ptrdiff_t n)
 {
     double s = 0;
     ptrdiff_t i = 0;
 #ifndef FC_SCALAR
-    while (n - i >= 4 * FC_VL) {
+    while (i < n) {
         ptrdiff_t end = n - i > 1024 ? i + 1024 : n;
         FC_VEC a0 = FC_BCAST(0), a1 = a0, a2 = a0, a3 = a0;
         for (; i + 4 * FC_VL <= end; i += 4 * FC_VL) {
@@ -1055,13 +1118,18 @@ FC_N(sum)(const FC_T *p, ptrdiff_t n)
             a2 += FC_LOAD(p + i + 2 * FC_VL);
             a3 += FC_LOAD(p + i + 3 * FC_VL);
         }
-        FC_VEC a = (a0 + a1) + (a2 + a3);
-        for (int l = 0; l < (int)FC_VL; l++)
-            s += a[l];
+        for (; i + FC_VL <= end; i += FC_VL)
+            a0 += FC_LOAD(p + i);
+        if (i < end) {
+            a1 += FC_N(load_range)(p + i, 0, end - i);
+            i = end;
+        }
+        s += FC_N(hsum_double)((a0 + a1) + (a2 + a3));
     }
-#endif
+#else
     for (; i < n; i++)
         s += p[i];
+#endif
     return s;
 }
 
@@ -1222,49 +1290,6 @@ FC_N(gband)(int kb, const FC_T *g, ptrdiff_t ldg, const FC_T *x, const ptrdiff_t
  * planes cost this layer a padded copy of grad_output per phase and stores
  * two elements apart: its backward ran 1.6x slower (mb-dw-s2, AVX-512, one
  * thread). */
-
-/* p[j + l] for the lanes with 0 <= j + l < n, else 0; nothing outside is
- * read (AVX-512 and AVX2 masked loads, which do not fault on masked lanes). */
-static FC_INLINE FC_TARGET FC_VEC
-FC_N(load_range)(const FC_T *p, ptrdiff_t j, ptrdiff_t n)
-{
-    if (j >= 0 && j + FC_VL <= n)
-        return FC_LOAD(p + j);
-#if FC_X86 && FC_VB == 64
-    {
-        ptrdiff_t lo = j < 0 ? -j : 0, hi = n - j < FC_VL ? n - j : FC_VL;
-        unsigned m = hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
-#if FC_ELEM == 4
-        return (FC_VEC)_mm512_maskz_loadu_ps((__mmask16)m, p + j);
-#else
-        return (FC_VEC)_mm512_maskz_loadu_pd((__mmask8)m, p + j);
-#endif
-    }
-#elif FC_X86 && FC_VB == 32 && FC_ELEM == 4
-    {
-        __m256i i = _mm256_add_epi32(_mm256_set1_epi32((int)j),
-                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), i),
-                                        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), i));
-        return (FC_VEC)_mm256_maskload_ps(p + j, m);
-    }
-#elif FC_X86 && FC_VB == 32
-    {
-        __m256i i = _mm256_add_epi64(_mm256_set1_epi64x((long long)j),
-                                     _mm256_setr_epi64x(0, 1, 2, 3));
-        __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), i),
-                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)n), i));
-        return (FC_VEC)_mm256_maskload_pd(p + j, m);
-    }
-#else
-    {
-        union { FC_VEC v; FC_T e[FC_VB / sizeof(FC_T)]; } u;
-        for (ptrdiff_t l = 0; l < FC_VL; l++)
-            u.e[l] = j + l >= 0 && j + l < n ? p[j + l] : (FC_T)0;
-        return u.v;
-    }
-#endif
-}
 
 /* E[j] = row[2j - off] and O[j] = row[2j + 1 - off] for j < Jn (a multiple
  * of VL), zero outside [0, n) and for every j when row is NULL. */
@@ -1693,9 +1718,9 @@ FC_N(dwc_run)(ptrdiff_t nq, const FC_T *src, ptrdiff_t sstep, const ptrdiff_t *t
               const ptrdiff_t *widx, ptrdiff_t nt, const FC_T *wt, const FC_T *init,
               FC_T *dst, ptrdiff_t dstep)
 {
-    ptrdiff_t left = (nq + FC_DWCMAX - 1) / FC_DWCMAX, m;
+    ptrdiff_t left = nq <= FC_DWCMAX ? 1 : (nq + FC_DWCMAX - 1) / FC_DWCMAX, m;
     for (; nq > 0; nq -= m, left--) {
-        m = (nq + left - 1) / left;
+        m = left == 1 ? nq : (nq + left - 1) / left;
         switch (m) {
             FC_DWCCASE(1) FC_DWCCASE(2) FC_DWCCASE(3) FC_DWCCASE(4)
             FC_DWCCASE(5) FC_DWCCASE(6) FC_DWCCASE(7) FC_DWCCASE(8)
@@ -1705,6 +1730,78 @@ FC_N(dwc_run)(ptrdiff_t nq, const FC_T *src, ptrdiff_t sstep, const ptrdiff_t *t
     }
 }
 
+/* NQ results of a row (column stride SW, dilation 1 in columns) from the
+ * R kernel rows of S taps, rstep pixels apart: each input vector of a
+ * kernel row loaded once for all the results it reaches, (NQ - 1) * SW + S
+ * loads for NQ * S multiply-adds (dwc_mk: one load each), in the same
+ * order of taps as dwc_mk. */
+static FC_INLINE FC_TARGET void
+FC_N(dwc_rmk)(const int NQ, const int S, const int SW, const FC_T *FC_RESTRICT src,
+              ptrdiff_t rstep, ptrdiff_t R, const FC_T *FC_RESTRICT wt, const FC_T *init,
+              FC_T *FC_RESTRICT dst)
+{
+    FC_VEC acc[NQ];
+    FC_VEC b = FC_BCAST(0);
+    if (init)
+        b = FC_LOAD(init);
+    for (int j = 0; j < NQ; j++)
+        acc[j] = b;
+    for (ptrdiff_t r = 0; r < R; r++) {
+        const FC_T *row = src + r * rstep * FC_VL;
+        FC_VEC wv[S];
+        for (int k = 0; k < S; k++) {
+            wv[k] = FC_LOAD(wt + (r * S + k) * FC_VL);
+            FC_IN_REGISTER(wv[k]);
+        }
+#pragma GCC unroll 32
+        for (int i = 0; i < (NQ - 1) * SW + S; i++) {
+            FC_VEC v = FC_LOAD(row + i * FC_VL);
+            FC_IN_REGISTER(v);
+#pragma GCC unroll 16
+            for (int j = 0; j < NQ; j++)
+                if (i - j * SW >= 0 && i - j * SW < S)
+                    acc[j] += v * wv[i - j * SW];
+        }
+    }
+    for (int j = 0; j < NQ; j++)
+        FC_STORE(dst + j * FC_VL, acc[j]);
+}
+
+#define FC_DWRTILE(S, SW, n) FC_CAT(FC_CAT(FC_CAT(FC_N(dwrtile), S), SW), n)
+#define FC_DEFDWRTILE(S, SW, n)                                               \
+static FC_NOINLINE FC_TARGET void FC_DWRTILE(S, SW, n)(                       \
+    const FC_T *src, ptrdiff_t rstep, ptrdiff_t R, const FC_T *wt,            \
+    const FC_T *init, FC_T *dst)                                              \
+{                                                                             \
+    FC_N(dwc_rmk)(n, S, SW, src, rstep, R, wt, init, dst);                    \
+}
+#define FC_DEFDWRTILES(S, SW)                                                 \
+    FC_DEFDWRTILE(S, SW, 1) FC_DEFDWRTILE(S, SW, 2) FC_DEFDWRTILE(S, SW, 3)   \
+    FC_DEFDWRTILE(S, SW, 4) FC_DEFDWRTILE(S, SW, 5) FC_DEFDWRTILE(S, SW, 6)   \
+    FC_DEFDWRTILE(S, SW, 7) FC_DEFDWRTILE(S, SW, 8)
+FC_DEFDWRTILES(3, 1) FC_DEFDWRTILES(3, 2) FC_DEFDWRTILES(5, 1) FC_DEFDWRTILES(5, 2)
+#define FC_DWRCASE(S, SW, n) \
+    case n: FC_DWRTILE(S, SW, n)(src, rstep, R, wt, init, dst); break;
+#define FC_DWRRUNF(S, SW) FC_CAT(FC_CAT(FC_N(dwc_rrun), S), SW)
+#define FC_DWRRUN(S, SW)                                                      \
+static FC_TARGET void FC_DWRRUNF(S, SW)(                                      \
+    ptrdiff_t nq, const FC_T *src, ptrdiff_t rstep, ptrdiff_t R,              \
+    const FC_T *wt, const FC_T *init, FC_T *dst)                              \
+{                                                                             \
+    ptrdiff_t left = nq <= FC_DWCMAX ? 1 : (nq + FC_DWCMAX - 1) / FC_DWCMAX, m; \
+    for (; nq > 0; nq -= m, left--) {                                         \
+        m = left == 1 ? nq : (nq + left - 1) / left;                          \
+        switch (m) {                                                          \
+            FC_DWRCASE(S, SW, 1) FC_DWRCASE(S, SW, 2) FC_DWRCASE(S, SW, 3)    \
+            FC_DWRCASE(S, SW, 4) FC_DWRCASE(S, SW, 5) FC_DWRCASE(S, SW, 6)    \
+            FC_DWRCASE(S, SW, 7) FC_DWRCASE(S, SW, 8)                         \
+        }                                                                     \
+        src += m * SW * FC_VL;                                                \
+        dst += m * FC_VL;                                                     \
+    }                                                                         \
+}
+FC_DWRRUN(3, 1) FC_DWRRUN(3, 2) FC_DWRRUN(5, 1) FC_DWRRUN(5, 2)
+
 /* The forward pass of one image's block of nc <= VL channels (planes cs
  * apart in x, P*Q in y): y = bias + sum over t of wt[t] * xpad[p*sh, q*sw] +
  * toff[t]. xb: the padded input, Hp x Wp pixels, pixel j of x at xpo[j],
@@ -1712,13 +1809,24 @@ FC_N(dwc_run)(ptrdiff_t nq, const FC_T *src, ptrdiff_t sstep, const ptrdiff_t *t
 static FC_TARGET void
 FC_N(dwc_fwd)(const FC_T *x, ptrdiff_t cs, ptrdiff_t nc, ptrdiff_t H, ptrdiff_t W,
               const FC_T *wt, const ptrdiff_t *toff, const ptrdiff_t *widx, ptrdiff_t nt,
-              const FC_T *bias, FC_T *y, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh,
-              ptrdiff_t sw, FC_T *xb, ptrdiff_t Wp, const ptrdiff_t *xpo, FC_T *yb)
+              ptrdiff_t S, ptrdiff_t dw, ptrdiff_t rstep, const FC_T *bias, FC_T *y,
+              ptrdiff_t P, ptrdiff_t Q, ptrdiff_t sh, ptrdiff_t sw, FC_T *xb, ptrdiff_t Wp,
+              const ptrdiff_t *xpo, FC_T *yb)
 {
+    /* rows of 3 or 5 taps at column stride 1 or 2 on the row tiles */
+    int rt = dw == 1 && (sw == 1 || sw == 2) && (S == 3 || S == 5) ? (int)(S * 2 + sw) : 0;
     FC_N(dwc_pack)(x, cs, nc, H * W, xpo, xb);
-    for (ptrdiff_t p = 0; p < P; p++)
-        FC_N(dwc_run)(Q, xb + p * sh * Wp * FC_VL, sw, toff, widx, nt, wt, bias,
-                      yb + p * Q * FC_VL, 1);
+    for (ptrdiff_t p = 0; p < P; p++) {
+        const FC_T *src = xb + p * sh * Wp * FC_VL;
+        FC_T *dst = yb + p * Q * FC_VL;
+        switch (rt) {
+        case 7: FC_DWRRUNF(3, 1)(Q, src, rstep, nt / 3, wt, bias, dst); break;
+        case 8: FC_DWRRUNF(3, 2)(Q, src, rstep, nt / 3, wt, bias, dst); break;
+        case 11: FC_DWRRUNF(5, 1)(Q, src, rstep, nt / 5, wt, bias, dst); break;
+        case 12: FC_DWRRUNF(5, 2)(Q, src, rstep, nt / 5, wt, bias, dst); break;
+        default: FC_N(dwc_run)(Q, src, sw, toff, widx, nt, wt, bias, dst, 1);
+        }
+    }
     FC_N(kstore)(y, P * Q, yb, FC_VL, nc, P * Q);
 }
 
@@ -1794,23 +1902,37 @@ FC_N(dwc_bwd)(const FC_T *x, ptrdiff_t xn, ptrdiff_t cs, const FC_T *gy, ptrdiff
               ptrdiff_t Qp, ptrdiff_t goff, const ptrdiff_t *gpo, FC_T *xo, FC_T *acc)
 {
     const ptrdiff_t tmax = FC_DWGMAX;
+    /* the column classes e (columns w with (w + pl) % sw == e) that hold a
+     * column: e, the first such w, how many */
+    ptrdiff_t cls[3 * (sw < W ? sw : W)], ne = 0;
+    for (ptrdiff_t e = 0; e < sw; e++) {
+        ptrdiff_t w0 = ((e - pl) % sw + sw) % sw;
+        if (w0 < W) {
+            cls[3 * ne] = e;
+            cls[3 * ne + 1] = w0;
+            cls[3 * ne + 2] = (W - 1 - w0) / sw + 1;
+            ne++;
+        }
+    }
     for (ptrdiff_t t = 0; t < nt * FC_VL; t++)
         acc[t] = 0;
     for (ptrdiff_t n = 0; n < N; n++) {
         FC_N(dwc_pack)(gy + n * gn, gs, nc, P * Q, gpo, gb);
         if (gx) {
+            /* row h reads grad_output row u = (h + pt) / sh on, phase a */
+            ptrdiff_t a = pt % sh, u = pt / sh;
             for (ptrdiff_t h = 0; h < H; h++) {
-                ptrdiff_t a = (h + pt) % sh;
-                const FC_T *grow = gb + ((h + pt) / sh * Qp + goff) * FC_VL;
-                for (ptrdiff_t e = 0; e < sw; e++) {
-                    /* the first column of the class, and how many there are */
-                    ptrdiff_t w0 = ((e - pl) % sw + sw) % sw;
-                    const ptrdiff_t *f = ph + 2 * (a * sw + e);
-                    if (w0 >= W)
-                        continue;
-                    FC_N(dwc_run)((W - 1 - w0) / sw + 1, grow + (w0 + pl) / sw * FC_VL, 1,
+                const FC_T *grow = gb + (u * Qp + goff) * FC_VL;
+                for (ptrdiff_t e = 0; e < ne; e++) {
+                    const ptrdiff_t *f = ph + 2 * (a * sw + cls[3 * e]);
+                    ptrdiff_t w0 = cls[3 * e + 1];
+                    FC_N(dwc_run)(cls[3 * e + 2], grow + (w0 + pl) / sw * FC_VL, 1,
                                   gtoff + f[0], gwidx + f[0], f[1], wt, NULL,
                                   xo + (h * W + w0) * FC_VL, sw);
+                }
+                if (++a == sh) {
+                    a = 0;
+                    u++;
                 }
             }
             FC_N(kstore)(gx + n * xn, cs, xo, FC_VL, nc, H * W);
@@ -1843,6 +1965,12 @@ FC_N(dwc_bwd)(const FC_T *x, ptrdiff_t xn, ptrdiff_t cs, const FC_T *gy, ptrdiff
 #undef FC_DWCTILE
 #undef FC_DEFDWCTILE
 #undef FC_DWCCASE
+#undef FC_DWRTILE
+#undef FC_DEFDWRTILE
+#undef FC_DEFDWRTILES
+#undef FC_DWRCASE
+#undef FC_DWRRUN
+#undef FC_DWRRUNF
 #undef FC_DWGMAX
 #undef FC_DWGTILE
 #undef FC_DEFDWGTILE
