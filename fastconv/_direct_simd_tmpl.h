@@ -40,6 +40,12 @@
  *           depthwise at stride 2, one channel's plane: input rows split
  *           into even and odd columns (dw2_split), grad_input's two column
  *           parities interleaved on the store (dw2_zip_store).
+ * dwc_fwd, dwc_bwd
+ *           depthwise, channels in lanes: VL channels of an image
+ *           transposed into a zero-padded [pixel][channel] block
+ *           (dwc_pack), every tap a whole-vector load whatever the stride
+ *           or dilation; row tiles (dwrtile) reuse each loaded input vector
+ *           for every tap of a kernel row it serves.
  * fill, copy, transpose, all_finite, sum: the data movement around them.
  *
  * Buffers are padded by the callers so that whole vectors can always be

@@ -422,14 +422,45 @@ def test_depthwise_stride2_runs_its_own_kernels(rng):
             assert not np.array_equal(got, other), what
 
 
+# Depthwise layers with channels in lanes (dwc_fwd, dwc_bwd): VL channels of
+# an image transposed into one zero-padded [pixel][channel] block (VL is 16,
+# 8 or 4 floats, half as many doubles). Channel counts of whole blocks and a
+# part block; the row tiles (3 or 5 taps a row, column stride 1 or 2, any
+# kernel height) and the tap-list tiles (any stride, dilation); input pixels
+# no tap reaches (stride beyond the kernel), padding beyond the kernel.
+DEPTHWISE_LANES = [
+    case("dwc-k3-s1-C20", C=20, K=20, H=7, W=7, groups=20, pads=1),
+    case("dwc-k3-s2-C24", C=24, K=24, H=14, W=14, groups=24, stride=2, pads=1),
+    case("dwc-k5-s1-C18-Q29", N=1, C=18, K=18, H=6, W=29, R=5, groups=18, pads=2),
+    case("dwc-k5-s2-C17", N=1, C=17, K=17, H=9, W=6, R=5, groups=17, stride=2, pads=2),
+    case("dwc-k5x3-s1", N=1, C=9, K=9, H=8, W=13, R=5, S=3, groups=9, pads=(2, 2, 1, 1)),
+    case("dwc-k2x5-s2", C=6, K=6, H=7, W=12, R=2, S=5, groups=6, stride=2, pads=(0, 1, 2, 2)),
+    case("dwc-k3-s2x1-C33", C=33, K=33, H=14, W=14, groups=33, stride=(2, 1),
+         pads=(0, 0, 1, 1)),
+    case("dwc-k3x2-s3x2-dil2x1", N=1, C=5, K=5, H=8, W=11, S=2, groups=5, stride=(3, 2),
+         pads=(2, 2, 0, 0), dilation=(2, 1)),
+    case("dwc-k3-dil2", C=8, K=8, H=9, W=9, groups=8, dilation=2, pads=2),
+    case("dwc-k7-s1x2-dil1x2-C40", N=1, C=40, K=40, H=13, W=7, R=7, groups=40,
+         stride=(1, 2), pads=3, dilation=(1, 2)),
+    case("dwc-k1-s2", N=3, C=16, K=16, H=5, W=5, R=1, groups=16, stride=2, bias=False),
+    case("dwc-k2-s3-beyond-kernel", C=5, K=5, H=10, W=8, R=2, groups=5, stride=3),
+    case("dwc-pad-beyond-kernel", C=4, K=4, H=3, W=4, groups=4, stride=2, pads=(4, 3, 5, 2)),
+    case("dwc-1px", N=1, C=3, K=3, H=1, W=1, groups=3, pads=1),
+]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
-@pytest.mark.parametrize("p", [DEPTHWISE_STRIDE2[i] for i in (0, 2, 3, 9)])
-def test_depthwise_stride2_specials(rng, isa, p, dtype, where):
+@pytest.mark.parametrize("p, layout", [
+    pytest.param(c.values[0], layout, id=c.id)
+    for c, layout in [(DEPTHWISE_STRIDE2[i], "auto") for i in (0, 2, 3, 9)]
+    + [(DEPTHWISE_LANES[i], "lanes") for i in (0, 3, 7, 12)]])
+def test_depthwise_specials(rng, isa, p, dtype, where, layout):
     """NaN and inf land where the reference puts them: specials in the input
-    (the split rows), in the weights (times the padding's zeros: NaN) and in
-    grad_output (masked past each row's end). (Infinite weights do not reach
-    the direct grad_input: conv2d_backward takes im2col for them.)"""
+    (the stride-2 kernels' split rows, the lanes' packed block), in the
+    weights (times the padding's zeros: NaN) and in grad_output (masked past
+    each row's end; the lanes' zero-padded copy). (Infinite weights do not
+    reach the direct grad_input: conv2d_backward takes im2col for them.)"""
     x, w, b, kw = make(rng, p, dtype)
     P, Q = output_size(p)
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
@@ -439,7 +470,11 @@ def test_depthwise_stride2_specials(rng, isa, p, dtype, where):
     target.flat[idx] = rng.choice(specials, idx.size)
     with np.errstate(invalid="ignore"):
         expected = [ref.conv2d(x, w, b, **kw)] + list(ref.conv2d_backward(g, x, w, **kw)[:2])
-    got = [forward(x, w, b, p, 2)] + list(backward(g, x, w, p, 2))
+    _direct.set_layout(layout)
+    try:
+        got = [forward(x, w, b, p, 2)] + list(backward(g, x, w, p, 2))
+    finally:
+        _direct.set_layout("auto")
     whats = ["forward", "grad_input", "grad_weight"]
     if where == "weight":
         del got[1], expected[1], whats[1]
@@ -450,3 +485,57 @@ def test_depthwise_stride2_specials(rng, isa, p, dtype, where):
         np.testing.assert_allclose(got[finite], exp[finite], rtol=1e-4,
                                    atol=1e-4 * max(1.0, np.abs(exp[finite]).max(initial=0)),
                                    err_msg=what)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", DEPTHWISE_LANES)
+def test_depthwise_channels_in_lanes(rng, assert_close, isa, p, dtype, threads):
+    """Channels in lanes (layout "lanes" takes it wherever the block fits,
+    "auto" by the measured rule) and the kernels of rows ("rows" never takes
+    it) all match the reference: with and without bias, grad_weight alone."""
+    x, w, b, kw = make(rng, p, dtype)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
+    exp_y = ref.conv2d(x, w, b, **kw)
+    exp_y_nobias = ref.conv2d(x, w, None, **kw)
+    exp_gx, exp_gw, _ = ref.conv2d_backward(g, x, w, **kw)
+    taps = p["R"] * p["S"]
+    for layout in ("lanes", "auto", "rows"):
+        _direct.set_layout(layout)
+        try:
+            y = forward(x, w, b, p, threads)
+            y_nobias = forward(x, w, None, p, threads)
+            gx, gw = backward(g, x, w, p, threads)
+            gw_only = np.full_like(w, np.nan)
+            assert _direct.conv2d_backward_direct(g, x, w, None, gw_only, *kernel_args(p),
+                                                  threads) == 0
+        finally:
+            _direct.set_layout("auto")
+        assert_close(y, exp_y, taps, err_msg=f"forward, {layout}")
+        assert_close(y_nobias, exp_y_nobias, taps, err_msg=f"no bias, {layout}")
+        assert_close(gx, exp_gx, taps, err_msg=f"grad_input, {layout}")
+        assert_close(gw, exp_gw, p["N"] * P * Q, err_msg=f"grad_weight, {layout}")
+        np.testing.assert_array_equal(gw_only, gw, err_msg=f"grad_weight alone, {layout}")
+
+
+def test_depthwise_channels_in_lanes_is_taken(rng, monkeypatch):
+    """The rule reaches the kernels: channels in lanes sums grad_weight in
+    another order than the row kernels, so float32 results differ in their
+    last bits; with the block over DWC_BYTES even "lanes" runs the stride-2
+    kernels of rows."""
+    p = DEPTHWISE_LANES[1].values[0]
+    x, w, _, _ = make(rng, p, np.float32)
+    P, Q = output_size(p)
+    g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(np.float32)
+    got = {}
+    for layout, limit in (("lanes", None), ("rows", None), ("lanes", 0)):
+        if limit is not None:
+            monkeypatch.setattr(_direct, "DWC_BYTES", limit)
+        _direct.set_layout(layout)
+        try:
+            got[layout, limit] = backward(g, x, w, p, 1)[1]
+        finally:
+            _direct.set_layout("auto")
+    assert not np.array_equal(got["lanes", None], got["rows", None])
+    np.testing.assert_array_equal(got["lanes", 0], got["rows", None])
