@@ -200,3 +200,44 @@ def test_environment_applies_at_import(tmp_path):
                          env={**os.environ, "FASTCONV_SIMD": name}, check=True,
                          cwd=tmp_path).stdout  # the installed package, not the source tree
     assert out.split() == [name] * 3
+
+
+def test_reduction_block_shrinks_where_the_blocks_spill_l2(monkeypatch):
+    """The GEMM paths' reduction block is REDUCTION_BLOCK while the weight
+    block and the pixel block fit in L2 together, SPILL_REDUCTION_BLOCK
+    where they do not (forward and grad_input alike)."""
+    from fastconv import _choose
+    from fastconv._params import conv_geometry
+    g = conv_geometry("conv2d", np.zeros((8, 256, 56, 56), np.float32),
+                      np.zeros((512, 256, 1, 1), np.float32), None, 2, 0, 1, 1,
+                      operands=False)
+    full = (512 + 384) * _choose.REDUCTION_BLOCK * 4
+    monkeypatch.setattr(_choose, "L2_BYTES", full)
+    assert _choose.gemm_blocks(g, 1)[1] == _choose.REDUCTION_BLOCK
+    monkeypatch.setattr(_choose, "L2_BYTES", full - 1)
+    assert _choose.gemm_blocks(g, 1)[1] == _choose.SPILL_REDUCTION_BLOCK
+    monkeypatch.setattr(_choose, "L2_BYTES", 1)
+    assert _choose.backward_blocks(g, 1)[-1] == _choose.SPILL_REDUCTION_BLOCK
+    monkeypatch.setattr(_choose, "L2_BYTES", 1 << 40)
+    assert _choose.backward_blocks(g, 1)[-1] == _choose.REDUCTION_BLOCK
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm, R, C", [("1x1", 1, 400), ("im2col", 3, 40)])
+def test_spilled_reduction_blocks_match_reference(variant, dtype, algorithm, R, C,
+                                                  monkeypatch, rng, assert_close):
+    """With no L2 to speak of, every GEMM call runs SPILL_REDUCTION_BLOCK rows
+    per block: reductions of 400 and 360 rows end in a partial block."""
+    from fastconv import _choose
+    monkeypatch.setattr(_choose, "L2_BYTES", 1)
+    x = rng.standard_normal((2, C, 9, 11)).astype(dtype)
+    w = rng.standard_normal((21, C, R, R)).astype(dtype)
+    b = rng.standard_normal(21).astype(dtype)
+    got = fastconv.conv2d(x, w, b, stride=2, padding=R // 2, algorithm=algorithm)
+    assert_close(got, reference.conv2d(x, w, b, stride=2, padding=R // 2), reduction=C * R * R)
+    gy = rng.standard_normal(got.shape).astype(dtype)
+    got = fastconv.conv2d_backward(gy, x, w, stride=2, padding=R // 2, algorithm=algorithm)
+    want = reference.conv2d_backward(gy, x, w, stride=2, padding=R // 2)
+    assert_close(got[0], want[0], reduction=21 * R * R)
+    assert_close(got[1], want[1], reduction=2 * 5 * 6)
