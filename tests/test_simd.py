@@ -128,6 +128,30 @@ def test_output_channels_split_among_threads(variant, dtype, n_threads, nhw, alg
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_grad_weight_rows_split_among_threads(variant, dtype, n_threads, groups,
+                                              threads, rng, assert_close):
+    """grad_weight on the GEMM kernel (>= 128 output channels per group) with
+    fewer blocks of its columns (c, r, s) than threads (a 1x1 layer with one
+    vector block of input channels per group): the threads also split its
+    rows, in parts of whole register blocks (130 per group: a partial last)."""
+    nr = _conv.gemm_block()[1 if dtype == np.float32 else 2]
+    C, K = nr * groups, 130 * groups
+    x = rng.standard_normal((2, C, 9, 10)).astype(dtype)
+    w = rng.standard_normal((K, nr, 1, 1)).astype(dtype)
+    gy = rng.standard_normal((2, K, 9, 10)).astype(dtype)
+    threads.set_num_threads(n_threads)
+    want = reference.conv2d_backward(gy, x, w, groups=groups)
+    for algorithm in ("im2col", "1x1"):
+        got = fastconv.conv2d_backward(gy, x, w, groups=groups, algorithm=algorithm)
+        assert_close(got[0], want[0], reduction=130)
+        assert_close(got[1], want[1], reduction=2 * 9 * 10)
+        assert_close(got[2], want[2], reduction=2 * 9 * 10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hw", [(8, 8), (32, 36)])  # one pixel block, and several
 def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_close):
     # the 1x1 path reads the image in place and starts its blocks at a
