@@ -248,6 +248,32 @@ def _winograd_cost(g, peak):
             + (once + per_item * items) * 16 * g.K * g.C)
 
 
+#: auto's choice by shape: the cost model is pure Python and took 6-12
+#: microseconds of a tiny call's 24 (Zen 3); a training loop asks the same few
+#: shapes again and again. Bounded: emptied when it reaches AUTO_CACHE_SIZE.
+_auto_cache: dict[tuple, str] = {}
+AUTO_CACHE_SIZE = 4096
+
+
+def _auto(g, backward):
+    """The strategy with the lowest estimated cost for geometry ``g``."""
+    key = (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.stride, g.pad, g.dilation, g.groups,
+           g.dtype.char, backward, _conv.simd_variant())
+    best = _auto_cache.get(key)
+    if best is None:
+        costs = _costs(g, backward)
+        best = min(costs, key=costs.get)
+        if len(_auto_cache) >= AUTO_CACHE_SIZE:
+            _auto_cache.clear()
+        _auto_cache[key] = best
+    return best
+
+
+def clear_cache():
+    """Forget auto's choices (after changing this module's cost constants)."""
+    _auto_cache.clear()
+
+
 def resolve(func, algorithm, g, backward=False):
     """Return the concrete algorithm for geometry ``g``; raise if it cannot run."""
     if algorithm not in ALGORITHMS:
@@ -255,8 +281,7 @@ def resolve(func, algorithm, g, backward=False):
             f"{func}: algorithm must be one of {', '.join(map(repr, ALGORITHMS))}, got {algorithm!r}"
         )
     if algorithm == "auto":
-        costs = _costs(g, backward)
-        return min(costs, key=costs.get)
+        return _auto(g, backward)
     if algorithm == "winograd" and not winograd_fits(g):
         raise ValueError(
             f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1 without dilation "

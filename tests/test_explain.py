@@ -76,3 +76,45 @@ def test_small_calls_run_on_one_thread():
     big = _params.conv_geometry("t", np.zeros((8, 64, 56, 56), np.float32),
                                 np.zeros((64, 64, 3, 3), np.float32), None, 1, 1, 1, 1)
     assert _choose.threads_for(big, 8) == 8
+
+
+OFF = json.loads((Path(__file__).parent.parent / "benchmarks" / "off_yardstick.json")
+                 .read_text())["conv"]
+
+
+def test_auto_cache_keeps_the_cost_models_choice(monkeypatch):
+    """auto remembers its choice per shape, SIMD variant and direction: on
+    every layer of both lists, every variant, forward and backward, what
+    resolve returns (from the cache, the second time) is explain's choice."""
+    from fastconv import _choose, _conv, _params
+    _choose.clear_cache()
+    old = _conv.simd_variant()
+    try:
+        for variant in _conv.simd_variants():
+            _conv.set_simd_variant(variant)
+            for layer in SHAPES + OFF:
+                groups = layer.get("groups", 1)
+                x = (layer["N"], layer["C"], layer["H"], layer["W"])
+                w = (layer["K"], layer["C"] // groups, layer["R"], layer["S"])
+                args = (layer.get("stride", 1), layer.get("pad", 0),
+                        layer.get("dilation", 1), groups)
+                g = _params.conv_geometry("conv2d", np.empty(x, np.float32),
+                                          np.empty(w, np.float32), None, *args,
+                                          operands=False)
+                for backward in (False, True):
+                    want = fastconv.explain(x, w, *args, backward=backward).algorithm
+                    for _ in range(2):
+                        assert _choose.resolve("conv2d", "auto", g, backward) == want
+    finally:
+        _conv.set_simd_variant(old)
+    # bounded, and emptied on request
+    monkeypatch.setattr(_choose, "AUTO_CACHE_SIZE", 3)
+    _choose.clear_cache()
+    for n in range(1, 8):
+        g = _params.conv_geometry("conv2d", np.empty((n, 2, 5, 5), np.float32),
+                                  np.empty((3, 2, 3, 3), np.float32), None, 1, 0, 1, 1,
+                                  operands=False)
+        _choose.resolve("conv2d", "auto", g)
+        assert 1 <= len(_choose._auto_cache) <= 3
+    _choose.clear_cache()
+    assert not _choose._auto_cache
