@@ -405,6 +405,8 @@ PIXEL_BLOCK_BYTES = 1536
 #: weights, and fewer blocks mean fewer passes over the output (measured
 #: best of 64/128/256 on the yardstick, AVX-512)
 REDUCTION_BLOCK = 256
+
+
 def _l2_bytes():
     """One core's L2 cache, as Linux reports it (1 MiB where it does not)."""
     root = "/sys/devices/system/cpu/cpu0/cache"

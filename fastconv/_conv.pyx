@@ -321,7 +321,7 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
     cdef Py_ssize_t n_jb = (jn + nr - 1) // nr, n_mb = (m + mr - 1) // mr
     cdef Py_ssize_t outer, inner, jb, jr, jw, mb_i, mb, l, la, nv
     cdef bint a_outer = m > jn
-    cdef Py_ssize_t r, rpc = (kc + n_mb - 1) // n_mb
+    cdef Py_ssize_t r, rpc = (kc + n_mb - 1) // n_mb if n_mb > 0 else 0
     # a last panel of one vector (49 = 48 + 1 pixels) runs, with the panel
     # before it, as two panels of two vectors: the one-vector block is bound
     # by its broadcasts and ran at half the rate (B is readable that far:
