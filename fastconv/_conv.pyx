@@ -291,6 +291,14 @@ cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t 
             out[row * nr + j] = x[row * ld + j] if j < n else 0
 
 
+cdef inline Py_ssize_t channel_step(Py_ssize_t Kg, Py_ssize_t mr,
+                                    Py_ssize_t parts) noexcept nogil:
+    """Output channels per part, in whole register blocks, of Kg split into at
+    most ``parts`` parts; rounding up to whole blocks can leave fewer parts:
+    there are ceil(Kg / step)."""
+    return ((Kg + parts - 1) // parts + mr - 1) // mr * mr
+
+
 cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize_t a_panel,
                       const floating *a_tail, Py_ssize_t m,
                       const floating *b, Py_ssize_t ldb, const floating *tail,
@@ -451,7 +459,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     n_kp = 1
     if n_items < 4 * n_threads:
         n_kp = min(n_threads // gcd(n_items, n_threads), max(1, Kg // mr))
-    kstep = ((Kg + n_kp - 1) // n_kp + mr - 1) // mr * mr
+    kstep = channel_step(Kg, mr, n_kp)
     n_kp = (Kg + kstep - 1) // kstep
     la = CRS if unpacked else mr  # the kernels' lda: along a row, or a packed panel
     if not unpacked:
@@ -670,8 +678,9 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
     cdef Py_ssize_t item, n, g, c0, cw, cw_pad, t, j0, jn, k0, km
     # parts of whole register blocks of output channels: each part packs its
     # own rows of dY, and builds the (few) im2col columns again
-    cdef Py_ssize_t n_kp = min(max(1, nt // (groups * n_cb)), Kg_pad // mr)
-    cdef Py_ssize_t kstep = ((Kg + n_kp - 1) // n_kp + mr - 1) // mr * mr
+    cdef Py_ssize_t kstep = channel_step(Kg, mr, min(max(1, nt // (groups * n_cb)),
+                                                    Kg_pad // mr))
+    cdef Py_ssize_t n_kp = (Kg + kstep - 1) // kstep
     cdef floating *abuf = NULL
     cdef floating *bbuf = NULL
     cdef floating *col = NULL
@@ -691,8 +700,6 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
                 continue
             k0 = item % n_kp * kstep
             km = min(kstep, Kg - k0)
-            if km <= 0:
-                continue
             g = item // n_kp // n_cb
             c0 = (item // n_kp % n_cb) * gw_cols
             cw = min(gw_cols, CRS - c0)

@@ -11,9 +11,12 @@ SHAPES = json.loads((Path(fastconv.__file__).parent / "shapes.json").read_text()
 
 
 def _args(layer):
+    """(input shape, weight shape, stride, padding, dilation, groups) of a layer."""
+    groups = layer.get("groups", 1)
     x = (layer["N"], layer["C"], layer["H"], layer["W"])
-    w = (layer["K"], layer["C"] // layer["groups"], layer["R"], layer["S"])
-    return x, w, layer["stride"], layer["pad"], 1, layer["groups"]
+    w = (layer["K"], layer["C"] // groups, layer["R"], layer["S"])
+    return (x, w, layer.get("stride", 1), layer.get("pad", 0), layer.get("dilation", 1),
+            groups)
 
 
 @pytest.mark.parametrize("layer", SHAPES, ids=[s["name"] for s in SHAPES])
@@ -93,11 +96,7 @@ def test_auto_cache_keeps_the_cost_models_choice(monkeypatch):
         for variant in _conv.simd_variants():
             _conv.set_simd_variant(variant)
             for layer in SHAPES + OFF:
-                groups = layer.get("groups", 1)
-                x = (layer["N"], layer["C"], layer["H"], layer["W"])
-                w = (layer["K"], layer["C"] // groups, layer["R"], layer["S"])
-                args = (layer.get("stride", 1), layer.get("pad", 0),
-                        layer.get("dilation", 1), groups)
+                x, w, *args = _args(layer)
                 g = _params.conv_geometry("conv2d", np.empty(x, np.float32),
                                           np.empty(w, np.float32), None, *args,
                                           operands=False)
