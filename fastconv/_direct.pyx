@@ -833,24 +833,33 @@ cdef int _dw2_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
 
 def grad_bias(const floating[:, :, :, ::1] gy, floating[::1] gb, int n_threads):
     """``gb[k] = sum of gy[:, k]``, conv2d_backward's grad_bias for every
-    strategy: one vectorised pass over grad_output, a channel per item,
-    each image's plane summed in chunks and added up in double."""
+    strategy: one vectorised pass over grad_output, a channel per item."""
     cdef Py_ssize_t N = gy.shape[0], K = gy.shape[1], PQ = gy.shape[2] * gy.shape[3]
-    cdef Py_ssize_t k, n
-    cdef double s
+    cdef Py_ssize_t k
     cdef int isa = _isa
     if N * PQ == 0:
         gb[:] = 0
         return
     with nogil:
-        for k in prange(K, num_threads=n_threads, schedule="static"):
-            s = 0
-            for n in range(N):
-                if floating is float:
-                    s = s + fc_sum_f32(isa, &gy[n, k, 0, 0], PQ)
-                else:
-                    s = s + fc_sum_f64(isa, &gy[n, k, 0, 0], PQ)
-            gb[k] = <floating> s
+        if n_threads == 1:  # an OpenMP region costs ~1.5 us even for one thread
+            for k in range(K):
+                gb[k] = _channel_sum(isa, &gy[0, k, 0, 0], N, K * PQ, PQ)
+        else:
+            for k in prange(K, num_threads=n_threads, schedule="static"):
+                gb[k] = _channel_sum(isa, &gy[0, k, 0, 0], N, K * PQ, PQ)
+
+
+cdef inline floating _channel_sum(int isa, const floating *p, Py_ssize_t N, Py_ssize_t ld,
+                                  Py_ssize_t PQ) noexcept nogil:
+    """The sum of N planes of PQ values ld apart, each in chunks, added up in double."""
+    cdef Py_ssize_t n
+    cdef double s = 0
+    for n in range(N):
+        if floating is float:
+            s = s + fc_sum_f32(isa, p + n * ld, PQ)
+        else:
+            s = s + fc_sum_f64(isa, p + n * ld, PQ)
+    return <floating> s
 
 
 def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
@@ -860,9 +869,17 @@ def conv2d_backward_direct(const floating[:, :, :, ::1] gy, const floating[:, :,
                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
     """grad_input as a stride-1 direct convolution per input phase, grad_weight
     as per-thread partial correlations over the wide grid, summed once.
-    ``gx`` None: grad_weight only (grad_input computed elsewhere)."""
+    ``gx`` None: grad_weight only (grad_input computed elsewhere).
+
+    Returns 1, having written nothing, when grad_input is asked for and a
+    weight is not finite: it convolves the zero-padded grad_output with the
+    weights, so an infinite weight meets padding zeros (0 * inf = NaN) where
+    PyTorch's (and im2col's) col2im has no such term; the caller runs im2col."""
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t K = w.shape[0]
+    if gx is not None and K > 0 and not _all_finite(
+            _isa, &w[0, 0, 0, 0], K * w.shape[1] * w.shape[2] * w.shape[3]):
+        return 1
     if N == 0:
         memset(&gw[0, 0, 0, 0], 0, gw.shape[0] * gw.shape[1] * gw.shape[2] * gw.shape[3]
                * sizeof(floating))
@@ -1557,26 +1574,49 @@ cdef int _grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, :
             # transpose, by blocks of 64 rows (their lines stay in L1 while
             # k runs, and each k writes 64 consecutive values)
             nb = _cdiv(Cg * T, 64)
-            for idx in prange(groups * nb, schedule="static", num_threads=n_threads):
-                g = idx // nb
-                b = idx % nb
-                for k in range(Kg):
-                    for i in range(b * 64, min(Cg * T, b * 64 + 64)):
-                        s = 0
-                        for l in range(n_threads):
-                            s = s + part[l * KCTp + (g * Cg * T + i) * Kgp + k]
-                        gwp[(g * Kg + k) * Cg * T + i] = s
+            if n_threads == 1:  # no OpenMP region (~1.5 us) for a tiny call's sum
+                for idx in range(groups * nb):
+                    _sum_lane_partials(part, gwp, idx // nb, idx % nb, Kg, Cg * T, KCTp, Kgp,
+                                       n_threads)
+            else:
+                for idx in prange(groups * nb, schedule="static", num_threads=n_threads):
+                    _sum_lane_partials(part, gwp, idx // nb, idx % nb, Kg, Cg * T, KCTp, Kgp,
+                                       n_threads)
     elif status == 0:
         with nogil:
-            for idx in prange(KCT, schedule="static", num_threads=n_threads):
-                s = 0
-                for t in range(n_threads):
-                    for l in range(lanes):
-                        s = s + part[(t * KCT + idx) * lanes + l]
-                gwp[idx] = s
+            if n_threads == 1:
+                for idx in range(KCT):
+                    gwp[idx] = _sum_partials(part + idx * lanes, KCT * lanes, n_threads, lanes)
+            else:
+                for idx in prange(KCT, schedule="static", num_threads=n_threads):
+                    gwp[idx] = _sum_partials(part + idx * lanes, KCT * lanes, n_threads, lanes)
     free(toff)
     free(part)
     return -status
+
+
+cdef inline floating _sum_partials(const floating *p, Py_ssize_t ld, Py_ssize_t n_parts,
+                                   Py_ssize_t lanes) noexcept nogil:
+    """The sum of n_parts runs of ``lanes`` values, ld apart."""
+    cdef Py_ssize_t t, l
+    cdef floating s = 0
+    for t in range(n_parts):
+        for l in range(lanes):
+            s = s + p[t * ld + l]
+    return s
+
+
+cdef inline void _sum_lane_partials(const floating *part, floating *gwp, Py_ssize_t g,
+                                    Py_ssize_t b, Py_ssize_t Kg, Py_ssize_t CT,
+                                    Py_ssize_t KCTp, Py_ssize_t Kgp,
+                                    Py_ssize_t n_parts) noexcept nogil:
+    """Rows [64 b, 64 b + 64) of group g's grad_weight [k][c*T + t] from the
+    n_parts partials [g][c*T + t][Kgp], KCTp apart."""
+    cdef Py_ssize_t k, i
+    for k in range(Kg):
+        for i in range(b * 64, min(CT, b * 64 + 64)):
+            gwp[(g * Kg + k) * CT + i] = _sum_partials(part + (g * CT + i) * Kgp + k, KCTp,
+                                                       n_parts, 1)
 
 
 cdef int _grad_weight_owners(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,

@@ -118,8 +118,11 @@ def _as_array(value, func, name):
 
 def _result_dtype(func, **arrays):
     """Common float dtype of the operands: float64 if any operand computes in float64."""
-    dtypes = {_float_dtype(a.dtype, func, n) for n, a in arrays.items() if a is not None}
-    return dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes)
+    dtype = _F32
+    for name, a in arrays.items():
+        if a is not None and _float_dtype(a.dtype, func, name) is _F64:
+            dtype = _F64
+    return dtype
 
 
 def _contiguous(arr, dtype):

@@ -149,11 +149,6 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     if dtype != g.dtype:  # a float64 grad_output promotes float32 operands
         g.dtype, g.x, g.w = dtype, g.x.astype(dtype), g.w.astype(dtype)
     algo = _choose.resolve(func, algorithm, g, backward=True)
-    if algo == "direct" and not np.isfinite(g.w).all():
-        # the direct grad_input convolves the zero-padded grad_output with the
-        # weights, so an infinite weight meets padding zeros (0 * inf = NaN)
-        # where PyTorch's (and im2col's) col2im has no such term
-        algo = "im2col"
     gx = np.empty((g.N, g.C, g.H, g.W), dtype)
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
@@ -164,10 +159,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
               n_threads)
         if not _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
             algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
-    if algo == "direct":
-        _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw, *_geometry_args(g),
-              n_threads)
-    elif algo != "winograd":
+    if algo == "direct" and _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw,
+                                  *_geometry_args(g), n_threads) == 1:
+        algo = "im2col"  # a weight is not finite: see conv2d_backward_direct
+    if algo in ("im2col", "1x1"):
         _call(func, _conv.conv2d_backward_packed, gy, g.x, g.w, gx, gw, *_geometry_args(g),
               *_choose.backward_blocks(g, n_threads), n_threads)
     gb = np.empty(g.K, dtype)

@@ -459,8 +459,9 @@ def test_depthwise_specials(rng, isa, p, dtype, where, layout):
     """NaN and inf land where the reference puts them: specials in the input
     (the stride-2 kernels' split rows, the lanes' packed block), in the
     weights (times the padding's zeros: NaN) and in grad_output (masked past
-    each row's end; the lanes' zero-padded copy). (Infinite weights do not
-    reach the direct grad_input: conv2d_backward takes im2col for them.)"""
+    each row's end; the lanes' zero-padded copy). Weights that are not
+    finite make the kernel decline grad_input (status 1, nothing written:
+    conv2d_backward takes im2col for them); grad_weight alone still runs."""
     x, w, b, kw = make(rng, p, dtype)
     P, Q = output_size(p)
     g = rng.standard_normal((p["N"], p["K"], P, Q)).astype(dtype)
@@ -472,12 +473,21 @@ def test_depthwise_specials(rng, isa, p, dtype, where, layout):
         expected = [ref.conv2d(x, w, b, **kw)] + list(ref.conv2d_backward(g, x, w, **kw)[:2])
     _direct.set_layout(layout)
     try:
-        got = [forward(x, w, b, p, 2)] + list(backward(g, x, w, p, 2))
+        got = [forward(x, w, b, p, 2)]
+        if where == "weight":
+            gx = np.full_like(x, 7)
+            gw = np.full_like(w, 7)
+            assert _direct.conv2d_backward_direct(g, x, w, gx, gw, *kernel_args(p), 2) == 1
+            assert (gx == 7).all() and (gw == 7).all()  # declined before writing
+            assert _direct.conv2d_backward_direct(g, x, w, None, gw, *kernel_args(p), 2) == 0
+            got.append(gw)
+        else:
+            got += backward(g, x, w, p, 2)
     finally:
         _direct.set_layout("auto")
     whats = ["forward", "grad_input", "grad_weight"]
     if where == "weight":
-        del got[1], expected[1], whats[1]
+        del expected[1], whats[1]
     for got, exp, what in zip(got, expected, whats):
         for test in (np.isnan, np.isposinf, np.isneginf):
             np.testing.assert_array_equal(test(got), test(exp), err_msg=f"{what}: {test}")
