@@ -13,10 +13,11 @@ forward's operations (twice that for a backward):
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
   with few channels or small planes (in_place), the image is read in place,
   so nothing is copied;
-* ``"winograd"`` (3x3 at stride 1, no dilation or groups): the GEMMs of
-  F(2x2, 3x3), 16 multiply-adds per 2x2 outputs and channel pair instead of
-  36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C times a
-  block of tiles), plus ``WINOGRAD_TRANSFORM_CYCLES`` per element of the
+* ``"winograd"`` (3x3 at stride 1, no dilation): the GEMMs of F(2x2, 3x3),
+  16 multiply-adds per 2x2 outputs and channel pair of a group instead of
+  36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C per group
+  times a block of tiles; a reduction of fewer than WINOGRAD_SHORT_REDUCTION
+  channels per group runs proportionally slower), plus ``WINOGRAD_TRANSFORM_CYCLES`` per element of the
   transformed input and output tiles (16 per tile and channel) and
   ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work
   item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed weights. Its
@@ -103,10 +104,15 @@ WINOGRAD_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
 WINOGRAD_BLOCK_BYTES = 4096 * 1024
 
 
+#: input channels per group below which the Winograd GEMMs' reduction is too
+#: short for the micro-kernel's rate (its accumulators are loaded and stored
+#: once per call): their efficiency scales by channels / this
+WINOGRAD_SHORT_REDUCTION = 48
+
+
 def winograd_fits(g):
     """Whether the Winograd F(2x2, 3x3) kernel can run geometry ``g``."""
-    return ((g.R, g.S) == (3, 3) and g.stride == (1, 1) and g.dilation == (1, 1)
-            and g.groups == 1)
+    return (g.R, g.S) == (3, 3) and g.stride == (1, 1) and g.dilation == (1, 1)
 
 
 def winograd_backward_fits(g):
@@ -120,7 +126,7 @@ def winograd_backward_fits(g):
 class _GradInput:
     """The geometry of grad_input as a forward convolution (for the Winograd
     kernel and its blocking): grad_output convolved with the flipped weights,
-    input and output channels exchanged."""
+    input and output channels exchanged within each group."""
 
     x: object
     w: object
@@ -131,14 +137,19 @@ class _GradInput:
     Q: int
     pad: tuple
     dtype: object
+    groups: int
     b: object = None
 
 
 def grad_input_geometry(g, gy=None):
     """grad_input = conv2d(grad_output, flipped transposed weights, padding 2 - p);
     without ``gy`` the shapes only (for the cost model)."""
-    wt = None if gy is None else g.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()
-    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, tuple(2 - p for p in g.pad), g.dtype)
+    wt = None
+    if gy is not None:  # [g][k][c] -> [g][c][k], each tap flipped
+        wt = (g.w.reshape(g.groups, g.K // g.groups, *g.w.shape[1:])[..., ::-1, ::-1]
+              .transpose(0, 2, 1, 3, 4).reshape(g.C, g.K // g.groups, g.R, g.S).copy())
+    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, tuple(2 - p for p in g.pad), g.dtype,
+                      g.groups)
 
 
 def winograd_blocks(g, n_threads):
@@ -152,7 +163,8 @@ def winograd_blocks(g, n_threads):
     rows_total = g.N * -(-g.P // 2)
     slots = -(-g.Q // 2) + 1  # per row of tiles (see conv2d_winograd)
     nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
-    rows = WINOGRAD_BLOCK_BYTES // (16 * (g.C + g.K) * slots * g.dtype.itemsize)
+    per_group = (g.C + g.K) // g.groups  # an item's channels: one group's
+    rows = WINOGRAD_BLOCK_BYTES // (16 * per_group * slots * g.dtype.itemsize)
     rows = max(1, rows, -(-nr // slots))
     fewest = max(1, -(-rows_total // rows))
     fewest = -(-fewest // n_threads) * n_threads  # a multiple of the threads
@@ -236,16 +248,19 @@ def _winograd_cost(g, peak):
     """Winograd's estimated cycles for forward geometry ``g``, or None beyond
     WINOGRAD_MAX_WEIGHT_BYTES."""
     mr = _conv.gemm_block()[0]
-    if 16 * -(-g.K // mr) * mr * g.C * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
+    kg, cg = g.K // g.groups, g.C // g.groups
+    weights = 16 * g.groups * -(-kg // mr) * mr * cg  # transformed, packed
+    if weights * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
         return None
-    fill = g.K / (math.ceil(g.K / mr) * mr)
+    fill = kg / (math.ceil(kg / mr) * mr)
+    efficiency = WINOGRAD_EFFICIENCY * min(1, cg / WINOGRAD_SHORT_REDUCTION)
     # the GEMMs run over slots, a row's tiles and one more (see conv2d_winograd)
     slots = g.N * -(-g.P // 2) * (-(-g.Q // 2) + 1)
-    items = -(-g.N * -(-g.P // 2) // winograd_blocks(g, 1)[0])
+    items = -(-g.N * -(-g.P // 2) // winograd_blocks(g, 1)[0])  # per group
     once, per_item = WINOGRAD_WEIGHT_CYCLES
-    return (2 * 16 * g.K * g.C * slots / (peak * WINOGRAD_EFFICIENCY * fill)
+    return (2 * 16 * g.K * cg * slots / (peak * efficiency * fill)
             + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * slots
-            + (once + per_item * items) * 16 * g.K * g.C)
+            + (once + per_item * items) * 16 * g.K * cg)
 
 
 #: auto's choice by shape: the cost model is pure Python and took 6-12
@@ -284,9 +299,8 @@ def resolve(func, algorithm, g, backward=False):
         return _auto(g, backward)
     if algorithm == "winograd" and not winograd_fits(g):
         raise ValueError(
-            f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1 without dilation "
-            f"or groups, got kernel size {(g.R, g.S)}, stride {g.stride}, dilation "
-            f"{g.dilation}, groups {g.groups}"
+            f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1 without dilation, "
+            f"got kernel size {(g.R, g.S)}, stride {g.stride}, dilation {g.dilation}"
         )
     if algorithm == "winograd" and backward and not winograd_backward_fits(g):
         return "im2col"
@@ -355,8 +369,9 @@ def explain(g, backward=False):
     elif best == "1x1":
         why = "1x1: a pointwise convolution is a GEMM on the image's pixels"
     elif best == "winograd":
-        why = (f"winograd: a 3x3 layer at stride 1 with {g.C} input and {g.K} output "
-               f"channels, enough for the transforms to pay for 2.25x fewer multiplications")
+        why = (f"winograd: a 3x3 layer at stride 1 with {g.C // g.groups} input and "
+               f"{g.K // g.groups} output channels per group, enough for the transforms "
+               f"to pay for 2.25x fewer multiplications")
     else:
         why = (f"im2col: {(g.C // g.groups) * g.R * g.S} taps per output and "
                f"{g.K // g.groups} output channels per group keep the GEMM micro-kernel "

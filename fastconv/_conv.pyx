@@ -954,32 +954,33 @@ cdef inline void wino_weights(const floating *w, Py_ssize_t K, Py_ssize_t C, Py_
 
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     const floating[::1] bias, floating[:, :, :, ::1] y,
-                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t block_rows, Py_ssize_t kc_max,
-                    floating lim, int n_threads):
-    """Forward 3x3 convolution at stride 1 (no dilation, no groups) by Winograd's
+                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, Py_ssize_t block_rows,
+                    Py_ssize_t kc_max, floating lim, int n_threads):
+    """Forward 3x3 convolution at stride 1 (no dilation) by Winograd's
     F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 block of outputs from a 4x4 tile
     of input, 16 multiplies per tile and channel pair instead of 36.
 
-    The weights are transformed (G g G^T) into packed panels once. A work item is
-    ``block_rows`` rows of tiles: its input tiles transformed
-    into V[16][C][tiles] (per-thread, L2), then for each of the 16 elements
-    M[xi] = U[xi] @ V[xi] on the GEMM micro-kernels, then the output
-    transform into the NCHW output. Items run across images: rows of tiles
-    are numbered through the batch. Returns 0, 1 when an input element is not
-    finite or above ``lim`` (the output is then incomplete: the caller runs
-    another strategy), -1 when out of memory.
+    The weights are transformed (G g G^T) into packed panels once, per group.
+    A work item is ``block_rows`` rows of tiles of one group: its input tiles
+    transformed into V[16][C/groups][tiles] (per-thread, L2), then for each of
+    the 16 elements M[xi] = U[xi] @ V[xi] on the GEMM micro-kernels, then the
+    output transform into the NCHW output. Items run across images: rows of
+    tiles are numbered through the batch. Returns 0, 1 when an input element
+    is not finite or above ``lim`` (the output is then incomplete: the caller
+    runs another strategy), -1 when out of memory.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = w.shape[0], P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t Kg = K // groups
     cdef Py_ssize_t TP = (P + 1) // 2, TQ = (Q + 1) // 2
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
-    cdef Py_ssize_t K_pad = (K + mr - 1) // mr * mr
-    cdef Py_ssize_t n_items = (N * TP + block_rows - 1) // block_rows
+    cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
+    cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
     # slots per item: each row of tiles has TQ + 1 (see _winograd.h), and the
     # GEMMs' panels are whole vectors
     cdef Py_ssize_t ld = (block_rows * (TQ + 1) + nr - 1) // nr * nr
-    cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld
+    cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld, g
     cdef bint has_bias = bias is not None
     cdef bint bad = False
     cdef bint *badp = &bad
@@ -987,51 +988,56 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef int *failed = &status
     cdef unsigned int fpmode
     cdef floating *apack = NULL
+    cdef floating *ag
     cdef floating *v = NULL
     cdef floating *mm = NULL
     cdef floating *rows = NULL
     cdef floating *vt
     if N == 0 or K == 0:
         return 0
-    apack = <floating *> fc_malloc64(16 * K_pad * C * sizeof(floating))
+    apack = <floating *> fc_malloc64(groups * 16 * Kg_pad * Cg * sizeof(floating))
     if apack == NULL:
         return -1
     with nogil:
-        for kb in prange(K_pad // mr, schedule="static", num_threads=n_threads):
-            wino_weights(&w[0, 0, 0, 0], K, C, kb * mr, apack)
+        for kb in prange(groups * (Kg_pad // mr), schedule="static", num_threads=n_threads):
+            g = kb // (Kg_pad // mr)
+            wino_weights(&w[g * Kg, 0, 0, 0], Kg, Cg, kb % (Kg_pad // mr) * mr,
+                         apack + g * 16 * Kg_pad * Cg)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
-        v = <floating *> fc_malloc64(16 * C * ld * sizeof(floating))
-        mm = <floating *> fc_malloc64(16 * K * ld * sizeof(floating))
+        v = <floating *> fc_malloc64(16 * Cg * ld * sizeof(floating))
+        mm = <floating *> fc_malloc64(16 * Kg * ld * sizeof(floating))
         rows = <floating *> fc_malloc64(8 * (block_rows * (TQ + 1) + 1) * sizeof(floating))
         if v == NULL or mm == NULL or rows == NULL:
             failed[0] = 1
-        for item in prange(n_items, schedule="static"):
+        for item in prange(n_blocks * groups, schedule="static"):
             if failed[0]:
                 continue
             # rows of tiles [r0, r1) of the whole batch: tile row r is row r % TP of
             # image r // TP (small images share an item, so the GEMMs get wide)
-            r0 = item * block_rows
+            g = item % groups
+            r0 = item // groups * block_rows
             r1 = min(N * TP, r0 + block_rows)
             tn = (r1 - r0) * (TQ + 1)
             item_ld = (tn + nr - 1) // nr * nr
-            for c in range(C):
-                if wino_in(&x[0, 0, 0, 0], C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, rows,
-                           v + c * item_ld, C * item_ld):
+            ag = apack + g * 16 * Kg_pad * Cg
+            for c in range(Cg):
+                if wino_in(&x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ, lim,
+                           rows, v + c * item_ld, Cg * item_ld):
                     badp[0] = True
                 for xi in range(16):  # the last panel's tail: read, results dropped
-                    vt = v + (xi * C + c) * item_ld
+                    vt = v + (xi * Cg + c) * item_ld
                     for j in range(tn, item_ld):
                         vt[j] = 0
             for xi in range(16):
-                for pb in range((C + kc_max - 1) // kc_max):
+                for pb in range((Cg + kc_max - 1) // kc_max):
                     pc = pb * kc_max
-                    kc = min(kc_max, C - pc)
-                    gemm_panels(kc, apack + xi * K_pad * C + pc * mr, mr, mr * C, NULL, K,
-                                v + (xi * C + pc) * item_ld, item_ld, NULL, tn,
-                                mm + xi * K * item_ld, item_ld, pc > 0)
-            for k in range(K):
-                wino_out(mm + k * item_ld, K * item_ld, TP, r0, r1, TQ,
+                    kc = min(kc_max, Cg - pc)
+                    gemm_panels(kc, ag + xi * Kg_pad * Cg + pc * mr, mr, mr * Cg, NULL, Kg,
+                                v + (xi * Cg + pc) * item_ld, item_ld, NULL, tn,
+                                mm + xi * Kg * item_ld, item_ld, pc > 0)
+            for k in range(g * Kg, (g + 1) * Kg):
+                wino_out(mm + (k - g * Kg) * item_ld, Kg * item_ld, TP, r0, r1, TQ,
                          bias[k] if has_bias else 0, rows, &y[0, 0, 0, 0], K, k, P, Q)
         fc_free64(v)
         fc_free64(mm)

@@ -46,13 +46,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         convolutions; ``groups == C`` is a depthwise convolution.
     algorithm : {'auto', 'direct', 'im2col', '1x1', 'winograd'}, default 'auto'
         The strategy; see :mod:`fastconv._choose` for the rule ``'auto'`` follows.
-        ``'winograd'`` (F(2x2, 3x3): 3x3 kernels at stride 1, no dilation or
-        groups) does 2.25x fewer multiplications, rounding differently from
-        the others (errors a few times theirs, far inside float32's); an input
+        ``'winograd'`` (F(2x2, 3x3): 3x3 kernels at stride 1, no dilation)
+        does 2.25x fewer multiplications, rounding differently from the
+        others (errors a few times theirs, far inside float32's); an input
         or weight that is not finite, or large enough that its transforms could
         overflow, runs ``'im2col'`` instead, so infinities and NaNs reach the
         same outputs as in every other strategy. Its workspace holds the
-        transformed weights, 16 x K x C values; ``'auto'`` picks it only while
+        transformed weights, 16 x K x C / groups values; ``'auto'`` picks it only while
         they take at most 16 MiB.
     out : ndarray, optional
         C-contiguous array of the result's shape and dtype to write into.
@@ -104,9 +104,9 @@ def _winograd(func, g, y4, n_threads):
     wmax = float(max(g.w.max(initial=0), -g.w.min(initial=0)))  # NaN if any
     if not wmax < big / 4:  # also NaN and inf
         return False
-    # |output transform . sum over C of U V| <= 9 * C * 2.25 wmax * 4 xmax
-    lim = big / (162 * g.C * wmax) if wmax > 0 else big
-    return _call(func, _conv.conv2d_winograd, g.x, g.w, g.b, y4, g.pad[0], g.pad[2],
+    # |output transform . sum over a group's C of U V| <= 9 * C * 2.25 wmax * 4 xmax
+    lim = big / (162 * (g.C // g.groups) * wmax) if wmax > 0 else big
+    return _call(func, _conv.conv2d_winograd, g.x, g.w, g.b, y4, g.pad[0], g.pad[2], g.groups,
                  *_choose.winograd_blocks(g, n_threads), lim, n_threads) == 0
 
 

@@ -90,11 +90,11 @@ def test_bench_lists_every_layer_with_sane_numbers(shapes_file, tmp_path, capsys
     peers_bwd = ["torch"] if HAVE_TORCH else []
     expected_impls = {
         "conv2d forward": {
-            "t-3x3-g2": ["direct", "im2col", "auto"] + peers_fwd,
+            "t-3x3-g2": ["direct", "im2col", "winograd", "auto"] + peers_fwd,
             "t-1x1-s2": ["direct", "im2col", "1x1", "auto"] + peers_fwd,
         },
         "conv2d_backward (grad input + grad weight + grad bias)": {
-            "t-3x3-g2": ["direct", "im2col", "auto"] + peers_bwd,
+            "t-3x3-g2": ["direct", "im2col", "winograd", "auto"] + peers_bwd,
             "t-1x1-s2": ["direct", "im2col", "1x1", "auto"] + peers_bwd,
         },
         "pooling forward": {name: ["fastconv"] + peers_bwd for name in POOL_NAMES},

@@ -112,14 +112,13 @@ def accepts(p, algorithm):
     if algorithm == "1x1":
         return p["R"] == 1 and p["S"] == 1
     if algorithm == "winograd":
-        return ((p["R"], p["S"]) == (3, 3) and p["stride"] == 1 and p["dilation"] == 1
-                and p["groups"] == 1)
+        return (p["R"], p["S"]) == (3, 3) and p["stride"] == 1 and p["dilation"] == 1
     return True
 
 
 def with_algorithms(cases):
     """Each case crossed with every algorithm that accepts it ("1x1": 1x1 kernels,
-    "winograd": 3x3 at stride 1 without dilation or groups)."""
+    "winograd": 3x3 at stride 1 without dilation)."""
     return [pytest.param(c.values[0], a, id=f"{c.id}-{a}")
             for c in cases for a in ALGORITHMS if accepts(c.values[0], a)]
 

@@ -50,6 +50,21 @@ def test_auto_runs_what_explain_says(x_shape, w_shape, kwargs, rng):
     assert e.output_shape == (auto.shape if auto.ndim == 4 else (1, *auto.shape))
 
 
+def test_winograd_cost_of_groups():
+    """Grouped 3x3 layers have a Winograd cost, per group: it picks Winograd
+    where each group has as many channels as a dense layer that does (64 in,
+    64 out), not for depthwise layers (one channel per group); auto's reason
+    names the channels per group."""
+    dense = fastconv.explain((4, 64, 28, 28), (64, 64, 3, 3), padding=1)
+    grouped = fastconv.explain((4, 128, 28, 28), (128, 64, 3, 3), padding=1, groups=2)
+    depthwise = fastconv.explain((4, 64, 28, 28), (64, 1, 3, 3), padding=1, groups=64)
+    assert dense.algorithm == grouped.algorithm == "winograd"
+    assert "64 input and 64 output channels per group" in grouped.reason
+    # two groups of the dense layer's size: twice its cost, within the blocking's rounding
+    assert grouped.costs["winograd"] == pytest.approx(2 * dense.costs["winograd"], rel=0.05)
+    assert depthwise.costs["winograd"] > 4 * depthwise.costs["direct"]
+
+
 def test_explain_uses_no_memory_for_huge_shapes():
     e = fastconv.explain((1024, 512, 512, 512), (512, 512, 3, 3), padding=1)
     assert e.flops == 2 * 1024 * 512 * 512 * 512 * 512 * 9

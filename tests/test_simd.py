@@ -59,13 +59,17 @@ RUNS = [(case, "im2col") for case in CASES] + [
 # last row or column, rows of more tiles than a vector, more channels than
 # one reduction block, output channels past a register block.
 WINOGRAD_CASES = [
-    case for case in CASES if case[5:7] == (3, 3) and case[7] == case[9] == case[10] == 1
+    case for case in CASES if case[5:7] == (3, 3) and case[7] == case[9] == 1
 ] + [
     (3, 5, 7, 9, 6, 3, 3, 1, 1, 1, 1),
     (2, 3, 9, 70, 4, 3, 3, 1, 0, 1, 1),
     (1, 300, 6, 5, 11, 3, 3, 1, 1, 1, 1),
     (7, 2, 3, 3, 3, 3, 3, 1, 1, 1, 1),
     (2, 4, 12, 12, 17, 3, 3, 1, 2, 1, 1),
+    # groups: each group's channels, weights and outputs at their offsets
+    (2, 12, 9, 11, 8, 3, 3, 1, 1, 1, 4),
+    (3, 6, 7, 6, 6, 3, 3, 1, (0, 2), 1, 6),  # depthwise
+    (1, 64, 5, 13, 40, 3, 3, 1, 1, 1, 2),
 ]
 RUNS += [(case, "winograd") for case in WINOGRAD_CASES]
 
