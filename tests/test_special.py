@@ -202,30 +202,33 @@ def test_conv_specials_match_reference(rng, algorithm, case, where):
         assert_same_specials(a, e, 1e-10, what)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_conv_specials_winograd(rng, dtype, where):
+def test_conv_specials_winograd(rng, dtype, where, groups):
     """Winograd's transforms mix a tile's inputs, so an inf would reach outputs
     whose windows do not hold it (inf - inf = NaN): such operands run im2col,
-    and the specials land where the reference puts them."""
-    x = rng.standard_normal((2, 3, 12, 11)).astype(dtype)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    and the specials land where the reference puts them (also when only one
+    group's channels hold them)."""
+    x = rng.standard_normal((2, 6, 12, 11)).astype(dtype)
+    w = rng.standard_normal((6, 6 // groups, 3, 3)).astype(dtype)
     if where == "input":
         x = sprinkle(rng, x.shape, dtype, 0.01)
     else:
         w.flat[rng.integers(0, w.size)] = rng.choice(SPECIALS)
     with np.errstate(invalid="ignore"):
-        expected = ref.conv2d(x, w, padding=1)
-    assert_same_specials(fastconv.conv2d(x, w, padding=1, algorithm="winograd"), expected,
-                         1e-4 if dtype == np.float32 else 1e-10)
+        expected = ref.conv2d(x, w, padding=1, groups=groups)
+    got = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm="winograd")
+    assert_same_specials(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
-def test_conv_backward_specials_winograd(rng, where):
+def test_conv_backward_specials_winograd(rng, where, groups):
     """grad_input by Winograd convolves grad_output: specials there (or in the
     weights) make the whole backward run as im2col, as the reference places them."""
-    x = rng.standard_normal((2, 3, 12, 11))
-    w = rng.standard_normal((4, 3, 3, 3))
+    x = rng.standard_normal((2, 4, 12, 11))
+    w = rng.standard_normal((4, 4 // groups, 3, 3))
     g = rng.standard_normal((2, 4, 12, 11))
     if where == "input":
         x = sprinkle(rng, x.shape, np.float64, 0.01)
@@ -234,28 +237,29 @@ def test_conv_backward_specials_winograd(rng, where):
     else:
         g = sprinkle(rng, g.shape, np.float64, 0.01)
     with np.errstate(invalid="ignore"):
-        expected = ref.conv2d_backward(g, x, w, padding=1)
-    got = fastconv.conv2d_backward(g, x, w, padding=1, algorithm="winograd")
+        expected = ref.conv2d_backward(g, x, w, padding=1, groups=groups)
+    got = fastconv.conv2d_backward(g, x, w, padding=1, groups=groups, algorithm="winograd")
     for a, e, what in zip(got, expected, ("grad_input", "grad_weight", "grad_bias")):
         assert_same_specials(a, e, 1e-10, what)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_conv_winograd_near_overflow(rng, dtype, where):
+def test_conv_winograd_near_overflow(rng, dtype, where, groups):
     """Values whose transforms could overflow (a few times larger than the
     operands) run im2col: the same finite results, or the same infinities."""
     big = np.finfo(dtype).max
     x = rng.standard_normal((1, 2, 6, 6)).astype(dtype)
-    w = rng.standard_normal((2, 2, 3, 3)).astype(dtype)
+    w = rng.standard_normal((2, 2 // groups, 3, 3)).astype(dtype)
     if where == "input":
-        x[0, 0, 2, 3] = big / 2
+        x[0, 1, 2, 3] = big / 2  # the last group's
         w /= 64
     else:
         w[1, 0, 1, 1] = big / 3
     with np.errstate(over="ignore", invalid="ignore"):
-        expected = fastconv.conv2d(x, w, padding=1, algorithm="im2col")
-    got = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+        expected = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm="im2col")
+    got = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm="winograd")
     np.testing.assert_array_equal(got, expected)
 
 
