@@ -94,9 +94,10 @@ WINOGRAD_TRANSFORM_CYCLES = 0.3
 #: transform and pack it once per call, and for every work item's GEMMs to
 #: stream it (with few tiles, as in batch-1 14x14 layers, these dominate)
 WINOGRAD_WEIGHT_CYCLES = (3.0, 0.25)
-#: auto's bound on the transformed weights, 16 x K x C values packed once per
-#: call (16 MiB: 512 x 512 channels in float32), so that with the threads'
-#: blocks a call stays within 32 MiB of workspace
+#: auto's bound on the transformed weights, 16 x K x C / groups values (K
+#: padded to whole register blocks per group) packed once per call (16 MiB:
+#: 512 x 512 channels in float32), so that with the threads' blocks a call
+#: stays within 32 MiB of workspace
 WINOGRAD_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
 #: bytes of one thread's transformed input and output tiles (V and M), at
 #: most: 0.5-4 MiB measured within 10% of each other on the three dense 3x3
@@ -107,9 +108,11 @@ WINOGRAD_BLOCK_BYTES = 4096 * 1024
 
 #: input channels per group below which the Winograd GEMMs slow down in
 #: proportion (each micro-kernel call loads and stores its accumulators for
-#: that few multiply-adds). Measured on Zen 3, forward: 4 groups of 32
-#: channels (28x28) ran Winograd 7% faster than direct, 2 groups of 64 22%
-WINOGRAD_SHORT_REDUCTION = 48
+#: that few multiply-adds, and the transforms' share grows). Measured on Zen
+#: 3, one thread, against direct: 32 channels per group (dense, or 2 to 4
+#: groups) Winograd 7-33% faster forward, 4-10% backward; 16 channels direct
+#: 8-18% faster
+WINOGRAD_SHORT_REDUCTION = 32
 
 
 def winograd_fits(g):
@@ -158,7 +161,7 @@ def winograd_blocks(g, n_threads):
     """``(rows of tiles per work item, reduction block)`` of the Winograd forward.
 
     Rows of tiles are numbered through the batch (small images share an
-    item). V and M of an item (16 x (C + K) x its tiles) take about
+    item). V and M of an item (16 x (C + K) / groups x its tiles) take about
     WINOGRAD_BLOCK_BYTES, but an item has at least one row of tiles and one
     panel of them where the batch has that many, and the items are shared
     evenly among the threads."""

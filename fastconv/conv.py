@@ -52,8 +52,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         or weight that is not finite, or large enough that its transforms could
         overflow, runs ``'im2col'`` instead, so infinities and NaNs reach the
         same outputs as in every other strategy. Its workspace holds the
-        transformed weights, 16 x K x C / groups values; ``'auto'`` picks it
-        only while they take at most 16 MiB.
+        transformed weights, 16 x K x C / groups values (K padded to whole
+        register blocks per group); ``'auto'`` picks it only while they take
+        at most 16 MiB.
     out : ndarray, optional
         C-contiguous array of the result's shape and dtype to write into.
 
