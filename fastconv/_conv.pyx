@@ -723,27 +723,100 @@ cdef int _grad_weight_gemm(const floating[:, :, :, ::1] gy, const floating[:, :,
     return -status
 
 
+cdef int _grad_weight_gemm_t(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                             floating *gwp, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t R,
+                             Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                             Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                             Py_ssize_t tw, Py_ssize_t gw_rows, int nt):
+    """grad_weight transposed by the GEMM micro-kernel, grad_weight^T[CRS, Kg] =
+    cols[CRS, pixels] @ dY^T[pixels, Kg], for layers with few output channels:
+    A is the im2col rows (the image's own rows for a pointwise layer, read in
+    place) as rows of pixels, B the tile of dY transposed to [pixel][k]; each
+    thread owns blocks of ``gw_rows`` rows (c, r, s), accumulated in its own
+    [rows][Kg] block and stored transposed once at the end."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t P = gy.shape[2], Q = gy.shape[3]
+    cdef Py_ssize_t CRS = Cg * R * S, PQ = P * Q, HW = H * W
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t Kg_pad = (Kg + nr - 1) // nr * nr
+    cdef Py_ssize_t n_rb = (CRS + gw_rows - 1) // gw_rows
+    cdef Py_ssize_t n_pt = (PQ + tw - 1) // tw
+    cdef bint pointwise = _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
+    cdef Py_ssize_t item, n, g, c0, cw, t, j0, jn, i, k
+    cdef floating *bbuf = NULL
+    cdef floating *col = NULL
+    cdef floating *acc = NULL
+    cdef const floating *ap
+    cdef Py_ssize_t la
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode
+    with nogil, parallel(num_threads=nt):
+        fpmode = fc_ftz_on()
+        bbuf = <floating *> fc_malloc64(tw * Kg_pad * sizeof(floating))
+        col = <floating *> fc_malloc64(max(1, 0 if pointwise else gw_rows * tw) * sizeof(floating))
+        acc = <floating *> fc_malloc64(gw_rows * Kg * sizeof(floating))
+        if bbuf == NULL or col == NULL or acc == NULL:
+            failed[0] = 1
+        for item in prange(groups * n_rb, schedule="static"):
+            if failed[0]:
+                continue
+            g = item // n_rb
+            c0 = item % n_rb * gw_rows
+            cw = min(gw_rows, CRS - c0)
+            memset(acc, 0, cw * Kg * sizeof(floating))
+            for n in range(N):
+                for t in range(n_pt):
+                    j0 = t * tw
+                    jn = min(tw, PQ - j0)
+                    # B: the tile of dY transposed, [pixel][k], zero past Kg
+                    transpose(&gy[n, g * Kg, 0, 0] + j0, Kg, jn, PQ, bbuf, Kg_pad, Kg_pad)
+                    if pointwise:
+                        ap = &x[n, g * Cg + c0, 0, 0] + j0
+                        la = HW
+                    else:
+                        im2col_rows(&x[n, g * Cg, 0, 0], H, W, R, S, sh, sw, pt, pl, dh, dw,
+                                    Q, c0, cw, j0, jn, jn, col)
+                        ap = col
+                        la = jn
+                    gemm_panels(jn, ap, la, mr * la, NULL, cw, bbuf, Kg_pad, NULL, Kg,
+                                acc, Kg, 1, True)
+            for k in range(Kg):
+                for i in range(cw):
+                    gwp[(g * Kg + k) * CRS + c0 + i] = acc[i * Kg + k]
+        fc_free64(bbuf)
+        fc_free64(col)
+        fc_free64(acc)
+        fc_ftz_restore(fpmode)
+    return -status
+
+
 def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
                            const floating[:, :, :, ::1] w, floating[:, :, :, ::1] gx,
                            floating[:, :, :, ::1] gw,
                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
-                           Py_ssize_t tw, Py_ssize_t gw_cols, Py_ssize_t band_rows,
-                           Py_ssize_t kc_max, int n_threads):
+                           Py_ssize_t tw, int gw_mode, Py_ssize_t gw_block,
+                           Py_ssize_t band_rows, Py_ssize_t kc_max, int n_threads):
     """Backward convolution with our micro-kernels, tile by tile of output rows.
 
     grad_weight[Kg, CRS] = sum over tiles of dY_tile[Kg, tw] @ cols_tile[CRS, tw]^T,
-    one of two ways:
+    one of three ways (``gw_mode``):
 
-    - ``gw_cols > 0`` (deep layers): the GEMM micro-kernel with grad_weight
-      itself as C. Work items are blocks of ``gw_cols`` columns (c, r, s),
-      each owned by one thread, so there are no partial copies to sum; per
-      tile of ``tw`` pixels of one image the dY rows are packed in mr-row
-      panels and the im2col rows built and transposed to [pixel][crs]. The
-      reduction is over pixels, so it stays efficient when an image has few
-      of them (a batch-1 7x7 layer), where the "dot" kernel's horizontal
-      sums would dominate.
-    - ``gw_cols == 0``: both operands are rows of pixels, so the "dot" kernel
+    - 1 (deep layers): the GEMM micro-kernel with grad_weight itself as C.
+      Work items are blocks of ``gw_block`` columns (c, r, s), each owned by
+      one thread, so there are no partial copies to sum; per tile of ``tw``
+      pixels of one image the dY rows are packed in mr-row panels and the
+      im2col rows built and transposed to [pixel][crs]. The reduction is
+      over pixels, so it stays efficient when an image has few of them (a
+      batch-1 7x7 layer), where the "dot" kernel's horizontal sums would
+      dominate.
+    - 2 (tens of output channels): the GEMM micro-kernel on grad_weight
+      transposed (see _grad_weight_gemm_t), blocks of ``gw_block`` rows
+      (c, r, s): only the tile of dY is transposed, and a pointwise layer's
+      image is read in place.
+    - 0: both operands are rows of pixels, so the "dot" kernel
       runs along them; per tile (running across images) the dY rows are
       copied once and the im2col rows built a few at a time (both
       zero-padded to whole vectors, so the kernel has no scalar tail); each
@@ -795,9 +868,12 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
         return 0
 
     # ---- grad_weight
-    if gw_cols > 0:
+    if gw_mode == 2:
+        status = _grad_weight_gemm_t(gy, x, gwp, Kg, Cg, R, S, sh, sw, pt, pl, dh, dw, groups,
+                                     tw, gw_block, nt)
+    elif gw_mode == 1:
         status = _grad_weight_gemm(gy, x, gwp, Kg, Cg, R, S, sh, sw, pt, pl, dh, dw, groups,
-                                   tw, gw_cols, nt)
+                                   tw, gw_block, nt)
     else:
         status = _grad_weight_dot(gy, x, gwp, Kg, Cg, R, S, sh, sw, pt, pl, dh, dw, groups,
                                   tw, nt)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _conv, reference
+from fastconv import _choose, _conv, reference
 
 VARIANTS = _conv.simd_variants()
 
@@ -104,6 +104,38 @@ def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert
     assert_close(got[0], want[0], reduction=K // groups * R * S)
     assert_close(got[1], want[1], reduction=N * P * Q)
     assert_close(got[2], want[2], reduction=N * P * Q)
+
+
+# thresholds (GW_GEMM_MIN_CHANNELS, GWT_MIN_CHANNELS) that send every shape
+# down one grad_weight path of the packed backward
+GW_PATHS = {"dot": (10**9, 10**9), "gemm": (1, 1), "gemm-transposed": (10**9, 1)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("path", GW_PATHS)
+@pytest.mark.parametrize("case, algorithm", [run for run in RUNS if run[1] != "winograd"],
+                         ids=str)
+def test_grad_weight_paths_match_reference(variant, dtype, n_threads, path, case, algorithm,
+                                           monkeypatch, threads, rng, assert_close):
+    """Each of grad_weight's three paths (the "dot" kernel, the GEMM, the
+    GEMM transposed) on every packed-GEMM case, whatever auto's thresholds
+    would pick: tiles crossing images, partial register blocks, in-place
+    pointwise rows, blocks split among threads."""
+    gemm_min, transposed_min = GW_PATHS[path]
+    monkeypatch.setattr(_choose, "GW_GEMM_MIN_CHANNELS", gemm_min)
+    monkeypatch.setattr(_choose, "GWT_MIN_CHANNELS", transposed_min)
+    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
+    y = reference.conv2d(x, w, None, stride, padding, dilation, groups)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    threads.set_num_threads(n_threads)
+    got = fastconv.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
+                                   algorithm=algorithm)[1]
+    want = reference.conv2d_backward(gy, x, w, stride, padding, dilation, groups)[1]
+    assert_close(got, want, reduction=N * y.shape[2] * y.shape[3])
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
