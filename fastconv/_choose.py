@@ -510,6 +510,12 @@ GW_GEMM_COLUMNS = 480
 #: 256-to-64 1x1 1.29x faster, MobileNet's 144-to-32 1.38x, 3x3 layers of 64
 #: channels 4-9%; with 16 channels 1.04-1.8x; below 12 the "dot" kernel won
 GWT_MIN_CHANNELS = 16
+#: deeper layers (GW_GEMM_MIN_CHANNELS and more) take the transposed GEMM
+#: too where an image has this many output pixels. Zen 3, whole backward,
+#: against the GEMM with grad_weight as its output: 28x28 and larger outputs
+#: 1.04-1.33x faster in 11 of 12 layer and thread-count pairs (one 3% slower),
+#: 14x14 ones 0.94-1.05x, 12x12 and 7x7 ones 0.71-0.99x
+GWT_MIN_PIXELS = 512
 
 
 def _gw_blocks(crs, groups, n_threads, step):
@@ -534,11 +540,13 @@ def backward_blocks(g, n_threads):
     crs = (g.C // g.groups) * g.R * g.S
     # grad_weight's columns (c, r, s) fill the GEMM's pixel vectors: fewer
     # than one panel's worth (a 24-channel 1x1) and the "dot" kernel wins
-    if kg >= GW_GEMM_MIN_CHANNELS and crs >= nr:
-        tw = min(GW_GEMM_PIXELS, max(1, g.P * g.Q))
+    pq = g.P * g.Q
+    deep = kg >= GW_GEMM_MIN_CHANNELS and crs >= nr
+    if deep and pq < GWT_MIN_PIXELS:
+        tw = min(GW_GEMM_PIXELS, max(1, pq))
         return (tw, 1, _gw_blocks(crs, g.groups, n_threads, nr), *_backward_bands(g, n_threads))
-    if kg >= GWT_MIN_CHANNELS:
-        tw = min(GW_GEMM_PIXELS, max(1, g.P * g.Q))
+    if deep or GWT_MIN_CHANNELS <= kg < GW_GEMM_MIN_CHANNELS:
+        tw = min(GW_GEMM_PIXELS, max(1, pq))
         return (tw, 2, _gw_blocks(crs, g.groups, n_threads, mr), *_backward_bands(g, n_threads))
     pixels = max(1, g.N * g.P * g.Q)  # grad_weight tiles run across images
     tw = max(64, min(WEIGHT_TILE_MAX, WEIGHT_TILE_BYTES // (kg * g.dtype.itemsize)))

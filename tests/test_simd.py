@@ -106,9 +106,10 @@ def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert
     assert_close(got[2], want[2], reduction=N * P * Q)
 
 
-# thresholds (GW_GEMM_MIN_CHANNELS, GWT_MIN_CHANNELS) that send every shape
-# down one grad_weight path of the packed backward
-GW_PATHS = {"dot": (10**9, 10**9), "gemm": (1, 1), "gemm-transposed": (10**9, 1)}
+# thresholds (GW_GEMM_MIN_CHANNELS, GWT_MIN_CHANNELS, GWT_MIN_PIXELS) that send
+# every shape down one grad_weight path of the packed backward
+GW_PATHS = {"dot": (10**9, 10**9, 10**9), "gemm": (1, 1, 10**9),
+            "gemm-transposed": (10**9, 1, 10**9)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
@@ -123,9 +124,10 @@ def test_grad_weight_paths_match_reference(variant, dtype, n_threads, path, case
     GEMM transposed) on every packed-GEMM case, whatever auto's thresholds
     would pick: tiles crossing images, partial register blocks, in-place
     pointwise rows, blocks split among threads."""
-    gemm_min, transposed_min = GW_PATHS[path]
+    gemm_min, transposed_min, transposed_pixels = GW_PATHS[path]
     monkeypatch.setattr(_choose, "GW_GEMM_MIN_CHANNELS", gemm_min)
     monkeypatch.setattr(_choose, "GWT_MIN_CHANNELS", transposed_min)
+    monkeypatch.setattr(_choose, "GWT_MIN_PIXELS", transposed_pixels)
     N, C, H, W, K, R, S, stride, padding, dilation, groups = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
@@ -280,6 +282,24 @@ def test_reduction_block_shrinks_where_the_blocks_spill_l2(monkeypatch):
     assert _choose.backward_blocks(g, 1)[-1] == _choose.SPILL_REDUCTION_BLOCK
     monkeypatch.setattr(_choose, "L2_BYTES", 1 << 40)
     assert _choose.backward_blocks(g, 1)[-1] == _choose.REDUCTION_BLOCK
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, path", [
+    ((8, 64, 56, 56), (8, 64, 1, 1), 1, 0),  # few output channels: "dot"
+    ((8, 256, 56, 56), (64, 256, 1, 1), 1, 2),  # tens of them: transposed
+    ((8, 128, 28, 28), (256, 128, 3, 3), 2, 1),  # deep, 14x14 outputs: the GEMM
+    ((8, 256, 56, 56), (512, 256, 1, 1), 2, 2),  # deep, 28x28 outputs: transposed
+    ((8, 3, 56, 56), (256, 3, 1, 1), 1, 0),  # deep, but too few columns (c, r, s)
+])
+def test_grad_weight_path_by_shape(x_shape, w_shape, stride, path):
+    """backward_blocks' grad_weight path: by output channels per group (the
+    "dot" kernel below GWT_MIN_CHANNELS, the transposed GEMM up to
+    GW_GEMM_MIN_CHANNELS), then by output pixels per image (GWT_MIN_PIXELS)."""
+    from fastconv import _choose
+    from fastconv._params import conv_geometry
+    g = conv_geometry("conv2d", np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32),
+                      None, stride, w_shape[2] // 2, 1, 1, operands=False)
+    assert _choose.backward_blocks(g, 2)[1] == path
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
