@@ -516,17 +516,24 @@ GWT_MIN_CHANNELS = 16
 #: 1.04-1.33x faster in 11 of 12 layer and thread-count pairs (one 3% slower),
 #: 14x14 ones 0.94-1.05x, 12x12 and 7x7 ones 0.71-0.99x
 GWT_MIN_PIXELS = 512
+#: bytes of a thread's grad_weight^T block (rows x Kg) and of its transposed
+#: tile of dY (pixels x Kg) at most, on that path: for deep layers (2048
+#: output channels, float64) they bound the rows and the pixels per tile, so
+#: a call's workspace stays small whatever the layer
+GWT_BLOCK_BYTES = 1 << 20
 
 
-def _gw_blocks(crs, groups, n_threads, step):
+def _gw_blocks(crs, groups, n_threads, step, most=GW_GEMM_COLUMNS):
     """Rows or columns (c, r, s) per grad_weight block of the GEMM paths:
-    at most GW_GEMM_COLUMNS, whole multiples of ``step``, and blocks x
-    groups a multiple of the thread count where possible, so no thread idles."""
-    blocks = -(-crs // GW_GEMM_COLUMNS)
+    at most ``most`` (but one ``step``), whole multiples of ``step``, and
+    blocks x groups a multiple of the thread count where possible, so no
+    thread idles."""
+    most = max(step, most // step * step)
+    blocks = -(-crs // most)
     while (blocks * groups) % n_threads and blocks < crs:
         blocks += 1
     size = -(-crs // blocks)
-    return min(max(step, -(-size // step) * step), GW_GEMM_COLUMNS // step * step)
+    return min(max(step, -(-size // step) * step), most)
 
 
 def backward_blocks(g, n_threads):
@@ -546,8 +553,10 @@ def backward_blocks(g, n_threads):
         tw = min(GW_GEMM_PIXELS, max(1, pq))
         return (tw, 1, _gw_blocks(crs, g.groups, n_threads, nr), *_backward_bands(g, n_threads))
     if deep or GWT_MIN_CHANNELS <= kg < GW_GEMM_MIN_CHANNELS:
-        tw = min(GW_GEMM_PIXELS, max(1, pq))
-        return (tw, 2, _gw_blocks(crs, g.groups, n_threads, mr), *_backward_bands(g, n_threads))
+        most = GWT_BLOCK_BYTES // (kg * g.dtype.itemsize)  # rows, or pixels
+        tw = min(GW_GEMM_PIXELS, max(1, pq), max(mr, most))
+        rows = _gw_blocks(crs, g.groups, n_threads, mr, min(GW_GEMM_COLUMNS, most))
+        return (tw, 2, rows, *_backward_bands(g, n_threads))
     pixels = max(1, g.N * g.P * g.Q)  # grad_weight tiles run across images
     tw = max(64, min(WEIGHT_TILE_MAX, WEIGHT_TILE_BYTES // (kg * g.dtype.itemsize)))
     if g.groups * -(-pixels // tw) < n_threads:

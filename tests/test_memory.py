@@ -20,19 +20,27 @@ SCRIPT = textwrap.dedent(
 
     fastconv.set_num_threads(2)
     kind, algorithm = sys.argv[1], sys.argv[2]
-    # VGG's 3x3 layer at 224x224: a full im2col of it would be 110 MiB
-    x = np.ones((1, 64, 224, 224), np.float32)
-    w = np.ones((64, 64, 3, 3), np.float32)
-    y = np.ones((1, 64, 224, 224), np.float32)
+    if algorithm != "1x1":
+        # VGG's 3x3 layer at 224x224: a full im2col of it would be 110 MiB
+        x = np.ones((1, 64, 224, 224), np.float32)
+        w = np.ones((64, 64, 3, 3), np.float32)
+        y = np.ones((1, 64, 224, 224), np.float32)
+        pad = 1
+    else:
+        # a deep float64 1x1 layer: grad_weight^T blocks of 2048 channels
+        x = np.ones((2, 512, 28, 28))
+        w = np.ones((2048, 512, 1, 1))
+        y = np.ones((2, 2048, 28, 28))
+        pad = 0
     gx = np.ones_like(x)
     gw = np.ones_like(w)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if kind == "forward":
-        fastconv.conv2d(x, w, padding=1, algorithm=algorithm, out=y)
+        fastconv.conv2d(x, w, padding=pad, algorithm=algorithm, out=y)
     else:
         # the results are fresh arrays of the size of gx and gw, held above
         del gx, gw
-        fastconv.conv2d_backward(y, x, w, padding=1, algorithm=algorithm)
+        fastconv.conv2d_backward(y, x, w, padding=pad, algorithm=algorithm)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print((after - before) / 1024)  # KiB -> MiB
     """
@@ -40,7 +48,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("kind", ["forward", "backward"])
-@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd", "1x1"])
 def test_extra_memory_is_bounded(kind, algorithm, tmp_path):
     # run outside the source tree, so the child imports the installed package
     out = subprocess.run(
