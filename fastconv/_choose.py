@@ -545,16 +545,16 @@ def backward_blocks(g, n_threads):
     mr, nr32, nr64 = _conv.gemm_block()
     nr = nr32 if g.dtype.itemsize == 4 else nr64
     crs = (g.C // g.groups) * g.R * g.S
+    pq = g.P * g.Q
+    tw = min(GW_GEMM_PIXELS, max(1, pq))  # the GEMM paths' tile: one image's pixels
     # grad_weight's columns (c, r, s) fill the GEMM's pixel vectors: fewer
     # than one panel's worth (a 24-channel 1x1) and the "dot" kernel wins
-    pq = g.P * g.Q
     deep = kg >= GW_GEMM_MIN_CHANNELS and crs >= nr
     if deep and pq < GWT_MIN_PIXELS:
-        tw = min(GW_GEMM_PIXELS, max(1, pq))
         return (tw, 1, _gw_blocks(crs, g.groups, n_threads, nr), *_backward_bands(g, n_threads))
     if deep or GWT_MIN_CHANNELS <= kg < GW_GEMM_MIN_CHANNELS:
         most = GWT_BLOCK_BYTES // (kg * g.dtype.itemsize)  # rows, or pixels
-        tw = min(GW_GEMM_PIXELS, max(1, pq), max(mr, most))
+        tw = min(tw, max(mr, most))
         rows = _gw_blocks(crs, g.groups, n_threads, mr, min(GW_GEMM_COLUMNS, most))
         return (tw, 2, rows, *_backward_bands(g, n_threads))
     pixels = max(1, g.N * g.P * g.Q)  # grad_weight tiles run across images

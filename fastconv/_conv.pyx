@@ -743,7 +743,7 @@ cdef int _grad_weight_gemm_t(const floating[:, :, :, ::1] gy, const floating[:, 
     cdef Py_ssize_t n_rb = (CRS + gw_rows - 1) // gw_rows
     cdef Py_ssize_t n_pt = (PQ + tw - 1) // tw
     cdef bint pointwise = _is_pointwise(R, S, sh, sw, pt, pl, H, W, P, Q)
-    cdef Py_ssize_t item, n, g, c0, cw, t, j0, jn, i, k
+    cdef Py_ssize_t item, n, g, c0, cw, t, j0, jn
     cdef floating *bbuf = NULL
     cdef floating *col = NULL
     cdef floating *acc = NULL
@@ -782,9 +782,7 @@ cdef int _grad_weight_gemm_t(const floating[:, :, :, ::1] gy, const floating[:, 
                         la = jn
                     gemm_panels(jn, ap, la, mr * la, NULL, cw, bbuf, Kg_pad, NULL, Kg,
                                 acc, Kg, 1, True)
-            for k in range(Kg):
-                for i in range(cw):
-                    gwp[(g * Kg + k) * CRS + c0 + i] = acc[i * Kg + k]
+            transpose(acc, cw, Kg, Kg, gwp + g * Kg * CRS + c0, CRS, cw)
         fc_free64(bbuf)
         fc_free64(col)
         fc_free64(acc)
