@@ -85,15 +85,20 @@ TILE_BYTES = 512 * 1024
 
 _VECTOR_BYTES = {"avx512": 64, "avx2": 32, "baseline": 16}
 
-#: fraction of peak of the Winograd GEMMs (U[xi] @ V[xi] for 16 elements xi)
+#: fraction of peak of the Winograd GEMMs (U[xi] @ V[xi] for each element xi)
 WINOGRAD_EFFICIENCY = 0.6
-#: cycles per transformed element (input tiles per channel, output tiles per
-#: output channel: 16 each, vectorised adds)
-WINOGRAD_TRANSFORM_CYCLES = 0.3
-#: cycles per transformed weight (16 per input and output channel pair): to
-#: transform and pack it once per call, and for every work item's GEMMs to
-#: stream it (with few tiles, as in batch-1 14x14 layers, these dominate)
-WINOGRAD_WEIGHT_CYCLES = (3.0, 0.25)
+#: the output tiles m of F(m x m, 3x3) auto weighs
+WINOGRAD_TILES = (2, 4)
+#: By tile m, cycles per transformed element (input tiles per channel, output
+#: tiles per output channel: (m + 2)^2 each) and per transformed weight
+#: ((m + 2)^2 per input and output channel pair): to transform and pack it
+#: once per call, and for every work item's GEMMs to stream it (with few
+#: tiles, as in batch-1 14x14 layers, these dominate). F(4x4)'s were fitted to
+#: it against F(2x2) on 10 layers (7x7 to 224x224, 16 to 256 channels, one
+#: thread, Zen 3; the fit within 12% on each): its transforms gather a tile's
+#: six columns one by one, and its weights (2.25x F(2x2)'s) stream from L3.
+WINOGRAD_TRANSFORM_CYCLES = {2: 0.3, 4: 1.3}
+WINOGRAD_WEIGHT_CYCLES = {2: (3.0, 0.25), 4: (3.4, 1.4)}
 #: auto's bound on the transformed weights, 16 x K x C / groups values (K
 #: padded to whole register blocks per group) packed once per call (16 MiB:
 #: 512 x 512 channels in float32), so that with the threads' blocks a call
@@ -157,19 +162,26 @@ def grad_input_geometry(g, gy=None):
                       g.groups)
 
 
-def winograd_blocks(g, n_threads):
-    """``(rows of tiles per work item, reduction block)`` of the Winograd forward.
+def winograd_slots(Q, tile):
+    """The GEMMs' columns per row of tiles: its tiles, and for F(2x2) one more
+    (see conv2d_winograd)."""
+    return -(-Q // tile) + (tile == 2)
+
+
+def winograd_blocks(g, n_threads, tile=2):
+    """``(rows of tiles per work item, reduction block)`` of the Winograd
+    forward F(tile x tile, 3x3).
 
     Rows of tiles are numbered through the batch (small images share an
-    item). V and M of an item (16 x (C + K) / groups x its tiles) take about
-    WINOGRAD_BLOCK_BYTES, but an item has at least one row of tiles and one
-    panel of them where the batch has that many, and the items are shared
-    evenly among the threads."""
-    rows_total = g.N * -(-g.P // 2)
-    slots = -(-g.Q // 2) + 1  # per row of tiles (see conv2d_winograd)
+    item). V and M of an item (E x (C + K) / groups x its tiles, E = (tile +
+    2)^2) take about WINOGRAD_BLOCK_BYTES, but an item has at least one row of
+    tiles and one panel of them where the batch has that many, and the items
+    are shared evenly among the threads."""
+    rows_total = g.N * -(-g.P // tile)
+    slots = winograd_slots(g.Q, tile)
     nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
     per_group = (g.C + g.K) // g.groups  # an item's channels: one group's
-    rows = WINOGRAD_BLOCK_BYTES // (16 * per_group * slots * g.dtype.itemsize)
+    rows = WINOGRAD_BLOCK_BYTES // ((tile + 2) ** 2 * per_group * slots * g.dtype.itemsize)
     rows = max(1, rows, -(-nr // slots))
     fewest = max(1, -(-rows_total // rows))
     fewest = -(-fewest // n_threads) * n_threads  # a multiple of the threads
@@ -249,23 +261,39 @@ def _costs(g, backward=False):
     return costs
 
 
-def _winograd_cost(g, peak):
-    """Winograd's estimated cycles for forward geometry ``g``, or None beyond
+def winograd_tile(g):
+    """The output tile m of F(m x m, 3x3), among WINOGRAD_TILES, with the lower
+    estimated cost for forward geometry ``g``; None when every one's weights
+    exceed WINOGRAD_MAX_WEIGHT_BYTES."""
+    peak = _peak(g.dtype)
+    costs = {m: _winograd_cost(g, peak, m) for m in WINOGRAD_TILES}
+    costs = {m: c for m, c in costs.items() if c is not None}
+    return min(costs, key=costs.get) if costs else None
+
+
+def _winograd_cost(g, peak, tile=None):
+    """Winograd F(tile x tile, 3x3)'s estimated cycles for forward geometry
+    ``g`` (the cheaper tile when None), or None beyond
     WINOGRAD_MAX_WEIGHT_BYTES."""
+    if tile is None:
+        tile = winograd_tile(g)
+        if tile is None:
+            return None
     mr = _conv.gemm_block()[0]
     kg, cg = g.K // g.groups, g.C // g.groups
-    weights = 16 * g.groups * -(-kg // mr) * mr * cg  # transformed, packed
+    e = (tile + 2) ** 2  # elements per tile
+    weights = e * g.groups * -(-kg // mr) * mr * cg  # transformed, packed
     if weights * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
         return None
     fill = kg / (math.ceil(kg / mr) * mr)
     efficiency = WINOGRAD_EFFICIENCY * min(1, cg / WINOGRAD_SHORT_REDUCTION)
-    # the GEMMs run over slots, a row's tiles and one more (see conv2d_winograd)
-    slots = g.N * -(-g.P // 2) * (-(-g.Q // 2) + 1)
-    items = -(-g.N * -(-g.P // 2) // winograd_blocks(g, 1)[0])  # per group
-    once, per_item = WINOGRAD_WEIGHT_CYCLES
-    return (2 * 16 * g.K * cg * slots / (peak * efficiency * fill)
-            + WINOGRAD_TRANSFORM_CYCLES * 16 * (g.C + g.K) * slots
-            + (once + per_item * items) * 16 * g.K * cg)
+    tile_rows = g.N * -(-g.P // tile)
+    slots = tile_rows * winograd_slots(g.Q, tile)
+    items = -(-tile_rows // winograd_blocks(g, 1, tile)[0])  # per group
+    once, per_item = WINOGRAD_WEIGHT_CYCLES[tile]
+    return (2 * e * g.K * cg * slots / (peak * efficiency * fill)
+            + WINOGRAD_TRANSFORM_CYCLES[tile] * e * (g.C + g.K) * slots
+            + (once + per_item * items) * e * g.K * cg)
 
 
 #: auto's choice by shape: the cost model is pure Python and took 6-12

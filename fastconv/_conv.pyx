@@ -987,6 +987,12 @@ cdef extern from "_winograd.h":
         fc_wino_in_f64 in_f64
         fc_wino_out_f32 out_f32
         fc_wino_out_f64 out_f64
+        fc_wino_w_f32 w4_f32
+        fc_wino_w_f64 w4_f64
+        fc_wino_in_f32 in4_f32
+        fc_wino_in_f64 in4_f64
+        fc_wino_out_f32 out4_f32
+        fc_wino_out_f64 out4_f64
         int mr
     const fc_wino fc_winos[]
 
@@ -996,48 +1002,54 @@ for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels'
         raise ImportError("fastconv._conv: _winograd.h's MR differs from _gemm_kernels.h's")
 
 
-cdef inline int wino_in(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+# tile: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3)
+cdef inline int wino_in(int tile, const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t c, Py_ssize_t TP, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t pt,
                         Py_ssize_t pl, Py_ssize_t TQ, floating lim, floating *buf, floating *v,
                         Py_ssize_t ldv) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
     if floating is float:
-        return t.in_f32(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, buf, v, ldv)
+        return (t.in_f32 if tile == 2 else t.in4_f32)(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim,
+                                                      buf, v, ldv)
     else:
-        return t.in_f64(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, buf, v, ldv)
+        return (t.in_f64 if tile == 2 else t.in4_f64)(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim,
+                                                      buf, v, ldv)
 
 
-cdef inline void wino_out(const floating *m, Py_ssize_t ldm, Py_ssize_t TP, Py_ssize_t r0,
-                          Py_ssize_t r1, Py_ssize_t TQ, floating b, floating *buf, floating *y,
-                          Py_ssize_t K, Py_ssize_t k, Py_ssize_t P, Py_ssize_t Q) noexcept nogil:
+cdef inline void wino_out(int tile, const floating *m, Py_ssize_t ldm, Py_ssize_t TP,
+                          Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t TQ, floating b, floating *buf,
+                          floating *y, Py_ssize_t K, Py_ssize_t k, Py_ssize_t P,
+                          Py_ssize_t Q) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
     if floating is float:
-        t.out_f32(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+        (t.out_f32 if tile == 2 else t.out4_f32)(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
     else:
-        t.out_f64(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+        (t.out_f64 if tile == 2 else t.out4_f64)(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
 
 
-cdef inline void wino_weights(const floating *w, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
-                              floating *apack) noexcept nogil:
+cdef inline void wino_weights(int tile, const floating *w, Py_ssize_t K, Py_ssize_t C,
+                              Py_ssize_t k0, floating *apack) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
     if floating is float:
-        t.w_f32(w, K, C, k0, apack)
+        (t.w_f32 if tile == 2 else t.w4_f32)(w, K, C, k0, apack)
     else:
-        t.w_f64(w, K, C, k0, apack)
+        (t.w_f64 if tile == 2 else t.w4_f64)(w, K, C, k0, apack)
 
 
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     const floating[::1] bias, floating[:, :, :, ::1] y,
-                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, Py_ssize_t block_rows,
-                    Py_ssize_t kc_max, floating lim, int n_threads):
+                    Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int tile,
+                    Py_ssize_t block_rows, Py_ssize_t kc_max, floating lim, int n_threads):
     """Forward 3x3 convolution at stride 1 (no dilation) by Winograd's
-    F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 block of outputs from a 4x4 tile
-    of input, 16 multiplies per tile and channel pair instead of 36.
+    F(m x m, 3x3) (Lavin & Gray 2016), m = ``tile``: each m x m block of
+    outputs from an (m + 2) x (m + 2) tile of input, (m + 2)^2 multiplies per
+    tile and channel pair (16 for F(2x2), 36 for F(4x4)) instead of 9 m^2.
 
     The weights are transformed (G g G^T) into packed panels once, per group.
     A work item is ``block_rows`` rows of tiles of one group: its input tiles
-    transformed into V[16][C/groups][tiles] (per-thread, L2), then for each of
-    the 16 elements M[xi] = U[xi] @ V[xi] on the GEMM micro-kernels, then the
+    transformed into V[E][C/groups][tiles] (E = (m + 2)^2; per-thread, L2),
+    then for each of the E elements M[xi] = U[xi] @ V[xi] on the GEMM
+    micro-kernels, then the
     output transform into the NCHW output. Items run across images: rows of
     tiles are numbered through the batch. Returns 0, 1 when an input element
     is not finite or above ``lim`` (the output is then incomplete: the caller
@@ -1046,14 +1058,19 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], P = y.shape[2], Q = y.shape[3]
     cdef Py_ssize_t Kg = K // groups
-    cdef Py_ssize_t TP = (P + 1) // 2, TQ = (Q + 1) // 2
+    cdef Py_ssize_t TP = (P + tile - 1) // tile, TQ = (Q + tile - 1) // tile
+    cdef Py_ssize_t E = (tile + 2) * (tile + 2)
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
     cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
-    # slots per item: each row of tiles has TQ + 1 (see _winograd.h), and the
-    # GEMMs' panels are whole vectors
-    cdef Py_ssize_t ld = (block_rows * (TQ + 1) + nr - 1) // nr * nr
+    # slots per row of tiles: F(2x2) has one more than tiles (see _winograd.h)
+    cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ
+    # slots per item, the GEMMs' panels whole vectors
+    cdef Py_ssize_t ld = (block_rows * slots + nr - 1) // nr * nr
+    # the transforms' buffer (see _winograd.h)
+    cdef Py_ssize_t n_buf = (8 * (block_rows * slots + 1) if tile == 2 else
+                             max(7 * W + 36 * block_rows * slots, 40 * block_rows * slots))
     cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld, g
     cdef bint has_bias = bias is not None
     cdef bint bad = False
@@ -1069,19 +1086,21 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef floating *vt
     if N == 0 or K == 0:
         return 0
-    apack = <floating *> fc_malloc64(groups * 16 * Kg_pad * Cg * sizeof(floating))
+    if tile != 2 and tile != 4:
+        raise ValueError(f"conv2d_winograd: tile must be 2 or 4, got {tile}")
+    apack = <floating *> fc_malloc64(groups * E * Kg_pad * Cg * sizeof(floating))
     if apack == NULL:
         return -1
     with nogil:
         for kb in prange(groups * (Kg_pad // mr), schedule="static", num_threads=n_threads):
             g = kb // (Kg_pad // mr)
-            wino_weights(&w[g * Kg, 0, 0, 0], Kg, Cg, kb % (Kg_pad // mr) * mr,
-                         apack + g * 16 * Kg_pad * Cg)
+            wino_weights(tile, &w[g * Kg, 0, 0, 0], Kg, Cg, kb % (Kg_pad // mr) * mr,
+                         apack + g * E * Kg_pad * Cg)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
-        v = <floating *> fc_malloc64(16 * Cg * ld * sizeof(floating))
-        mm = <floating *> fc_malloc64(16 * Kg * ld * sizeof(floating))
-        rows = <floating *> fc_malloc64(8 * (block_rows * (TQ + 1) + 1) * sizeof(floating))
+        v = <floating *> fc_malloc64(E * Cg * ld * sizeof(floating))
+        mm = <floating *> fc_malloc64(E * Kg * ld * sizeof(floating))
+        rows = <floating *> fc_malloc64(n_buf * sizeof(floating))
         if v == NULL or mm == NULL or rows == NULL:
             failed[0] = 1
         for item in prange(n_blocks * groups, schedule="static"):
@@ -1092,18 +1111,18 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             g = item % groups
             r0 = item // groups * block_rows
             r1 = min(N * TP, r0 + block_rows)
-            tn = (r1 - r0) * (TQ + 1)
+            tn = (r1 - r0) * slots
             item_ld = (tn + nr - 1) // nr * nr
-            ag = apack + g * 16 * Kg_pad * Cg
+            ag = apack + g * E * Kg_pad * Cg
             for c in range(Cg):
-                if wino_in(&x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ, lim,
+                if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ, lim,
                            rows, v + c * item_ld, Cg * item_ld):
                     badp[0] = True
-                for xi in range(16):  # the last panel's tail: read, results dropped
+                for xi in range(E):  # the last panel's tail: read, results dropped
                     vt = v + (xi * Cg + c) * item_ld
                     for j in range(tn, item_ld):
                         vt[j] = 0
-            for xi in range(16):
+            for xi in range(E):
                 for pb in range((Cg + kc_max - 1) // kc_max):
                     pc = pb * kc_max
                     kc = min(kc_max, Cg - pc)
@@ -1111,7 +1130,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
                                 v + (xi * Cg + pc) * item_ld, item_ld, NULL, tn,
                                 mm + xi * Kg * item_ld, item_ld, pc > 0)
             for k in range(g * Kg, (g + 1) * Kg):
-                wino_out(mm + (k - g * Kg) * item_ld, Kg * item_ld, TP, r0, r1, TQ,
+                wino_out(tile, mm + (k - g * Kg) * item_ld, Kg * item_ld, TP, r0, r1, TQ,
                          bias[k] if has_bias else 0, rows, &y[0, 0, 0, 0], K, k, P, Q)
         fc_free64(v)
         fc_free64(mm)

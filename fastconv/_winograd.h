@@ -196,6 +196,226 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
     }                                                                                   \
 }
 
+/* Winograd's F(4x4, 3x3) (Lavin & Gray 2016, points 0, +-1, +-2): a 4x4 block
+ * of outputs from a 6x6 tile (rows 4 tp - pt to 4 tp - pt + 5), 36 multiplies
+ * per tile and channel pair instead of F(2x2, 3x3)'s 64 for the same outputs,
+ * with
+ *     B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+ *            [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+ *     G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6],
+ *          [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]],
+ *     A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+ *            [0, 1, -1, 8, -8, 1]].
+ * The data transforms multiply by powers of two only (5 d = 4 d + d), so
+ * contracting them into FMAs changes no bits and every variant agrees. Each
+ * runs as two passes of the 1-D transform (along the tile's rows, then its
+ * columns) through a buffer, which keeps a vector loop's operands in
+ * registers (one pass over all 36 values spills). */
+
+/* B^T applied to six values (a column or a row of a tile) */
+#define FC_WINO4_BT(T, d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                    \
+    do {                                                                                \
+        T p_ = d4 - 4 * d2, q_ = d3 - 4 * d1, s_ = d4 - d2, e_ = 2 * (d3 - d1);         \
+        o0 = 4 * (d0 - d2) + s_;                                                        \
+        o1 = p_ + q_;                                                                   \
+        o2 = p_ - q_;                                                                   \
+        o3 = s_ + e_;                                                                   \
+        o4 = s_ - e_;                                                                   \
+        o5 = 4 * (d1 - d3) + (d5 - d3);                                                 \
+    } while (0)
+
+/* A^T applied to six values */
+#define FC_WINO4_AT(T, m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                            \
+    do {                                                                                \
+        T s12_ = m1 + m2, d12_ = m1 - m2, s34_ = m3 + m4, d34_ = m3 - m4;               \
+        o0 = m0 + s12_ + s34_;                                                          \
+        o1 = d12_ + 2 * d34_;                                                           \
+        o2 = s12_ + 4 * s34_;                                                           \
+        o3 = d12_ + 8 * d34_ + m5;                                                      \
+    } while (0)
+
+/* F(4x4, 3x3)'s input transform, with FC_DEFINE_WINO_IN's arguments and
+ * result: v[xi * ldv + u] = (B^T d B)[xi], xi = 6 a + b, for the tile in slot
+ * u = (r - r0) TQ + tq (no junk slots: see below). buf: 7 W + 36 (r1 - r0) TQ.
+ * Per row of tiles, B^T runs down the six input rows at unit stride (rows
+ * outside the image read a row of zeros); then each of the six results is
+ * copied out as six arrays, array q holding column 4 tq + q - pl of every
+ * tile, so that the pass along the tiles' columns reads unit-stride and no
+ * tile reads into the next one (at 14x14, F(2x2)'s junk slot per row would
+ * be one GEMM column in five). */
+#define FC_DEFINE_WINO4_IN(NAME, T, TARGET)                                             \
+TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index c,      \
+                       fc_index TP, fc_index r0, fc_index r1, fc_index pt, fc_index pl, \
+                       fc_index TQ, T lim, T *restrict buf, T *restrict v, fc_index ldv) \
+{                                                                                       \
+    const fc_index S = (r1 - r0) * TQ;                                                  \
+    T *restrict t = buf, *restrict zero = buf + 6 * W, *restrict ph = buf + 7 * W;      \
+    /* tiles [jlo, jhi) have all six columns inside the row */                          \
+    fc_index jlo = (pl + 3) / 4, jhi = W + pl >= 6 ? (W + pl - 2) / 4 : 0;              \
+    fc_index i, j, r, u, a, q;                                                          \
+    int bad = 0;                                                                        \
+    if (jhi > TQ) jhi = TQ;                                                             \
+    if (jlo > jhi) jlo = jhi;                                                           \
+    for (j = 0; j < W; j++) zero[j] = 0;                                                \
+    for (r = r0; r < r1; r++) {                                                         \
+        const T *xc = x + ((r / TP) * C + c) * H * W;                                   \
+        const T *d[6];                                                                  \
+        fc_index h0 = 4 * (r % TP) - pt;                                                \
+        for (i = 0; i < 6; i++)                                                         \
+            d[i] = h0 + i >= 0 && h0 + i < H ? xc + (h0 + i) * W : zero;                \
+        {                                                                               \
+            const T *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4];         \
+            const T *d5 = d[5];                                                         \
+            FC_IVDEP                                                                    \
+            for (j = 0; j < W; j++) {                                                   \
+                T a0 = d0[j], a1 = d1[j], a2 = d2[j], a3 = d3[j], a4 = d4[j], a5 = d5[j]; \
+                bad |= (a0 > lim) | (a0 < -lim) | (a0 != a0) | (a1 > lim) | (a1 < -lim) \
+                       | (a1 != a1) | (a2 > lim) | (a2 < -lim) | (a2 != a2) | (a3 > lim) \
+                       | (a3 < -lim) | (a3 != a3) | (a4 > lim) | (a4 < -lim) | (a4 != a4) \
+                       | (a5 > lim) | (a5 < -lim) | (a5 != a5);                         \
+                FC_WINO4_BT(T, a0, a1, a2, a3, a4, a5, t[j], t[W + j], t[2 * W + j],    \
+                            t[3 * W + j], t[4 * W + j], t[5 * W + j]);                  \
+            }                                                                           \
+        }                                                                               \
+        for (a = 0; a < 6; a++) {                                                       \
+            const T *ta = t + a * W;                                                    \
+            T *restrict o = ph + 6 * a * S + (r - r0) * TQ;                             \
+            for (j = 0; j < jlo; j++)                                                   \
+                for (q = 0; q < 6; q++) {                                               \
+                    fc_index col = 4 * j + q - pl;                                      \
+                    o[q * S + j] = col >= 0 && col < W ? ta[col] : 0;                   \
+                }                                                                       \
+            for (j = jlo; j < jhi; j++)                                                 \
+                for (q = 0; q < 6; q++)                                                 \
+                    o[q * S + j] = ta[4 * j + q - pl];                                  \
+            for (j = jhi; j < TQ; j++)                                                  \
+                for (q = 0; q < 6; q++) {                                               \
+                    fc_index col = 4 * j + q - pl;                                      \
+                    o[q * S + j] = col >= 0 && col < W ? ta[col] : 0;                   \
+                }                                                                       \
+        }                                                                               \
+    }                                                                                   \
+    for (a = 0; a < 6; a++) {                                                           \
+        const T *p0 = ph + 6 * a * S, *p1 = p0 + S, *p2 = p0 + 2 * S, *p3 = p0 + 3 * S; \
+        const T *p4 = p0 + 4 * S, *p5 = p0 + 5 * S;                                     \
+        T *restrict va = v + 6 * a * ldv;                                               \
+        FC_IVDEP                                                                        \
+        for (u = 0; u < S; u++)                                                         \
+            FC_WINO4_BT(T, p0[u], p1[u], p2[u], p3[u], p4[u], p5[u], va[u],             \
+                        va[ldv + u], va[2 * ldv + u], va[3 * ldv + u], va[4 * ldv + u], \
+                        va[5 * ldv + u]);                                               \
+    }                                                                                   \
+    return bad;                                                                         \
+}
+
+/* Its output transform, with FC_DEFINE_WINO_OUT's arguments (m: 36 rows, TQ
+ * slots per row of tiles; buf: 40 (r1 - r0) TQ); the 4x4 block of tile
+ * (tp, tq) goes to rows 4 tp + i, columns 4 tq + j below P, Q. */
+#define FC_DEFINE_WINO4_OUT(NAME, T, TARGET)                                            \
+TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index r0,    \
+                        fc_index r1, fc_index TQ, T b, T *restrict buf, T *restrict y,   \
+                        fc_index K, fc_index k, fc_index P, fc_index Q)                 \
+{                                                                                       \
+    const fc_index n = TQ, S = (r1 - r0) * n;                                           \
+    T *restrict t = buf, *restrict o = buf + 24 * S;                                    \
+    fc_index u, r, tq, a, i, j;                                                         \
+    for (a = 0; a < 6; a++) {  /* along each row of the tile: t[4 a + j] */             \
+        const T *ma = m + 6 * a * ldm;                                                  \
+        T *restrict ta = t + 4 * a * S;                                                 \
+        FC_IVDEP                                                                        \
+        for (u = 0; u < S; u++)                                                         \
+            FC_WINO4_AT(T, ma[u], ma[ldm + u], ma[2 * ldm + u], ma[3 * ldm + u],           \
+                        ma[4 * ldm + u], ma[5 * ldm + u], ta[u], ta[S + u], ta[2 * S + u], \
+                        ta[3 * S + u]);                                                 \
+    }                                                                                   \
+    for (j = 0; j < 4; j++) {  /* down each column: o[4 i + j], plus the bias */        \
+        const T *tj = t + j * S;                                                        \
+        FC_IVDEP                                                                        \
+        for (u = 0; u < S; u++) {                                                       \
+            T o0, o1, o2, o3;                                                           \
+            FC_WINO4_AT(T, tj[u], tj[4 * S + u], tj[8 * S + u], tj[12 * S + u],            \
+                        tj[16 * S + u], tj[20 * S + u], o0, o1, o2, o3);                \
+            o[j * S + u] = o0 + b;                                                      \
+            o[(4 + j) * S + u] = o1 + b;                                                \
+            o[(8 + j) * S + u] = o2 + b;                                                \
+            o[(12 + j) * S + u] = o3 + b;                                               \
+        }                                                                               \
+    }                                                                                   \
+    for (r = r0; r < r1; r++) {  /* interleaved into the rows */                        \
+        fc_index tp = r % TP, s = (r - r0) * n;                                         \
+        for (i = 0; i < 4 && 4 * tp + i < P; i++) {                                     \
+            T *restrict yr = y + (((r / TP) * K + k) * P + 4 * tp + i) * Q;             \
+            const T *o0 = o + 4 * i * S + s, *o1 = o0 + S, *o2 = o0 + 2 * S;            \
+            const T *o3 = o0 + 3 * S;                                                   \
+            for (tq = 0; tq < Q / 4; tq++) {                                            \
+                yr[4 * tq] = o0[tq];                                                    \
+                yr[4 * tq + 1] = o1[tq];                                                \
+                yr[4 * tq + 2] = o2[tq];                                                \
+                yr[4 * tq + 3] = o3[tq];                                                \
+            }                                                                           \
+            for (j = Q / 4 * 4; j < Q; j++) yr[j] = o0[(j % 4) * S + Q / 4];            \
+        }                                                                               \
+    }                                                                                   \
+}
+
+/* Its weight transform G g G^T into the packed panels, laid out as
+ * FC_DEFINE_WINO_W's (36 elements xi = 6 a + b), computed in double (G's
+ * sixths and 24ths are inexact) and rounded once; the MR channels of a panel
+ * are one vector's lanes (scalar, it took 60% of a 256-channel 14x14 layer). */
+#define FC_DEFINE_WINO4_W(NAME, T, MR, TARGET)                                          \
+TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apack)     \
+{                                                                                       \
+    const fc_index ld = (K + MR - 1) / MR * MR * C;  /* between elements xi */         \
+    fc_index c, kk, i;                                                                  \
+    for (c = 0; c < C; c++) {                                                           \
+        double g[9][MR];                                                                \
+        T *restrict o = apack + k0 * C + c * MR;                                        \
+        for (kk = 0; kk < MR; kk++)                                                     \
+            for (i = 0; i < 9; i++)                                                     \
+                g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0;            \
+        FC_IVDEP                                                                        \
+        for (kk = 0; kk < MR; kk++) {                                                   \
+            /* t = G g (down the kernel's columns: t<a><column>), then t G^T */         \
+            double t00, t10, t20, t30, t40, t50, t01, t11, t21, t31, t41, t51;          \
+            double t02, t12, t22, t32, t42, t52;                                        \
+            FC_WINO4_G(g[0][kk], g[3][kk], g[6][kk], t00, t10, t20, t30, t40, t50);     \
+            FC_WINO4_G(g[1][kk], g[4][kk], g[7][kk], t01, t11, t21, t31, t41, t51);     \
+            FC_WINO4_G(g[2][kk], g[5][kk], g[8][kk], t02, t12, t22, t32, t42, t52);     \
+            FC_WINO4_G_ROW(T, o, 0, ld, kk, t00, t01, t02);                             \
+            FC_WINO4_G_ROW(T, o, 1, ld, kk, t10, t11, t12);                             \
+            FC_WINO4_G_ROW(T, o, 2, ld, kk, t20, t21, t22);                             \
+            FC_WINO4_G_ROW(T, o, 3, ld, kk, t30, t31, t32);                             \
+            FC_WINO4_G_ROW(T, o, 4, ld, kk, t40, t41, t42);                             \
+            FC_WINO4_G_ROW(T, o, 5, ld, kk, t50, t51, t52);                             \
+        }                                                                               \
+    }                                                                                   \
+}
+
+/* row a of t G^T, rounded to T, into elements 6 a to 6 a + 5 */
+#define FC_WINO4_G_ROW(T, o, a, ld, kk, t0, t1, t2)                                     \
+    do {                                                                                \
+        double u0_, u1_, u2_, u3_, u4_, u5_;                                            \
+        FC_WINO4_G(t0, t1, t2, u0_, u1_, u2_, u3_, u4_, u5_);                           \
+        o[(6 * a) * ld + kk] = (T)u0_;                                                  \
+        o[(6 * a + 1) * ld + kk] = (T)u1_;                                              \
+        o[(6 * a + 2) * ld + kk] = (T)u2_;                                              \
+        o[(6 * a + 3) * ld + kk] = (T)u3_;                                              \
+        o[(6 * a + 4) * ld + kk] = (T)u4_;                                              \
+        o[(6 * a + 5) * ld + kk] = (T)u5_;                                              \
+    } while (0)
+
+/* G applied to three values, in double */
+#define FC_WINO4_G(g0, g1, g2, o0, o1, o2, o3, o4, o5)                                  \
+    do {                                                                                \
+        double h0_ = g0, h1_ = g1, h2_ = g2, s_ = h0_ + h2_, q_ = h0_ + 4 * h2_;        \
+        o0 = h0_ * 0.25;                                                                \
+        o1 = (s_ + h1_) * (-1.0 / 6);                                                   \
+        o2 = (s_ - h1_) * (-1.0 / 6);                                                   \
+        o3 = (q_ + 2 * h1_) * (1.0 / 24);                                               \
+        o4 = (q_ - 2 * h1_) * (1.0 / 24);                                               \
+        o5 = h2_;                                                                       \
+    } while (0)
+
 typedef void (*fc_wino_w_f32)(const float *, fc_index, fc_index, fc_index, float *);
 typedef void (*fc_wino_w_f64)(const double *, fc_index, fc_index, fc_index, double *);
 typedef int (*fc_wino_in_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
@@ -217,6 +437,12 @@ typedef struct {
     fc_wino_in_f64 in_f64;
     fc_wino_out_f32 out_f32;
     fc_wino_out_f64 out_f64;
+    fc_wino_w_f32 w4_f32;  /* F(4x4, 3x3)'s, with the same arguments */
+    fc_wino_w_f64 w4_f64;
+    fc_wino_in_f32 in4_f32;
+    fc_wino_in_f64 in4_f64;
+    fc_wino_out_f32 out4_f32;
+    fc_wino_out_f64 out4_f64;
     int mr;  /* the panels' rows: checked against fc_isas' at import */
 } fc_wino;
 
@@ -227,10 +453,18 @@ typedef struct {
     FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f32, float, TARGET)                            \
     FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f64, double, TARGET)                           \
     FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f32, float, TARGET)                          \
-    FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f64, double, TARGET)
+    FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f64, double, TARGET)                         \
+    FC_DEFINE_WINO4_W(fc_wino4_w_##ISA##_f32, float, MR, TARGET)                        \
+    FC_DEFINE_WINO4_W(fc_wino4_w_##ISA##_f64, double, MR, TARGET)                       \
+    FC_DEFINE_WINO4_IN(fc_wino4_in_##ISA##_f32, float, TARGET)                          \
+    FC_DEFINE_WINO4_IN(fc_wino4_in_##ISA##_f64, double, TARGET)                         \
+    FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f32, float, TARGET)                        \
+    FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f64, double, TARGET)
 #define FC_WINO(ISA, MR)                                                                \
     {fc_wino_w_##ISA##_f32, fc_wino_w_##ISA##_f64, fc_wino_in_##ISA##_f32,              \
-     fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32, fc_wino_out_##ISA##_f64, MR}
+     fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32, fc_wino_out_##ISA##_f64,           \
+     fc_wino4_w_##ISA##_f32, fc_wino4_w_##ISA##_f64, fc_wino4_in_##ISA##_f32,            \
+     fc_wino4_in_##ISA##_f64, fc_wino4_out_##ISA##_f32, fc_wino4_out_##ISA##_f64, MR}
 
 #if FC_X86
 FC_DEFINE_WINO(avx512, FC_TARGET_AVX512, 8)

@@ -16,6 +16,10 @@ handed out as fixtures:
     Float64 central finite differences of ``sum(f(x) * g)``.
 ``threads``
     Restores fastconv's thread count after a test that changes it.
+``algo``
+    Maps a test's algorithm name to fastconv's: ``"winograd-2x2"`` and
+    ``"winograd-4x4"`` run ``algorithm="winograd"`` on F(2x2, 3x3) or
+    F(4x4, 3x3) alone, whichever auto's cost model would pick.
 ``sample_call``
     One valid, non-trivial call of each public function (used by the
     invariance and thread tests, parametrized over ``func_name``).
@@ -172,6 +176,27 @@ def threads(monkeypatch):
     monkeypatch.setattr(_choose, "PARALLEL_MIN_FLOPS", 0)
     yield fastconv
     fastconv.set_num_threads(None)
+
+
+#: the test-only algorithm names that force one Winograd tile
+WINOGRAD_TILES = {"winograd-2x2": 2, "winograd-4x4": 4}
+
+
+@pytest.fixture
+def algo(monkeypatch):
+    """``algo(name)``: fastconv's algorithm for the test's ``name`` (see the
+    module docstring); auto's cached choices are dropped before and after."""
+    from fastconv import _choose
+
+    def resolve(name):
+        if name not in WINOGRAD_TILES:
+            return name
+        monkeypatch.setattr(_choose, "WINOGRAD_TILES", (WINOGRAD_TILES[name],))
+        _choose.clear_cache()
+        return "winograd"
+
+    yield resolve
+    _choose.clear_cache()
 
 
 # ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import fastconv
 from fastconv import reference as ref
 
 DTYPES = [np.float32, np.float64]
-ALGORITHMS = ["direct", "im2col", "1x1", "winograd", "auto"]
+ALGORITHMS = ["direct", "im2col", "1x1", "winograd-2x2", "winograd-4x4", "auto"]
 
 
 def case(id, N=2, C=3, H=7, W=6, K=4, R=3, S=None, stride=1, padding=0,
@@ -111,7 +111,7 @@ def make_arrays(rng, p, dtype):
 def accepts(p, algorithm):
     if algorithm == "1x1":
         return p["R"] == 1 and p["S"] == 1
-    if algorithm == "winograd":
+    if algorithm.startswith("winograd"):
         return (p["R"], p["S"]) == (3, 3) and p["stride"] == 1 and p["dilation"] == 1
     return True
 
@@ -125,10 +125,10 @@ def with_algorithms(cases):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p, algorithm", with_algorithms(CASES))
-def test_conv2d_matches_reference(rng, assert_close, p, dtype, algorithm):
+def test_conv2d_matches_reference(rng, assert_close, algo, p, dtype, algorithm):
     x, w, b, kw = make_arrays(rng, p, dtype)
     expected = ref.conv2d(x, w, b, **kw)
-    got = fastconv.conv2d(x, w, b, algorithm=algorithm, **kw)
+    got = fastconv.conv2d(x, w, b, algorithm=algo(algorithm), **kw)
     assert got.ndim == x.ndim
     L = w.shape[1] * w.shape[2] * w.shape[3]
     assert_close(got, expected, L)
@@ -136,12 +136,12 @@ def test_conv2d_matches_reference(rng, assert_close, p, dtype, algorithm):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p, algorithm", with_algorithms(CASES))
-def test_conv2d_backward_matches_reference(rng, assert_close, p, dtype, algorithm):
+def test_conv2d_backward_matches_reference(rng, assert_close, algo, p, dtype, algorithm):
     x, w, _, kw = make_arrays(rng, p, dtype)
     y = ref.conv2d(x, w, None, **kw)
     g = rng.standard_normal(y.shape).astype(dtype)
     exp_gi, exp_gw, exp_gb = ref.conv2d_backward(g, x, w, **kw)
-    gi, gw, gb = fastconv.conv2d_backward(g, x, w, algorithm=algorithm, **kw)
+    gi, gw, gb = fastconv.conv2d_backward(g, x, w, algorithm=algo(algorithm), **kw)
     K, Cg, R, S = w.shape
     npq = int(np.prod(y.shape)) // K if y.size else 1
     assert_close(gi, exp_gi, (K // p["groups"]) * R * S, err_msg="grad_input")
@@ -258,7 +258,8 @@ FD_CASES = [
 
 
 @pytest.mark.parametrize("p, algorithm", with_algorithms(FD_CASES))
-def test_conv2d_backward_finite_differences(rng, numerical_grad, p, algorithm):
+def test_conv2d_backward_finite_differences(rng, numerical_grad, algo, p, algorithm):
+    algorithm = algo(algorithm)
     x, w, b, kw = make_arrays(rng, p, np.float64)
     b = rng.standard_normal(p["K"])
     y = fastconv.conv2d(x, w, b, algorithm=algorithm, **kw)

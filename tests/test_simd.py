@@ -54,7 +54,7 @@ def test_unknown_variant_rejected():
 RUNS = [(case, "im2col") for case in CASES] + [
     (case, "1x1") for case in CASES if case[5:7] == (1, 1)
 ]
-# Winograd F(2x2, 3x3) (the backward: its grad_input): its own shapes too. Rows of tiles run
+# Winograd F(2x2, 3x3) and F(4x4, 3x3) (the backward: its grad_input): its own shapes too. Rows of tiles run
 # through the batch (items spanning images), odd output sizes drop a tile's
 # last row or column, rows of more tiles than a vector, more channels than
 # one reduction block, output channels past a register block.
@@ -70,19 +70,22 @@ WINOGRAD_CASES = [
     (2, 12, 9, 11, 8, 3, 3, 1, 1, 1, 4),
     (3, 6, 7, 6, 6, 3, 3, 1, (0, 2), 1, 6),  # depthwise
     (1, 64, 5, 13, 40, 3, 3, 1, 1, 1, 2),
+    # padding beyond 2 (tiles of padding alone), and uneven
+    (2, 3, 5, 10, 4, 3, 3, 1, 3, 1, 1),
+    (3, 2, 6, 7, 5, 3, 3, 1, ((0, 1), (2, 0)), 1, 1),
 ]
-RUNS += [(case, "winograd") for case in WINOGRAD_CASES]
+RUNS += [(case, a) for case in WINOGRAD_CASES for a in ("winograd-2x2", "winograd-4x4")]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case, algorithm", RUNS, ids=str)
-def test_forward_matches_reference(variant, dtype, case, algorithm, rng, assert_close):
+def test_forward_matches_reference(variant, dtype, case, algorithm, algo, rng, assert_close):
     N, C, H, W, K, R, S, stride, padding, dilation, groups = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
     b = rng.standard_normal(K).astype(dtype)
-    got = fastconv.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
+    got = fastconv.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algo(algorithm))
     want = reference.conv2d(x, w, b, stride, padding, dilation, groups)
     assert got.dtype == dtype
     assert_close(got, want, reduction=C // groups * R * S)
@@ -91,14 +94,14 @@ def test_forward_matches_reference(variant, dtype, case, algorithm, rng, assert_
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case, algorithm", RUNS, ids=str)
-def test_backward_matches_reference(variant, dtype, case, algorithm, rng, assert_close):
+def test_backward_matches_reference(variant, dtype, case, algorithm, algo, rng, assert_close):
     N, C, H, W, K, R, S, stride, padding, dilation, groups = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
     y = reference.conv2d(x, w, None, stride, padding, dilation, groups)
     gy = rng.standard_normal(y.shape).astype(dtype)
     got = fastconv.conv2d_backward(gy, x, w, stride, padding, dilation, groups,
-                                   algorithm=algorithm)
+                                   algorithm=algo(algorithm))
     want = reference.conv2d_backward(gy, x, w, stride, padding, dilation, groups)
     P, Q = y.shape[2:]
     assert_close(got[0], want[0], reduction=K // groups * R * S)
@@ -116,7 +119,7 @@ GW_PATHS = {"dot": (10**9, 10**9, 10**9), "gemm": (1, 1, 10**9),
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 3])
 @pytest.mark.parametrize("path", GW_PATHS)
-@pytest.mark.parametrize("case, algorithm", [run for run in RUNS if run[1] != "winograd"],
+@pytest.mark.parametrize("case, algorithm", [run for run in RUNS if not run[1].startswith("winograd")],
                          ids=str)
 def test_grad_weight_paths_match_reference(variant, dtype, n_threads, path, case, algorithm,
                                            monkeypatch, threads, rng, assert_close):

@@ -205,7 +205,8 @@ def test_conv_specials_match_reference(rng, algorithm, case, where):
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_conv_specials_winograd(rng, dtype, where, groups):
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
+def test_conv_specials_winograd(rng, algo, tile, dtype, where, groups):
     """Winograd's transforms mix a tile's inputs, so an inf would reach outputs
     whose windows do not hold it (inf - inf = NaN): such operands run im2col,
     and the specials land where the reference puts them (also when only one
@@ -218,13 +219,14 @@ def test_conv_specials_winograd(rng, dtype, where, groups):
         w.flat[rng.integers(0, w.size)] = rng.choice(SPECIALS)
     with np.errstate(invalid="ignore"):
         expected = ref.conv2d(x, w, padding=1, groups=groups)
-    got = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm="winograd")
+    got = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm=algo(tile))
     assert_same_specials(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
 
 
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
-def test_conv_backward_specials_winograd(rng, where, groups):
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
+def test_conv_backward_specials_winograd(rng, algo, tile, where, groups):
     """grad_input by Winograd convolves grad_output: specials there (or in the
     weights) make the whole backward run as im2col, as the reference places them."""
     x = rng.standard_normal((2, 4, 12, 11))
@@ -238,7 +240,7 @@ def test_conv_backward_specials_winograd(rng, where, groups):
         g = sprinkle(rng, g.shape, np.float64, 0.01)
     with np.errstate(invalid="ignore"):
         expected = ref.conv2d_backward(g, x, w, padding=1, groups=groups)
-    got = fastconv.conv2d_backward(g, x, w, padding=1, groups=groups, algorithm="winograd")
+    got = fastconv.conv2d_backward(g, x, w, padding=1, groups=groups, algorithm=algo(tile))
     for a, e, what in zip(got, expected, ("grad_input", "grad_weight", "grad_bias")):
         assert_same_specials(a, e, 1e-10, what)
 
@@ -246,7 +248,8 @@ def test_conv_backward_specials_winograd(rng, where, groups):
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_conv_winograd_near_overflow(rng, dtype, where, groups):
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
+def test_conv_winograd_near_overflow(rng, algo, tile, dtype, where, groups):
     """Values whose transforms could overflow (a few times larger than the
     operands) run im2col: the same finite results, or the same infinities."""
     big = np.finfo(dtype).max
@@ -259,7 +262,7 @@ def test_conv_winograd_near_overflow(rng, dtype, where, groups):
         w[1, 0, 1, 1] = big / 3
     with np.errstate(over="ignore", invalid="ignore"):
         expected = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm="im2col")
-    got = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm="winograd")
+    got = fastconv.conv2d(x, w, padding=1, groups=groups, algorithm=algo(tile))
     np.testing.assert_array_equal(got, expected)
 
 

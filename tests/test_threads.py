@@ -48,9 +48,10 @@ def test_conv_thread_counts_agree_on_uneven_work(threads, rng, assert_close, alg
         assert_close(got, exp, red)
 
 
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("n", [2, 3, 5])
-def test_winograd_thread_counts_agree_exactly(threads, rng, n, groups):
+def test_winograd_thread_counts_agree_exactly(threads, rng, algo, n, groups, tile):
     """Winograd's items are rows of tiles (of one group), fewer or more of
     them with more threads; each tile's sums run in the same order, so the
     bits agree. (7.5 MFLOP dense, 3.7 grouped: above the size that runs on
@@ -58,7 +59,7 @@ def test_winograd_thread_counts_agree_exactly(threads, rng, n, groups):
     x = rng.standard_normal((3, 16, 21, 17)).astype(np.float32)
     w = rng.standard_normal((24, 16 // groups, 3, 3)).astype(np.float32)
     g = rng.standard_normal((3, 24, 21, 17)).astype(np.float32)
-    kw = dict(padding=1, groups=groups, algorithm="winograd")
+    kw = dict(padding=1, groups=groups, algorithm=algo(tile))
     threads.set_num_threads(1)
     y1 = fastconv.conv2d(x, w, **kw)
     gi1 = fastconv.conv2d_backward(g, x, w, **kw)[0]

@@ -85,12 +85,14 @@ def winograd_fits(c):
 
 CONV_ALGORITHMS = [
     pytest.param(*c.values, a, id=f"{c.id}-{a}") for c in CONV
-    for a in ("direct", "im2col", "1x1", "winograd", "auto")
-    if (a != "1x1" or c.values[1][2:] == (1, 1)) and (a != "winograd" or winograd_fits(c))]
+    for a in ("direct", "im2col", "1x1", "winograd-2x2", "winograd-4x4", "auto")
+    if (a != "1x1" or c.values[1][2:] == (1, 1))
+    and (not a.startswith("winograd") or winograd_fits(c))]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kw, algorithm", CONV_ALGORITHMS)
-def test_conv2d_forward_and_backward(rng, x_shape, w_shape, kw, algorithm):
+def test_conv2d_forward_and_backward(rng, algo, x_shape, w_shape, kw, algorithm):
+    algorithm = algo(algorithm)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
     b = rng.standard_normal(w_shape[0])
