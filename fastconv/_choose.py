@@ -13,15 +13,17 @@ forward's operations (twice that for a backward):
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
   with few channels or small planes (in_place), the image is read in place,
   so nothing is copied;
-* ``"winograd"`` (3x3 at stride 1, no dilation): the GEMMs of F(2x2, 3x3),
-  16 multiply-adds per 2x2 outputs and channel pair of a group instead of
-  36, at ``WINOGRAD_EFFICIENCY`` of peak (small matrices: K x C per group
-  times a block of tiles; below WINOGRAD_SHORT_REDUCTION input channels per
-  group, proportionally slower), plus ``WINOGRAD_TRANSFORM_CYCLES`` per
-  element of the transformed input and output tiles (16 per tile and
-  channel) and ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and
-  per work item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed
-  weights. Its backward (padding at most 2): half of direct's cost
+* ``"winograd"`` (3x3 at stride 1, no dilation): the cheaper of F(2x2, 3x3)
+  and F(4x4, 3x3) (WINOGRAD_TILES). The GEMMs of F(m x m, 3x3), (m + 2)^2
+  multiply-adds per m x m outputs and channel pair of a group instead of
+  9 m^2 (16 for 4 outputs, 36 for 16), at ``WINOGRAD_EFFICIENCY`` of peak
+  (small matrices: K x C per group times a block of tiles; below
+  WINOGRAD_SHORT_REDUCTION input channels per group, slower), plus
+  ``WINOGRAD_TRANSFORM_CYCLES`` per element of the transformed input and
+  output tiles ((m + 2)^2 per tile and channel) and
+  ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work
+  item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed weights (F(4x4)
+  needs 2.25x F(2x2)'s). Its backward (padding at most 2): half of direct's cost
   (grad_weight) plus grad_input as a Winograd forward with the channels
   exchanged within each group;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
@@ -99,10 +101,10 @@ WINOGRAD_TILES = (2, 4)
 #: six columns one by one, and its weights (2.25x F(2x2)'s) stream from L3.
 WINOGRAD_TRANSFORM_CYCLES = {2: 0.3, 4: 1.3}
 WINOGRAD_WEIGHT_CYCLES = {2: (3.0, 0.25), 4: (3.4, 1.4)}
-#: auto's bound on the transformed weights, 16 x K x C / groups values (K
-#: padded to whole register blocks per group) packed once per call (16 MiB:
-#: 512 x 512 channels in float32), so that with the threads' blocks a call
-#: stays within 32 MiB of workspace
+#: auto's bound on the transformed weights, (m + 2)^2 x K x C / groups values
+#: (K padded to whole register blocks per group) packed once per call (16 MiB:
+#: 512 x 512 channels in float32 for F(2x2), 341 x 341 for F(4x4)), so that
+#: with the threads' blocks a call stays within 32 MiB of workspace
 WINOGRAD_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
 #: bytes of one thread's transformed input and output tiles (V and M), at
 #: most: 0.5-4 MiB measured within 10% of each other on the three dense 3x3
@@ -111,12 +113,15 @@ WINOGRAD_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
 WINOGRAD_BLOCK_BYTES = 4096 * 1024
 
 
-#: input channels per group below which the Winograd GEMMs slow down in
-#: proportion (each micro-kernel call loads and stores its accumulators for
-#: that few multiply-adds, and the transforms' share grows). Measured on Zen
-#: 3, one thread, against direct: 32 channels per group (dense, or 2 to 4
-#: groups) Winograd 7-33% faster forward, 4-10% backward; 16 channels direct
-#: 8-18% faster
+#: input channels per group below which the Winograd GEMMs slow down, as the
+#: square root of the shortfall (each micro-kernel call loads and stores its
+#: accumulators for that few multiply-adds, and the transforms' share grows).
+#: Measured on Zen 3, one thread, against direct: 32 channels per group
+#: (dense, or 2 to 4 groups) F(2x2) 7-33% faster forward, 4-10% backward; 16
+#: channels direct 8-18% faster than F(2x2) but F(4x4) 4-31% faster than
+#: direct forward, even backward. On 11 layers of 8-64 channels, forward and
+#: backward, auto's pick took 2% more time than the fastest in geometric mean
+#: (12% at worst: 32 16x16 images) with the square root, 5% (31%) in proportion
 WINOGRAD_SHORT_REDUCTION = 32
 
 
@@ -286,7 +291,7 @@ def _winograd_cost(g, peak, tile=None):
     if weights * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
         return None
     fill = kg / (math.ceil(kg / mr) * mr)
-    efficiency = WINOGRAD_EFFICIENCY * min(1, cg / WINOGRAD_SHORT_REDUCTION)
+    efficiency = WINOGRAD_EFFICIENCY * math.sqrt(min(1, cg / WINOGRAD_SHORT_REDUCTION))
     tile_rows = g.N * -(-g.P // tile)
     slots = tile_rows * winograd_slots(g.Q, tile)
     items = -(-tile_rows // winograd_blocks(g, 1, tile)[0])  # per group
@@ -402,9 +407,11 @@ def explain(g, backward=False):
     elif best == "1x1":
         why = "1x1: a pointwise convolution is a GEMM on the image's pixels"
     elif best == "winograd":
+        m = winograd_tile(grad_input_geometry(g) if backward else g)
         why = (f"winograd: a 3x3 layer at stride 1 with {g.C // g.groups} input and "
                f"{g.K // g.groups} output channels per group, enough for the transforms "
-               f"to pay for 2.25x fewer multiplications")
+               f"of F({m}x{m}, 3x3) to pay for {9 * m * m / (m + 2) ** 2:.2f}x fewer "
+               f"multiplications{' in grad_input' if backward else ''}")
     else:
         why = (f"im2col: {(g.C // g.groups) * g.R * g.S} taps per output and "
                f"{g.K // g.groups} output channels per group keep the GEMM micro-kernel "
