@@ -1070,7 +1070,8 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef Py_ssize_t ld = (block_rows * slots + nr - 1) // nr * nr
     # the transforms' buffer (see _winograd.h)
     cdef Py_ssize_t n_buf = (8 * (block_rows * slots + 1) if tile == 2 else
-                             max(7 * W + 36 * block_rows * slots, 40 * block_rows * slots))
+                             max(6 * max(4 * TQ + 2, pl + W) + W + 36 * block_rows * slots,
+                                 40 * block_rows * slots))
     cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld, g
     cdef bint has_bias = bias is not None
     cdef bint bad = False

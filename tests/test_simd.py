@@ -73,6 +73,9 @@ WINOGRAD_CASES = [
     # padding beyond 2 (tiles of padding alone), and uneven
     (2, 3, 5, 10, 4, 3, 3, 1, 3, 1, 1),
     (3, 2, 6, 7, 5, 3, 3, 1, ((0, 1), (2, 0)), 1, 1),
+    # F(4x4)'s rows of 8 tiles and more (their own transform loop), padded
+    (1, 3, 5, 37, 4, 3, 3, 1, 2, 1, 1),
+    (2, 2, 6, 33, 3, 3, 3, 1, ((1, 0), (0, 2)), 1, 1),
 ]
 RUNS += [(case, a) for case in WINOGRAD_CASES for a in ("winograd-2x2", "winograd-4x4")]
 
