@@ -98,22 +98,24 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return y
 
 
-#: by Winograd tile m: bounds on |G g G^T| / max |g|, |B^T d B| / max |d| and
-#: |A^T m A| / max |m| (squares of the matrices' largest absolute row sums)
-_WINOGRAD_GROWTH = {2: (2.25, 4, 9), 4: (1, 100, 361)}
+#: by Winograd tile m: a bound on the weight transform's partial sums / max
+#: |g| (F(4x4)'s g0 + 2 g1 + 4 g2 reaches 7, F(2x2)'s g0 + g1 + g2 3), and
+#: bounds on |G g G^T| / max |g|, |B^T d B| / max |d| and |A^T m A| / max |m|
+#: (squares of the matrices' largest absolute row sums)
+_WINOGRAD_GROWTH = {2: (4, 2.25, 4, 9), 4: (8, 1, 100, 361)}
 
 
 def _winograd(func, g, y4, n_threads):
     """Run the Winograd forward into ``y4``; False when the operands' values
     rule it out (not finite, or large enough to overflow in the transforms)."""
     tile = _choose.winograd_tile(g) or 2  # forced beyond auto's weight bound: F(2x2)
-    big = np.finfo(g.dtype).max
+    big = float(np.finfo(g.dtype).max)  # a Python float: the bounds below exceed float32's
+    sums, u, v, a = _WINOGRAD_GROWTH[tile]
     wmax = float(max(g.w.max(initial=0), -g.w.min(initial=0)))  # NaN if any
-    if not wmax < big / 4:  # also NaN and inf
+    if not wmax < big / sums:  # also NaN and inf
         return False
     # |output transform . sum over a group's C of U V|, with a factor 2 to spare
     # for the bias and rounding
-    u, v, a = _WINOGRAD_GROWTH[tile]
     lim = big / (2 * a * u * v * (g.C // g.groups) * wmax) if wmax > 0 else big
     return _call(func, _conv.conv2d_winograd, g.x, g.w, g.b, y4, g.pad[0], g.pad[2], g.groups,
                  tile, *_choose.winograd_blocks(g, n_threads, tile), lim, n_threads) == 0

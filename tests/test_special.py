@@ -266,6 +266,28 @@ def test_conv_winograd_near_overflow(rng, algo, tile, dtype, where, groups):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_winograd_large_weights_tiny_input(rng, algo, tile, dtype):
+    """Weights of a fifth of the largest float, on an input small enough that
+    the outputs stay finite: F(4x4)'s weight transform would sum g0 + 2 g1 +
+    4 g2 to 7/5 of it (inf in float64, NaNs in the output), so such weights
+    run im2col; F(2x2)'s sums stay below it. Either way the results match
+    im2col's. (Also a check on the overflow bounds' arithmetic: as NumPy
+    float32 scalars they overflowed and raised.)"""
+    big = np.finfo(dtype).max
+    x = (rng.standard_normal((1, 2, 7, 6)) * 1e-7).astype(dtype)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(dtype)
+    w[0, 0] = big / 5
+    expected = fastconv.conv2d(x, w, padding=1, algorithm="im2col")
+    got = fastconv.conv2d(x, w, padding=1, algorithm=algo(tile))
+    assert np.isfinite(expected).all()
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for k in range(3):  # channel 0 is some 1e30 times the others
+        scale = np.abs(expected[:, k]).max()
+        np.testing.assert_allclose(got[:, k], expected[:, k], rtol=rtol, atol=rtol * scale)
+
+
 # --------------------------------------------------------------------------
 # PyTorch, when installed
 
