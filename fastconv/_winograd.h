@@ -1,7 +1,9 @@
-/* The transforms of Winograd's F(2x2, 3x3) convolution (Lavin & Gray 2016),
- * one source for every ISA (instantiated below with __attribute__((target)),
- * picked with the GEMM micro-kernels in _gemm_kernels.h). Adds and subtracts
- * only, so every variant gives the same bits.
+/* The transforms of Winograd's F(2x2, 3x3) and F(4x4, 3x3) convolutions
+ * (Lavin & Gray 2016), one source for every ISA (instantiated below with
+ * __attribute__((target)), picked with the GEMM micro-kernels in
+ * _gemm_kernels.h). F(2x2)'s data transforms add and subtract only,
+ * F(4x4)'s also multiply by powers of two (exact, contracted into FMAs or
+ * not): they give the same bits in every variant.
  *
  * A 2x2 block of outputs comes from a 4x4 tile d of input (rows 2 tp - pt to
  * 2 tp - pt + 3, columns 2 tq - pl to 2 tq - pl + 3):
@@ -159,6 +161,13 @@ TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index
     }                                                                                   \
 }
 
+/* the 3x3 taps of channel pairs (k0 + kk, c), kk < MR, into g[tap][kk] (zero
+ * past K), with the caller's kk and i as the loops' counters */
+#define FC_WINO_TAPS(g, w, K, C, k0, c, MR)                                             \
+    for (kk = 0; kk < MR; kk++)                                                         \
+        for (i = 0; i < 9; i++)                                                         \
+            g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0
+
 /* Output channels [k0, k0 + MR) of the transformed weights G g G^T, G = [[1, 0,
  * 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], into the GEMM
  * micro-kernels' packed panels: element xi = 4 a + b of channel pair (k, c) at
@@ -173,9 +182,7 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
     for (c = 0; c < C; c++) {                                                           \
         T g[9][MR];                                                                     \
         T *restrict o = apack + k0 * C + c * MR;                                        \
-        for (kk = 0; kk < MR; kk++)                                                     \
-            for (i = 0; i < 9; i++)                                                     \
-                g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0;            \
+        FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                            \
         FC_IVDEP                                                                        \
         for (kk = 0; kk < MR; kk++) {                                                   \
             /* t = G g (rows), then t G^T (columns) */                                  \
@@ -381,9 +388,7 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
     for (c = 0; c < C; c++) {                                                           \
         double g[9][MR];                                                                \
         T *restrict o = apack + k0 * C + c * MR;                                        \
-        for (kk = 0; kk < MR; kk++)                                                     \
-            for (i = 0; i < 9; i++)                                                     \
-                g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0;            \
+        FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                            \
         FC_IVDEP                                                                        \
         for (kk = 0; kk < MR; kk++) {                                                   \
             /* t = G g (down the kernel's columns: t<a><column>), then t G^T */         \
