@@ -4,7 +4,8 @@
  * (the GEMM micro-kernel ran 7-8% slower on such panels).
  *
  * Each thread keeps the blocks it frees (at most FC_CACHE_SLOTS of them,
- * FC_CACHE_BYTES in all) for its next calls. glibc hands large blocks back
+ * FC_CACHE_BYTES in all, and FC_CACHE_TOTAL across the threads, so that a
+ * pool of many threads holds no more) for its next calls. glibc hands large blocks back
  * to the system when they are freed (each is mmapped, or the heap's top is
  * trimmed), depending on what was freed before, and touching a block afresh
  * costs a page fault per 4 KiB: a 128-channel 28x28 Winograd layer took
@@ -26,6 +27,7 @@ static void fc_free64(void *p) { _aligned_free(p); }
 
 #define FC_CACHE_SLOTS 6
 #define FC_CACHE_BYTES ((size_t)32 << 20)
+#define FC_CACHE_TOTAL ((size_t)64 << 20) /* per module: each has its own caches */
 #define FC_HEADER 64 /* before each block: its size (keeps the block aligned) */
 
 typedef struct {
@@ -38,11 +40,13 @@ typedef struct {
 static pthread_key_t fc_cache_key;
 static pthread_once_t fc_cache_once = PTHREAD_ONCE_INIT;
 static int fc_cache_ok;
+static size_t fc_cache_all; /* bytes cached by every thread (atomic) */
 
 static void fc_cache_clear(fc_cache *c)
 {
     int i;
     for (i = 0; i < c->count; i++) free(c->block[i]);
+    __atomic_sub_fetch(&fc_cache_all, c->total, __ATOMIC_RELAXED);
     c->count = 0;
     c->total = 0;
 }
@@ -73,6 +77,7 @@ static fc_cache *fc_cache_get(void)
 static void fc_cache_take(fc_cache *c, int i)
 {
     c->total -= c->size[i];
+    __atomic_sub_fetch(&fc_cache_all, c->size[i], __ATOMIC_RELAXED);
     for (c->count--; i < c->count; i++) {
         c->block[i] = c->block[i + 1];
         c->size[i] = c->size[i + 1];
@@ -120,8 +125,14 @@ static void fc_free64(void *p)
     }
     /* the oldest blocks make room */
     while (c->count > 0 && (c->count == FC_CACHE_SLOTS || c->total + size > FC_CACHE_BYTES)) {
-        free(c->block[c->count - 1]);
+        void *old = c->block[c->count - 1];
         fc_cache_take(c, c->count - 1);
+        free(old);
+    }
+    if (__atomic_add_fetch(&fc_cache_all, size, __ATOMIC_RELAXED) > FC_CACHE_TOTAL) {
+        __atomic_sub_fetch(&fc_cache_all, size, __ATOMIC_RELAXED); /* other threads hold enough */
+        free(raw);
+        return;
     }
     for (i = c->count; i > 0; i--) {
         c->block[i] = c->block[i - 1];
@@ -130,7 +141,7 @@ static void fc_free64(void *p)
     c->block[0] = raw;
     c->size[0] = size;
     c->count++;
-    c->total += size;
+    c->total += size; /* (fc_cache_all counted it above) */
 }
 #endif
 
