@@ -23,7 +23,10 @@ forward's operations (twice that for a backward):
   output tiles ((m + 2)^2 per tile and channel) and
   ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work
   item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed weights (F(4x4)
-  needs 2.25x F(2x2)'s). Its backward (padding at most 2): half of direct's cost
+  needs 2.25x F(2x2)'s). A dilated layer: the cost of its phases as one
+  undilated batch (see dilated_phases) plus WINOGRAD_PHASE_CYCLES per element
+  of their copies, none where one image's phases copy more than
+  WINOGRAD_PHASE_BYTES. Its backward (padding at most 2, no dilation): half of direct's cost
   (grad_weight) plus grad_input as a Winograd forward with the channels
   exchanged within each group;
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
@@ -126,22 +129,57 @@ WINOGRAD_SHORT_REDUCTION = 32
 
 
 def winograd_fits(g):
-    """Whether the Winograd F(2x2, 3x3) kernel can run geometry ``g``."""
-    return (g.R, g.S) == (3, 3) and g.stride == (1, 1) and g.dilation == (1, 1)
+    """Whether the Winograd kernels can run geometry ``g``: a 3x3 kernel at
+    stride 1, a dilated one through its phases (see dilated_phases)."""
+    return (g.R, g.S) == (3, 3) and g.stride == (1, 1)
 
 
 def winograd_backward_fits(g):
     """Whether grad_input of geometry ``g`` can run as a Winograd forward: the
     3x3 convolution of grad_output at stride 1 with padding 2 - p per side
-    (so each padding at most 2)."""
-    return winograd_fits(g) and all(0 <= p <= 2 for p in g.pad)
+    (so each padding at most 2), without dilation."""
+    return winograd_fits(g) and g.dilation == (1, 1) and all(0 <= p <= 2 for p in g.pad)
+
+
+#: bytes of the copies a dilated layer's Winograd makes per call (a block of
+#: images' phases, input and output); auto does not pick it where one image
+#: takes more
+WINOGRAD_PHASE_BYTES = 16 * 1024 * 1024
+#: cycles per element of those copies (NumPy's strided copies, on one thread:
+#: 0.29 ms for 0.6 M elements on Zen 3)
+WINOGRAD_PHASE_CYCLES = 1.5
+
+
+def dilated_phases(g):
+    """A dilated 3x3 convolution at stride 1 as undilated ones: output row
+    dh p' + a reads rows dh (p' + r) + a of the zero-padded input, so phase
+    (a, b) of the output (rows a, a + dh, ..., columns b, b + dw, ...) is the
+    valid (unpadded) 3x3 convolution of the padded input's phase (a, b).
+    Returns ``(Hs, Ws, images, bytes)``: every phase padded with zeros to the
+    largest one's Hs x Ws, so that a call runs a block of ``images`` images'
+    dh x dw phases as one batch, and the bytes one image's phases copy."""
+    dh, dw = g.dilation
+    hs = -(-(g.H + g.pad[0] + g.pad[1]) // dh)
+    ws = -(-(g.W + g.pad[2] + g.pad[3]) // dw)
+    per_image = dh * dw * (g.C * hs * ws + g.K * (hs - 2) * (ws - 2)) * g.dtype.itemsize
+    return hs, ws, max(1, min(g.N, WINOGRAD_PHASE_BYTES // per_image)), per_image
+
+
+def phase_geometry(g, xs=None, images=None):
+    """The undilated forward geometry of ``images`` images' phases (all of
+    them when None; ``xs`` their stacked copies, None for the cost model)."""
+    hs, ws, _, _ = dilated_phases(g)
+    n = (g.N if images is None else images) * g.dilation[0] * g.dilation[1]
+    return _GradInput(xs, g.w, n, g.C, g.K, hs - 2, ws - 2, (0, 0, 0, 0), g.dtype, g.groups,
+                      getattr(g, "b", None))
 
 
 @dataclass
 class _GradInput:
-    """The geometry of grad_input as a forward convolution (for the Winograd
-    kernel and its blocking): grad_output convolved with the flipped weights,
-    input and output channels exchanged within each group."""
+    """A forward 3x3 convolution at stride 1 the Winograd kernel runs for
+    another (its operands, shapes and blocking): grad_input's (grad_output
+    convolved with the flipped weights, input and output channels exchanged
+    within each group), or a dilated layer's phases'."""
 
     x: object
     w: object
@@ -260,7 +298,15 @@ def _costs(g, backward=False):
         if gi is not None:
             costs["winograd"] = costs["direct"] / 2 + gi
     elif not backward and winograd_fits(g):
-        cost = _winograd_cost(g, peak)
+        if g.dilation == (1, 1):
+            cost = _winograd_cost(g, peak)
+        else:  # the phases' copies, in and out, then Winograd on them
+            _, _, _, per_image = dilated_phases(g)
+            sub = phase_geometry(g)
+            cost = None if per_image > WINOGRAD_PHASE_BYTES else _winograd_cost(sub, peak)
+            if cost is not None:
+                cost += WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
+                                                         + g.K * sub.P * sub.Q)
         if cost is not None:
             costs["winograd"] = cost
     return costs
@@ -337,8 +383,8 @@ def resolve(func, algorithm, g, backward=False):
         return _auto(g, backward)
     if algorithm == "winograd" and not winograd_fits(g):
         raise ValueError(
-            f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1 without dilation, "
-            f"got kernel size {(g.R, g.S)}, stride {g.stride}, dilation {g.dilation}"
+            f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1, "
+            f"got kernel size {(g.R, g.S)}, stride {g.stride}"
         )
     if algorithm == "winograd" and backward and not winograd_backward_fits(g):
         return "im2col"
@@ -407,11 +453,15 @@ def explain(g, backward=False):
     elif best == "1x1":
         why = "1x1: a pointwise convolution is a GEMM on the image's pixels"
     elif best == "winograd":
-        m = winograd_tile(grad_input_geometry(g) if backward else g)
+        run = (grad_input_geometry(g) if backward
+               else g if g.dilation == (1, 1) else phase_geometry(g))
+        m = winograd_tile(run)
         why = (f"winograd: a 3x3 layer at stride 1 with {g.C // g.groups} input and "
                f"{g.K // g.groups} output channels per group, enough for the transforms "
                f"of F({m}x{m}, 3x3) to pay for {9 * m * m / (m + 2) ** 2:.2f}x fewer "
                f"multiplications{' in grad_input' if backward else ''}")
+        if g.dilation != (1, 1):
+            why += ", on the dilated layer's phases (copied a block of images at a time)"
     else:
         why = (f"im2col: {(g.C // g.groups) * g.R * g.S} taps per output and "
                f"{g.K // g.groups} output channels per group keep the GEMM micro-kernel "

@@ -1049,8 +1049,8 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     A work item is ``block_rows`` rows of tiles of one group: its input tiles
     transformed into V[E][C/groups][tiles] (E = (m + 2)^2; per-thread, L2),
     then for each of the E elements M[xi] = U[xi] @ V[xi] on the GEMM
-    micro-kernels, then the output transform into the NCHW output. Items run across images: rows of
-    tiles are numbered through the batch. Returns 0, 1 when an input element
+    micro-kernels, then the output transform into the NCHW output. Items run
+    across images: rows of tiles are numbered through the batch. Returns 0, 1 when an input element
     is not finite or above ``lim`` (the output is then incomplete: the caller
     runs another strategy), -1 when out of memory.
     """

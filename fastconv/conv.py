@@ -46,15 +46,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         convolutions; ``groups == C`` is a depthwise convolution.
     algorithm : {'auto', 'direct', 'im2col', '1x1', 'winograd'}, default 'auto'
         The strategy; see :mod:`fastconv._choose` for the rule ``'auto'`` follows.
-        ``'winograd'`` (F(2x2, 3x3): 3x3 kernels at stride 1, no dilation)
-        does 2.25x fewer multiplications, rounding differently from the
+        ``'winograd'`` (F(2x2, 3x3) or F(4x4, 3x3), 3x3 kernels at stride 1)
+        does 2.25x or 4x fewer multiplications, rounding differently from the
         others (errors a few times theirs, far inside float32's); an input
         or weight that is not finite, or large enough that its transforms could
         overflow, runs ``'im2col'`` instead, so infinities and NaNs reach the
         same outputs as in every other strategy. Its workspace holds the
-        transformed weights, 16 x K x C / groups values (K padded to whole
-        register blocks per group); ``'auto'`` picks it only while they take
-        at most 16 MiB.
+        transformed weights, 16 or 36 x K x C / groups values (K padded to
+        whole register blocks per group); ``'auto'`` picks it only while they
+        take at most 16 MiB. A dilated layer runs as its dilation_h x
+        dilation_w phases, each an undilated convolution of a phase of the
+        padded input, copied a block of images at a time (16 MiB of copies;
+        ``'auto'`` only where one image's fit).
     out : ndarray, optional
         C-contiguous array of the result's shape and dtype to write into.
 
@@ -88,7 +91,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     y = _params.check_out(func, out, shape, g.dtype, input, weight, bias)
     y4 = y.reshape(g.out_shape)
     n_threads = _choose.threads_for(g, _threads.get_num_threads())
-    if algo == "winograd" and _winograd(func, g, y4, n_threads):
+    if algo == "winograd" and (_winograd(func, g, y4, n_threads) if g.dilation == (1, 1)
+                               else _winograd_dilated(func, g, y4, n_threads)):
         return y
     if algo == "direct":
         _call(func, _direct.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
@@ -119,6 +123,40 @@ def _winograd(func, g, y4, n_threads):
     lim = big / (2 * a * u * v * (g.C // g.groups) * wmax) if wmax > 0 else big
     return _call(func, _conv.conv2d_winograd, g.x, g.w, g.b, y4, g.pad[0], g.pad[2], g.groups,
                  tile, *_choose.winograd_blocks(g, n_threads, tile), lim, n_threads) == 0
+
+
+def _phase_span(a, d, pad, size):
+    """Phase a of a padded axis (padded index a + d i, i.e. index a + d i - pad
+    of the input): its first index i inside the input, that index's input
+    index, and how many follow inside it."""
+    i0 = max(0, -(-(pad - a) // d))
+    x0 = a + d * i0 - pad
+    return i0, x0, len(range(x0, size, d))
+
+
+def _winograd_dilated(func, g, y4, n_threads):
+    """A dilated 3x3 convolution at stride 1 into ``y4`` by Winograd on its
+    phases (see _choose.dilated_phases), a block of images at a time; False as
+    for _winograd."""
+    (dh, dw), (pt, _, pl, _) = g.dilation, g.pad
+    hs, ws, block, _ = _choose.dilated_phases(g)
+    for n0 in range(0, g.N, block):
+        n1 = min(g.N, n0 + block)
+        xs = np.zeros((dh, dw, n1 - n0, g.C, hs, ws), g.dtype)
+        for a in range(dh):
+            i0, r0, nr = _phase_span(a, dh, pt, g.H)
+            for b in range(dw):
+                j0, c0, nc = _phase_span(b, dw, pl, g.W)
+                xs[a, b, :, :, i0:i0 + nr, j0:j0 + nc] = g.x[n0:n1, :, r0::dh, c0::dw]
+        sub = _choose.phase_geometry(g, xs.reshape(-1, g.C, hs, ws), n1 - n0)
+        ys = np.empty((dh, dw, n1 - n0, g.K, hs - 2, ws - 2), g.dtype)
+        if not _winograd(func, sub, ys.reshape(-1, g.K, hs - 2, ws - 2), n_threads):
+            return False
+        for a in range(dh):
+            for b in range(dw):
+                out = y4[n0:n1, :, a::dh, b::dw]
+                out[...] = ys[a, b, :, :, :out.shape[2], :out.shape[3]]
+    return True
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,

@@ -111,14 +111,14 @@ def make_arrays(rng, p, dtype):
 def accepts(p, algorithm):
     if algorithm == "1x1":
         return p["R"] == 1 and p["S"] == 1
-    if algorithm.startswith("winograd"):
-        return (p["R"], p["S"]) == (3, 3) and p["stride"] == 1 and p["dilation"] == 1
+    if algorithm.startswith("winograd"):  # dilated: on its phases (the backward: im2col)
+        return (p["R"], p["S"]) == (3, 3) and p["stride"] == 1
     return True
 
 
 def with_algorithms(cases):
     """Each case crossed with every algorithm that accepts it ("1x1": 1x1 kernels,
-    "winograd": 3x3 at stride 1 without dilation)."""
+    "winograd": 3x3 at stride 1)."""
     return [pytest.param(c.values[0], a, id=f"{c.id}-{a}")
             for c in cases for a in ALGORITHMS if accepts(c.values[0], a)]
 
@@ -278,3 +278,38 @@ def test_conv2d_backward_finite_differences(rng, numerical_grad, algo, p, algori
     np.testing.assert_allclose(gi, numerical_grad(f_x, x, g), rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(gw, numerical_grad(f_w, w, g), rtol=1e-7, atol=1e-8)
     np.testing.assert_allclose(gb, numerical_grad(f_b, b, g), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd-2x2", "winograd-4x4"])
+def test_dilated_winograd_blocks(rng, assert_close, algo, monkeypatch, algorithm):
+    """A dilated layer's Winograd copies its phases a block of images at a
+    time: with room for one image's phases per block, three images run as
+    three blocks, with the same result as one block (and the reference's)."""
+    from fastconv import _choose
+
+    x = rng.standard_normal((3, 5, 13, 12))
+    w = rng.standard_normal((4, 5, 3, 3))
+    b = rng.standard_normal(4)
+    kw = dict(padding=(2, 1), dilation=(2, 3))
+    whole = fastconv.conv2d(x, w, b, algorithm=algo(algorithm), **kw)
+    g = fastconv._params.conv_geometry("conv2d", x, w, b, 1, (2, 1), (2, 3), 1)
+    per_image = _choose.dilated_phases(g)[3]
+    monkeypatch.setattr(_choose, "WINOGRAD_PHASE_BYTES", per_image)
+    assert _choose.dilated_phases(g)[2] == 1
+    blocks = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    np.testing.assert_array_equal(blocks, whole)
+    assert_close(whole, ref.conv2d(x, w, b, **kw), 5 * 9)
+    # one image's phases beyond the bound: auto leaves Winograd out
+    monkeypatch.setattr(_choose, "WINOGRAD_PHASE_BYTES", per_image - 1)
+    _choose.clear_cache()
+    assert "winograd" not in fastconv.explain(x.shape, w.shape, dtype="float64", **kw).costs
+
+
+def test_dilated_3x3_runs_winograd():
+    """auto takes Winograd for a dilated 3x3 layer of 64 channels (measured
+    on Zen 3, one thread: 2x64x30x30, dilation 2, 1.45x faster than direct
+    with the copies of its phases)."""
+    e = fastconv.explain((2, 64, 30, 30), (64, 64, 3, 3), padding=2, dilation=2)
+    assert e.algorithm == "winograd", e
+    assert "winograd" not in fastconv.explain((2, 64, 30, 30), (64, 64, 3, 3), padding=2,
+                                              dilation=2, backward=True).costs

@@ -115,8 +115,8 @@ add("conv-1x1-on-3x3", ValueError, pat(f, "algorithm|1x1", "1x1|3"),
     lambda: fastconv.conv2d(X, W, algorithm="1x1"))
 add("conv-winograd-on-5x5", ValueError, pat(f, "winograd", "5, 5"),
     lambda: fastconv.conv2d(X, np.zeros((4, 3, 5, 5)), algorithm="winograd"))
-add("conv-winograd-dilated", ValueError, pat(f, "winograd", "dilation \\(2, 2\\)"),
-    lambda: fastconv.conv2d(X, np.zeros((4, 3, 3, 3)), dilation=2, algorithm="winograd"))
+add("conv-winograd-stride2", ValueError, pat(f, "winograd", "stride \\(2, 2\\)"),
+    lambda: fastconv.conv2d(X, np.zeros((4, 3, 3, 3)), stride=2, algorithm="winograd"))
 add("conv-1x1-on-1x3", ValueError, pat(f, "algorithm|1x1", "1x1|3"),
     lambda: fastconv.conv2d(X, np.zeros((4, 3, 1, 3)), algorithm="1x1"))
 for name, arr, shown in [

@@ -59,7 +59,7 @@ RUNS = [(case, "im2col") for case in CASES] + [
 # last row or column, rows of more tiles than a vector, more channels than
 # one reduction block, output channels past a register block.
 WINOGRAD_CASES = [
-    case for case in CASES if case[5:7] == (3, 3) and case[7] == case[9] == 1
+    case for case in CASES if case[5:7] == (3, 3) and case[7] == 1
 ] + [
     (3, 5, 7, 9, 6, 3, 3, 1, 1, 1, 1),
     (2, 3, 9, 70, 4, 3, 3, 1, 0, 1, 1),
@@ -76,6 +76,12 @@ WINOGRAD_CASES = [
     # F(4x4)'s rows of 8 tiles and more (their own transform loop), padded
     (1, 3, 5, 37, 4, 3, 3, 1, 2, 1, 1),
     (2, 2, 6, 33, 3, 3, 3, 1, ((1, 0), (0, 2)), 1, 1),
+    # dilated, through its phases: phases of unequal sizes, more than one
+    # block of images (see test_dilated_winograd_blocks), uneven padding, groups
+    (2, 4, 9, 11, 5, 3, 3, 1, 2, 2, 1),
+    (1, 3, 10, 7, 4, 3, 3, 1, ((1, 1), (3, 3)), (2, 3), 1),
+    (3, 6, 8, 8, 6, 3, 3, 1, 0, 3, 3),
+    (2, 2, 5, 5, 3, 3, 3, 1, ((0, 4), (3, 1)), (1, 2), 1),
 ]
 RUNS += [(case, a) for case in WINOGRAD_CASES for a in ("winograd-2x2", "winograd-4x4")]
 

@@ -80,7 +80,7 @@ def torch_conv(x, w, b, kw):
 
 def winograd_fits(c):
     x_shape, w_shape, kw = c.values
-    return w_shape[2:] == (3, 3) and kw.get("stride", 1) == 1 and kw.get("dilation", 1) == 1
+    return w_shape[2:] == (3, 3) and kw.get("stride", 1) == 1
 
 
 CONV_ALGORITHMS = [
