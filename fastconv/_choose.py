@@ -25,7 +25,7 @@ forward's operations (twice that for a backward):
   item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed weights (F(4x4)
   needs 2.25x F(2x2)'s). A dilated layer: the cost of its phases as one
   undilated batch (see dilated_phases) plus WINOGRAD_PHASE_CYCLES per element
-  of their copies, none where one image's phases copy more than
+  of their copies, none where one phase copies more than
   WINOGRAD_PHASE_BYTES. Its backward (padding at most 2, no dilation): half of direct's cost
   (grad_weight) plus grad_input as a Winograd forward with the channels
   exchanged within each group;
@@ -141,10 +141,10 @@ def winograd_backward_fits(g):
     return winograd_fits(g) and g.dilation == (1, 1) and all(0 <= p <= 2 for p in g.pad)
 
 
-#: bytes of the copies a dilated layer's Winograd makes per call (a block of
-#: images' phases, input and output); auto does not pick it where one image
-#: takes more
-WINOGRAD_PHASE_BYTES = 16 * 1024 * 1024
+#: bytes of the copies a dilated layer's Winograd makes at a time (a block of
+#: images' phases, input and output): with its transformed weights (16 MiB
+#: at most) and the threads' blocks, a call stays within 32 MiB
+WINOGRAD_PHASE_BYTES = 8 * 1024 * 1024
 #: cycles per element of those copies (NumPy's strided copies, on one thread:
 #: 0.29 ms for 0.6 M elements on Zen 3)
 WINOGRAD_PHASE_CYCLES = 1.5
@@ -155,21 +155,24 @@ def dilated_phases(g):
     dh p' + a reads rows dh (p' + r) + a of the zero-padded input, so phase
     (a, b) of the output (rows a, a + dh, ..., columns b, b + dw, ...) is the
     valid (unpadded) 3x3 convolution of the padded input's phase (a, b).
-    Returns ``(Hs, Ws, images, bytes)``: every phase padded with zeros to the
-    largest one's Hs x Ws, so that a call runs a block of ``images`` images'
-    dh x dw phases as one batch, and the bytes one image's phases copy."""
+    Returns ``(Hs, Ws, phases, bytes)``: every phase padded with zeros to the
+    largest one's Hs x Ws, so that a call runs a block of ``phases`` of them
+    (image by image, all of an image's phases in turn) as one batch, and the
+    bytes one phase copies (its input and output)."""
     dh, dw = g.dilation
     hs = -(-(g.H + g.pad[0] + g.pad[1]) // dh)
     ws = -(-(g.W + g.pad[2] + g.pad[3]) // dw)
-    per_image = dh * dw * (g.C * hs * ws + g.K * (hs - 2) * (ws - 2)) * g.dtype.itemsize
-    return hs, ws, max(1, min(g.N, WINOGRAD_PHASE_BYTES // per_image)), per_image
+    per_phase = (g.C * hs * ws + g.K * (hs - 2) * (ws - 2)) * g.dtype.itemsize
+    block = max(1, min(g.N * dh * dw, WINOGRAD_PHASE_BYTES // per_phase))
+    return hs, ws, block, per_phase
 
 
-def phase_geometry(g, xs=None, images=None):
-    """The undilated forward geometry of ``images`` images' phases (all of
-    them when None; ``xs`` their stacked copies, None for the cost model)."""
+def phase_geometry(g, xs=None, phases=None):
+    """The undilated forward geometry of a block of ``phases`` phases (all of
+    the batch's when None; ``xs`` their stacked copies, None for the cost
+    model)."""
     hs, ws, _, _ = dilated_phases(g)
-    n = (g.N if images is None else images) * g.dilation[0] * g.dilation[1]
+    n = g.N * g.dilation[0] * g.dilation[1] if phases is None else phases
     return _GradInput(xs, g.w, n, g.C, g.K, hs - 2, ws - 2, (0, 0, 0, 0), g.dtype, g.groups,
                       getattr(g, "b", None))
 
@@ -301,9 +304,9 @@ def _costs(g, backward=False):
         if g.dilation == (1, 1):
             cost = _winograd_cost(g, peak)
         else:  # the phases' copies, in and out, then Winograd on them
-            _, _, _, per_image = dilated_phases(g)
+            _, _, _, per_phase = dilated_phases(g)
             sub = phase_geometry(g)
-            cost = None if per_image > WINOGRAD_PHASE_BYTES else _winograd_cost(sub, peak)
+            cost = None if per_phase > WINOGRAD_PHASE_BYTES else _winograd_cost(sub, peak)
             if cost is not None:
                 cost += WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
                                                          + g.K * sub.P * sub.Q)

@@ -56,8 +56,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         whole register blocks per group); ``'auto'`` picks it only while they
         take at most 16 MiB. A dilated layer runs as its dilation_h x
         dilation_w phases, each an undilated convolution of a phase of the
-        padded input, copied a block of images at a time (16 MiB of copies;
-        ``'auto'`` only where one image's fit).
+        padded input, copied a block at a time (8 MiB of copies).
     out : ndarray, optional
         C-contiguous array of the result's shape and dtype to write into.
 
@@ -136,26 +135,24 @@ def _phase_span(a, d, pad, size):
 
 def _winograd_dilated(func, g, y4, n_threads):
     """A dilated 3x3 convolution at stride 1 into ``y4`` by Winograd on its
-    phases (see _choose.dilated_phases), a block of images at a time; False as
+    phases (see _choose.dilated_phases), copied a block at a time; False as
     for _winograd."""
     (dh, dw), (pt, _, pl, _) = g.dilation, g.pad
     hs, ws, block, _ = _choose.dilated_phases(g)
-    for n0 in range(0, g.N, block):
-        n1 = min(g.N, n0 + block)
-        xs = np.zeros((dh, dw, n1 - n0, g.C, hs, ws), g.dtype)
-        for a in range(dh):
+    units = [(n, a, b) for n in range(g.N) for a in range(dh) for b in range(dw)]
+    for u0 in range(0, len(units), block):
+        part = units[u0:u0 + block]
+        xs = np.zeros((len(part), g.C, hs, ws), g.dtype)
+        for x, (n, a, b) in zip(xs, part):
             i0, r0, nr = _phase_span(a, dh, pt, g.H)
-            for b in range(dw):
-                j0, c0, nc = _phase_span(b, dw, pl, g.W)
-                xs[a, b, :, :, i0:i0 + nr, j0:j0 + nc] = g.x[n0:n1, :, r0::dh, c0::dw]
-        sub = _choose.phase_geometry(g, xs.reshape(-1, g.C, hs, ws), n1 - n0)
-        ys = np.empty((dh, dw, n1 - n0, g.K, hs - 2, ws - 2), g.dtype)
-        if not _winograd(func, sub, ys.reshape(-1, g.K, hs - 2, ws - 2), n_threads):
+            j0, c0, nc = _phase_span(b, dw, pl, g.W)
+            x[:, i0:i0 + nr, j0:j0 + nc] = g.x[n, :, r0::dh, c0::dw]
+        ys = np.empty((len(part), g.K, hs - 2, ws - 2), g.dtype)
+        if not _winograd(func, _choose.phase_geometry(g, xs, len(part)), ys, n_threads):
             return False
-        for a in range(dh):
-            for b in range(dw):
-                out = y4[n0:n1, :, a::dh, b::dw]
-                out[...] = ys[a, b, :, :, :out.shape[2], :out.shape[3]]
+        for y, (n, a, b) in zip(ys, part):
+            out = y4[n, :, a::dh, b::dw]
+            out[...] = y[:, :out.shape[1], :out.shape[2]]
     return True
 
 

@@ -282,9 +282,9 @@ def test_conv2d_backward_finite_differences(rng, numerical_grad, algo, p, algori
 
 @pytest.mark.parametrize("algorithm", ["winograd-2x2", "winograd-4x4"])
 def test_dilated_winograd_blocks(rng, assert_close, algo, monkeypatch, algorithm):
-    """A dilated layer's Winograd copies its phases a block of images at a
-    time: with room for one image's phases per block, three images run as
-    three blocks, with the same result as one block (and the reference's)."""
+    """A dilated layer's Winograd copies its phases a block at a time: with
+    room for 1, 5 or all of them (3 images x 6 phases), the same result, and
+    the reference's."""
     from fastconv import _choose
 
     x = rng.standard_normal((3, 5, 13, 12))
@@ -293,14 +293,16 @@ def test_dilated_winograd_blocks(rng, assert_close, algo, monkeypatch, algorithm
     kw = dict(padding=(2, 1), dilation=(2, 3))
     whole = fastconv.conv2d(x, w, b, algorithm=algo(algorithm), **kw)
     g = fastconv._params.conv_geometry("conv2d", x, w, b, 1, (2, 1), (2, 3), 1)
-    per_image = _choose.dilated_phases(g)[3]
-    monkeypatch.setattr(_choose, "WINOGRAD_PHASE_BYTES", per_image)
-    assert _choose.dilated_phases(g)[2] == 1
-    blocks = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
-    np.testing.assert_array_equal(blocks, whole)
+    assert _choose.dilated_phases(g)[2] == 18
+    per_phase = _choose.dilated_phases(g)[3]
+    for phases in (1, 5):
+        monkeypatch.setattr(_choose, "WINOGRAD_PHASE_BYTES", phases * per_phase)
+        assert _choose.dilated_phases(g)[2] == phases
+        blocks = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+        np.testing.assert_array_equal(blocks, whole)
     assert_close(whole, ref.conv2d(x, w, b, **kw), 5 * 9)
-    # one image's phases beyond the bound: auto leaves Winograd out
-    monkeypatch.setattr(_choose, "WINOGRAD_PHASE_BYTES", per_image - 1)
+    # one phase beyond the bound: auto leaves Winograd out
+    monkeypatch.setattr(_choose, "WINOGRAD_PHASE_BYTES", per_phase - 1)
     _choose.clear_cache()
     assert "winograd" not in fastconv.explain(x.shape, w.shape, dtype="float64", **kw).costs
 
