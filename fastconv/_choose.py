@@ -13,7 +13,7 @@ forward's operations (twice that for a backward):
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
   with few channels or small planes (in_place), the image is read in place,
   so nothing is copied;
-* ``"winograd"`` (3x3 at stride 1, no dilation): the cheaper of F(2x2, 3x3)
+* ``"winograd"`` (3x3 at stride 1): the cheaper of F(2x2, 3x3)
   and F(4x4, 3x3) (WINOGRAD_TILES). The GEMMs of F(m x m, 3x3), (m + 2)^2
   multiply-adds per m x m outputs and channel pair of a group instead of
   9 m^2 (16 for 4 outputs, 36 for 16), at ``WINOGRAD_EFFICIENCY`` of peak
@@ -142,7 +142,7 @@ def winograd_backward_fits(g):
 
 
 #: bytes of the copies a dilated layer's Winograd makes at a time (a block of
-#: images' phases, input and output): with its transformed weights (16 MiB
+#: phases, input and output): with its transformed weights (16 MiB
 #: at most) and the threads' blocks, a call stays within 32 MiB
 WINOGRAD_PHASE_BYTES = 8 * 1024 * 1024
 #: cycles per element of those copies (NumPy's strided copies, on one thread:
@@ -307,7 +307,11 @@ def _costs(g, backward=False):
             _, _, _, per_phase = dilated_phases(g)
             sub = phase_geometry(g)
             cost = None if per_phase > WINOGRAD_PHASE_BYTES else _winograd_cost(sub, peak)
-            if cost is not None:
+            if cost is not None:  # the weights are transformed again for every block
+                blocks = -(-sub.N // dilated_phases(g)[2])
+                tile = winograd_tile(sub)
+                cost += ((blocks - 1) * WINOGRAD_WEIGHT_CYCLES[tile][0] * (tile + 2) ** 2
+                         * g.K * (g.C // g.groups))
                 cost += WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
                                                          + g.K * sub.P * sub.Q)
         if cost is not None:
@@ -464,7 +468,7 @@ def explain(g, backward=False):
                f"of F({m}x{m}, 3x3) to pay for {9 * m * m / (m + 2) ** 2:.2f}x fewer "
                f"multiplications{' in grad_input' if backward else ''}")
         if g.dilation != (1, 1):
-            why += ", on the dilated layer's phases (copied a block of images at a time)"
+            why += ", on the dilated layer's phases (copied a block at a time)"
     else:
         why = (f"im2col: {(g.C // g.groups) * g.R * g.S} taps per output and "
                f"{g.K // g.groups} output channels per group keep the GEMM micro-kernel "

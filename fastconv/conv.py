@@ -108,18 +108,21 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 _WINOGRAD_GROWTH = {2: (4, 2.25, 4, 9), 4: (8, 1, 100, 361)}
 
 
-def _winograd(func, g, y4, n_threads):
-    """Run the Winograd forward into ``y4``; False when the operands' values
-    rule it out (not finite, or large enough to overflow in the transforms)."""
-    tile = _choose.winograd_tile(g) or 2  # forced beyond auto's weight bound: F(2x2)
+def _winograd(func, g, y4, n_threads, tile=None):
+    """Run the Winograd forward into ``y4`` (F(tile x tile, 3x3), by default
+    auto's); False when the operands' values rule it out (not finite, or
+    large enough to overflow in the transforms)."""
+    if tile is None:
+        tile = _choose.winograd_tile(g) or 2  # forced beyond auto's weight bound: F(2x2)
     big = float(np.finfo(g.dtype).max)  # a Python float: the bounds below exceed float32's
     sums, u, v, a = _WINOGRAD_GROWTH[tile]
     wmax = float(max(g.w.max(initial=0), -g.w.min(initial=0)))  # NaN if any
     if not wmax < big / sums:  # also NaN and inf
         return False
     # |output transform . sum over a group's C of U V|, with a factor 2 to spare
-    # for the bias and rounding
-    lim = big / (2 * a * u * v * (g.C // g.groups) * wmax) if wmax > 0 else big
+    # for the bias and rounding; and |B^T d B| itself below the largest float
+    lim = min(big / (2 * v), big / (2 * a * u * v * (g.C // g.groups) * wmax) if wmax > 0
+              else big)
     return _call(func, _conv.conv2d_winograd, g.x, g.w, g.b, y4, g.pad[0], g.pad[2], g.groups,
                  tile, *_choose.winograd_blocks(g, n_threads, tile), lim, n_threads) == 0
 
@@ -139,6 +142,8 @@ def _winograd_dilated(func, g, y4, n_threads):
     for _winograd."""
     (dh, dw), (pt, _, pl, _) = g.dilation, g.pad
     hs, ws, block, _ = _choose.dilated_phases(g)
+    # one tile for all blocks, so that an image rounds alike wherever it sits
+    tile = _choose.winograd_tile(_choose.phase_geometry(g)) or 2
     units = [(n, a, b) for n in range(g.N) for a in range(dh) for b in range(dw)]
     for u0 in range(0, len(units), block):
         part = units[u0:u0 + block]
@@ -148,7 +153,7 @@ def _winograd_dilated(func, g, y4, n_threads):
             j0, c0, nc = _phase_span(b, dw, pl, g.W)
             x[:, i0:i0 + nr, j0:j0 + nc] = g.x[n, :, r0::dh, c0::dw]
         ys = np.empty((len(part), g.K, hs - 2, ws - 2), g.dtype)
-        if not _winograd(func, _choose.phase_geometry(g, xs, len(part)), ys, n_threads):
+        if not _winograd(func, _choose.phase_geometry(g, xs, len(part)), ys, n_threads, tile):
             return False
         for y, (n, a, b) in zip(ys, part):
             out = y4[n, :, a::dh, b::dw]

@@ -268,6 +268,22 @@ def test_conv_winograd_near_overflow(rng, algo, tile, dtype, where, groups):
 
 @pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_winograd_zero_weights_large_input(rng, algo, tile, dtype):
+    """Zero weights put no bound on the output, but the input transform
+    still multiplies a value by up to 4 (F(2x2)) or 16 (F(4x4)): a third of
+    the largest float would become inf there, and 0 * inf NaN, where every
+    other strategy gives the bias. Such inputs run im2col."""
+    big = np.finfo(dtype).max
+    x = rng.standard_normal((1, 2, 9, 8)).astype(dtype)
+    x[0, 1, 4, 3] = big / 3
+    w = np.zeros((3, 2, 3, 3), dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    got = fastconv.conv2d(x, w, b, padding=1, algorithm=algo(tile))
+    np.testing.assert_array_equal(got, np.broadcast_to(b[None, :, None, None], got.shape))
+
+
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv_winograd_large_weights_tiny_input(rng, algo, tile, dtype):
     """Weights of a fifth of the largest float, on an input small enough that
     the outputs stay finite: F(4x4)'s weight transform would sum g0 + 2 g1 +
