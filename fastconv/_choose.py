@@ -145,8 +145,8 @@ def winograd_backward_fits(g):
 #: phases, input and output): with its transformed weights (16 MiB
 #: at most) and the threads' blocks, a call stays within 32 MiB
 WINOGRAD_PHASE_BYTES = 8 * 1024 * 1024
-#: cycles per element of those copies (NumPy's strided copies, on one thread:
-#: 0.29 ms for 0.6 M elements on Zen 3)
+#: cycles per element of those copies (strided: 0.29 ms for 0.6 M elements
+#: on one thread on Zen 3)
 WINOGRAD_PHASE_CYCLES = 1.5
 
 

@@ -1140,3 +1140,70 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     if status:
         return -1
     return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------
+# A dilated layer's phases (see fastconv._choose.dilated_phases): phase q of
+# the batch is image q // (dh dw), phase (a, b) = divmod(q % (dh dw), dw).
+
+
+cdef inline void phase_span(Py_ssize_t a, Py_ssize_t d, Py_ssize_t pad, Py_ssize_t size,
+                            Py_ssize_t *i0, Py_ssize_t *x0, Py_ssize_t *count) noexcept nogil:
+    # phase a of a padded axis holds input index a + d i - pad at i: its first
+    # i inside the input, that input index, and how many follow inside it
+    i0[0] = (pad - a + d - 1) // d if pad > a else 0
+    x0[0] = a + d * i0[0] - pad
+    count[0] = (size - x0[0] + d - 1) // d if x0[0] < size else 0
+
+
+def phases_in(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xs, Py_ssize_t q0,
+              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt, Py_ssize_t pl, int n_threads):
+    """xs[k] = phases q0 + k of the zero-padded input, each zero beyond its
+    part of the input (NumPy's strided copies ran on one thread, and took a
+    quarter of a dilated Winograd call on two)."""
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t hs = xs.shape[2], ws = xs.shape[3]
+    cdef Py_ssize_t item, k, c, q, n, a, b, i, j, i0, r0, nr, j0, c0, nc
+    cdef floating *d
+    cdef const floating *s
+    with nogil:
+        for item in prange(xs.shape[0] * C, schedule="static", num_threads=n_threads):
+            k = item // C
+            c = item % C
+            q = q0 + k
+            n = q // (dh * dw)
+            a = q % (dh * dw) // dw
+            b = q % dw
+            phase_span(a, dh, pt, H, &i0, &r0, &nr)
+            phase_span(b, dw, pl, W, &j0, &c0, &nc)
+            d = &xs[k, c, 0, 0]
+            memset(d, 0, hs * ws * sizeof(floating))
+            for i in range(nr):
+                s = &x[n, c, r0 + dh * i, c0]
+                for j in range(nc):
+                    d[(i0 + i) * ws + j0 + j] = s[dw * j]
+
+
+def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssize_t q0,
+               Py_ssize_t dh, Py_ssize_t dw, int n_threads):
+    """Phases q0 + k of the output from ys[k] (the first of its rows and
+    columns that the phase has)."""
+    cdef Py_ssize_t K = y.shape[1], P = y.shape[2], Q = y.shape[3]
+    cdef Py_ssize_t item, k, c, q, n, a, b, i, j, pa, qb
+    cdef floating *d
+    cdef const floating *s
+    with nogil:
+        for item in prange(ys.shape[0] * K, schedule="static", num_threads=n_threads):
+            k = item // K
+            c = item % K
+            q = q0 + k
+            n = q // (dh * dw)
+            a = q % (dh * dw) // dw
+            b = q % dw
+            pa = (P - a + dh - 1) // dh if a < P else 0
+            qb = (Q - b + dw - 1) // dw if b < Q else 0
+            for i in range(pa):
+                s = &ys[k, c, i, 0]
+                d = &y[n, c, a + dh * i, b]
+                for j in range(qb):
+                    d[dw * j] = s[j]

@@ -127,15 +127,6 @@ def _winograd(func, g, y4, n_threads, tile=None):
                  tile, *_choose.winograd_blocks(g, n_threads, tile), lim, n_threads) == 0
 
 
-def _phase_span(a, d, pad, size):
-    """Phase a of a padded axis (padded index a + d i, i.e. index a + d i - pad
-    of the input): its first index i inside the input, that index's input
-    index, and how many follow inside it."""
-    i0 = max(0, -(-(pad - a) // d))
-    x0 = a + d * i0 - pad
-    return i0, x0, len(range(x0, size, d))
-
-
 def _winograd_dilated(func, g, y4, n_threads):
     """A dilated 3x3 convolution at stride 1 into ``y4`` by Winograd on its
     phases (see _choose.dilated_phases), copied a block at a time; False as
@@ -144,20 +135,15 @@ def _winograd_dilated(func, g, y4, n_threads):
     hs, ws, block, _ = _choose.dilated_phases(g)
     # one tile for all blocks, so that an image rounds alike wherever it sits
     tile = _choose.winograd_tile(_choose.phase_geometry(g)) or 2
-    units = [(n, a, b) for n in range(g.N) for a in range(dh) for b in range(dw)]
-    for u0 in range(0, len(units), block):
-        part = units[u0:u0 + block]
-        xs = np.zeros((len(part), g.C, hs, ws), g.dtype)
-        for x, (n, a, b) in zip(xs, part):
-            i0, r0, nr = _phase_span(a, dh, pt, g.H)
-            j0, c0, nc = _phase_span(b, dw, pl, g.W)
-            x[:, i0:i0 + nr, j0:j0 + nc] = g.x[n, :, r0::dh, c0::dw]
-        ys = np.empty((len(part), g.K, hs - 2, ws - 2), g.dtype)
-        if not _winograd(func, _choose.phase_geometry(g, xs, len(part)), ys, n_threads, tile):
+    phases = g.N * dh * dw
+    for q0 in range(0, phases, block):
+        m = min(block, phases - q0)
+        xs = np.empty((m, g.C, hs, ws), g.dtype)
+        _conv.phases_in(g.x, xs, q0, dh, dw, pt, pl, n_threads)
+        ys = np.empty((m, g.K, hs - 2, ws - 2), g.dtype)
+        if not _winograd(func, _choose.phase_geometry(g, xs, m), ys, n_threads, tile):
             return False
-        for y, (n, a, b) in zip(ys, part):
-            out = y4[n, :, a::dh, b::dw]
-            out[...] = y[:, :out.shape[1], :out.shape[2]]
+        _conv.phases_out(ys, y4, q0, dh, dw, n_threads)
     return True
 
 
