@@ -1178,6 +1178,8 @@ def phases_in(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xs, Py_ssiz
             phase_span(b, dw, pl, W, &j0, &c0, &nc)
             d = &xs[k, c, 0, 0]
             memset(d, 0, hs * ws * sizeof(floating))
+            if nc == 0:  # (c0 is then past the row)
+                continue
             for i in range(nr):
                 s = &x[n, c, r0 + dh * i, c0]
                 for j in range(nc):
@@ -1202,6 +1204,8 @@ def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssi
             b = q % dw
             pa = (P - a + dh - 1) // dh if a < P else 0
             qb = (Q - b + dw - 1) // dw if b < Q else 0
+            if qb == 0:  # (b is then past the row)
+                continue
             for i in range(pa):
                 s = &ys[k, c, i, 0]
                 d = &y[n, c, a + dh * i, b]
