@@ -1147,6 +1147,13 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
 # the batch is image q // (dh dw), phase (a, b) = divmod(q % (dh dw), dw).
 
 
+cdef inline void phase_of(Py_ssize_t q, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t *n,
+                          Py_ssize_t *a, Py_ssize_t *b) noexcept nogil:
+    n[0] = q // (dh * dw)
+    a[0] = q % (dh * dw) // dw
+    b[0] = q % dw
+
+
 cdef inline void phase_span(Py_ssize_t a, Py_ssize_t d, Py_ssize_t pad, Py_ssize_t size,
                             Py_ssize_t *i0, Py_ssize_t *x0, Py_ssize_t *count) noexcept nogil:
     # phase a of a padded axis holds input index a + d i - pad at i: its first
@@ -1163,17 +1170,14 @@ def phases_in(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xs, Py_ssiz
     quarter of a dilated Winograd call on two)."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t hs = xs.shape[2], ws = xs.shape[3]
-    cdef Py_ssize_t item, k, c, q, n, a, b, i, j, i0, r0, nr, j0, c0, nc
+    cdef Py_ssize_t item, k, c, n, a, b, i, j, i0, r0, nr, j0, c0, nc
     cdef floating *d
     cdef const floating *s
     with nogil:
         for item in prange(xs.shape[0] * C, schedule="static", num_threads=n_threads):
             k = item // C
             c = item % C
-            q = q0 + k
-            n = q // (dh * dw)
-            a = q % (dh * dw) // dw
-            b = q % dw
+            phase_of(q0 + k, dh, dw, &n, &a, &b)
             phase_span(a, dh, pt, H, &i0, &r0, &nr)
             phase_span(b, dw, pl, W, &j0, &c0, &nc)
             d = &xs[k, c, 0, 0]
@@ -1191,17 +1195,14 @@ def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssi
     """Phases q0 + k of the output from ys[k] (the first of its rows and
     columns that the phase has)."""
     cdef Py_ssize_t K = y.shape[1], P = y.shape[2], Q = y.shape[3]
-    cdef Py_ssize_t item, k, c, q, n, a, b, i, j, pa, qb
+    cdef Py_ssize_t item, k, c, n, a, b, i, j, pa, qb
     cdef floating *d
     cdef const floating *s
     with nogil:
         for item in prange(ys.shape[0] * K, schedule="static", num_threads=n_threads):
             k = item // K
             c = item % K
-            q = q0 + k
-            n = q // (dh * dw)
-            a = q % (dh * dw) // dw
-            b = q % dw
+            phase_of(q0 + k, dh, dw, &n, &a, &b)
             pa = (P - a + dh - 1) // dh if a < P else 0
             qb = (Q - b + dw - 1) // dw if b < Q else 0
             if qb == 0:  # (b is then past the row)
