@@ -5,10 +5,10 @@
  *
  * Each thread keeps the blocks it frees (at most FC_CACHE_SLOTS of them,
  * FC_CACHE_BYTES in all, and FC_CACHE_TOTAL across the threads, so that a
- * pool of many threads holds no more) for its next calls. glibc hands large blocks back
- * to the system when they are freed (each is mmapped, or the heap's top is
- * trimmed), depending on what was freed before, and touching a block afresh
- * costs a page fault per 4 KiB: a 128-channel 28x28 Winograd layer took
+ * pool of many threads holds no more) for its next calls. glibc hands large
+ * blocks back to the system when they are freed (each is mmapped, or the
+ * heap's top is trimmed), depending on what was freed before, and touching a
+ * block afresh costs a page fault per 4 KiB: a 128-channel 28x28 layer took
  * 4.6 ms instead of 2.2 in a loop that hit it (850 faults per call). A
  * request no cached block fits first frees the thread's cache, so the cache
  * does not add to a call's peak beyond its own bounds (a reused block is at
@@ -58,7 +58,10 @@ static void fc_cache_drop(void *c)
     free(c);
 }
 
-static void fc_cache_init(void) { fc_cache_ok = pthread_key_create(&fc_cache_key, fc_cache_drop) == 0; }
+static void fc_cache_init(void)
+{
+    fc_cache_ok = pthread_key_create(&fc_cache_key, fc_cache_drop) == 0;
+}
 
 /* this thread's cache, or NULL (then blocks are freed at once) */
 static fc_cache *fc_cache_get(void)

@@ -301,22 +301,29 @@ def _costs(g, backward=False):
         if gi is not None:
             costs["winograd"] = costs["direct"] / 2 + gi
     elif not backward and winograd_fits(g):
-        if g.dilation == (1, 1):
-            cost = _winograd_cost(g, peak)
-        else:  # the phases' copies, in and out, then Winograd on them
-            _, _, _, per_phase = dilated_phases(g)
-            sub = phase_geometry(g)
-            cost = None if per_phase > WINOGRAD_PHASE_BYTES else _winograd_cost(sub, peak)
-            if cost is not None:  # the weights are transformed again for every block
-                blocks = -(-sub.N // dilated_phases(g)[2])
-                tile = winograd_tile(sub)
-                cost += ((blocks - 1) * WINOGRAD_WEIGHT_CYCLES[tile][0] * (tile + 2) ** 2
-                         * g.K * (g.C // g.groups))
-                cost += WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
-                                                         + g.K * sub.P * sub.Q)
+        cost = (_winograd_cost(g, peak) if g.dilation == (1, 1)
+                else _dilated_winograd_cost(g, peak))
         if cost is not None:
             costs["winograd"] = cost
     return costs
+
+
+def _dilated_winograd_cost(g, peak):
+    """Winograd's estimated cycles for dilated geometry ``g``: its phases' as
+    one undilated batch, the weights transformed again for every block of
+    phases, and the phases' copies in and out; None beyond
+    WINOGRAD_PHASE_BYTES per phase or WINOGRAD_MAX_WEIGHT_BYTES."""
+    _, _, block, per_phase = dilated_phases(g)
+    sub = phase_geometry(g)
+    tile = winograd_tile(sub)
+    if per_phase > WINOGRAD_PHASE_BYTES or tile is None:
+        return None
+    blocks = -(-sub.N // block)
+    return (_winograd_cost(sub, peak, tile)
+            + (blocks - 1) * WINOGRAD_WEIGHT_CYCLES[tile][0] * (tile + 2) ** 2
+            * g.K * (g.C // g.groups)
+            + WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
+                                               + g.K * sub.P * sub.Q))
 
 
 def winograd_tile(g):

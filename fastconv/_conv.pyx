@@ -1050,9 +1050,9 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     transformed into V[E][C/groups][tiles] (E = (m + 2)^2; per-thread, L2),
     then for each of the E elements M[xi] = U[xi] @ V[xi] on the GEMM
     micro-kernels, then the output transform into the NCHW output. Items run
-    across images: rows of tiles are numbered through the batch. Returns 0, 1 when an input element
-    is not finite or above ``lim`` (the output is then incomplete: the caller
-    runs another strategy), -1 when out of memory.
+    across images: rows of tiles are numbered through the batch. Returns 0, 1
+    when an input element is not finite or above ``lim`` (the output is then
+    incomplete: the caller runs another strategy), -1 when out of memory.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], P = y.shape[2], Q = y.shape[3]
@@ -1195,7 +1195,7 @@ def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssi
     """Phases q0 + k of the output from ys[k] (the first of its rows and
     columns that the phase has)."""
     cdef Py_ssize_t K = y.shape[1], P = y.shape[2], Q = y.shape[3]
-    cdef Py_ssize_t item, k, c, n, a, b, i, j, pa, qb
+    cdef Py_ssize_t item, k, c, n, a, b, i, j, i0, a0, pa, b0, qb
     cdef floating *d
     cdef const floating *s
     with nogil:
@@ -1203,12 +1203,13 @@ def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssi
             k = item // K
             c = item % K
             phase_of(q0 + k, dh, dw, &n, &a, &b)
-            pa = (P - a + dh - 1) // dh if a < P else 0
-            qb = (Q - b + dw - 1) // dw if b < Q else 0
-            if qb == 0:  # (b is then past the row)
+            # the output's phase (a, b) as an unpadded axis's: from row a0 = a, column b0 = b
+            phase_span(a, dh, 0, P, &i0, &a0, &pa)
+            phase_span(b, dw, 0, Q, &i0, &b0, &qb)
+            if qb == 0:  # (b0 is then past the row)
                 continue
             for i in range(pa):
                 s = &ys[k, c, i, 0]
-                d = &y[n, c, a + dh * i, b]
+                d = &y[n, c, a0 + dh * i, b0]
                 for j in range(qb):
                     d[dw * j] = s[j]

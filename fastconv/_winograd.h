@@ -29,6 +29,9 @@
 #define FC_IVDEP
 #endif
 
+/* 1 when input value a is not finite or above lim in magnitude (see below) */
+#define FC_WINO_BAD(a, lim) (((a) > (lim)) | ((a) < -(lim)) | ((a) != (a)))
+
 /* Tiles of one input channel for rows of tiles [r0, r1) of the batch (row r:
  * row r % TP of image r / TP): v[xi * ldv + u] = (B^T d B)[xi], xi = 4 a + b,
  * for the tile in slot u = (r - r0) * (TQ + 1) + tq. Each row of tiles has
@@ -66,7 +69,7 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
             }                                                                           \
             for (j = 0; j < W; j++) {                                                   \
                 T a = src[j];                                                           \
-                bad |= (a > lim) | (a < -lim) | (a != a);                               \
+                bad |= FC_WINO_BAD(a, lim);                                             \
             }                                                                           \
             for (j = 0; j < jlo; j++) {                                                 \
                 fc_index col = 2 * j - pl;                                              \
@@ -285,25 +288,25 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
             FC_IVDEP                                                                    \
             for (j = 0; j < W; j++) {                                                   \
                 T a0 = d0[j], a1 = d1[j], a2 = d2[j], a3 = d3[j], a4 = d4[j], a5 = d5[j]; \
-                bad |= (a0 > lim) | (a0 < -lim) | (a0 != a0) | (a1 > lim) | (a1 < -lim) \
-                       | (a1 != a1) | (a2 > lim) | (a2 < -lim) | (a2 != a2) | (a3 > lim) \
-                       | (a3 < -lim) | (a3 != a3) | (a4 > lim) | (a4 < -lim) | (a4 != a4) \
-                       | (a5 > lim) | (a5 < -lim) | (a5 != a5);                         \
+                bad |= FC_WINO_BAD(a0, lim) | FC_WINO_BAD(a1, lim) | FC_WINO_BAD(a2, lim) \
+                       | FC_WINO_BAD(a3, lim) | FC_WINO_BAD(a4, lim) | FC_WINO_BAD(a5, lim); \
                 FC_WINO4_BT(T, a0, a1, a2, a3, a4, a5, t0[j], t1[j], t2[j], t3[j], t4[j], \
                             t5[j]);                                                     \
             }                                                                           \
         }                                                                               \
         for (a = 0; a < 6; a++) {                                                       \
             const T *ta = t + a * L;                                                    \
-            T *restrict v0 = v + 6 * a * ldv + (r - r0) * TQ, *restrict v1 = v0 + ldv;  \
-            T *restrict v2 = v0 + 2 * ldv, *restrict v3 = v0 + 3 * ldv;                 \
-            T *restrict v4 = v0 + 4 * ldv, *restrict v5 = v0 + 5 * ldv;                 \
+            T *restrict v0, *restrict v1, *restrict v2, *restrict v3, *restrict v4;     \
+            T *restrict v5;                                                             \
             if (TQ < FC_WINO4_SHORT) {  /* split, for the loop below */                \
                 T *restrict o = col + 6 * a * S + (r - r0) * TQ;                        \
                 for (j = 0; j < TQ; j++)                                                \
                     for (i = 0; i < 6; i++) o[i * S + j] = ta[4 * j + i];               \
                 continue;                                                               \
             }                                                                           \
+            v0 = v + 6 * a * ldv + (r - r0) * TQ;                                       \
+            v1 = v0 + ldv, v2 = v0 + 2 * ldv, v3 = v0 + 3 * ldv;                        \
+            v4 = v0 + 4 * ldv, v5 = v0 + 5 * ldv;                                       \
             FC_IVDEP                                                                    \
             for (j = 0; j < TQ; j++)                                                    \
                 FC_WINO4_BT(T, ta[4 * j], ta[4 * j + 1], ta[4 * j + 2], ta[4 * j + 3],  \
@@ -334,7 +337,7 @@ TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index
                         fc_index r1, fc_index TQ, T b, T *restrict buf, T *restrict y,   \
                         fc_index K, fc_index k, fc_index P, fc_index Q)                 \
 {                                                                                       \
-    const fc_index n = TQ, S = (r1 - r0) * n;                                           \
+    const fc_index S = (r1 - r0) * TQ;                                                  \
     T *restrict t = buf, *restrict o = buf + 24 * S;                                    \
     fc_index u, r, tq, a, i, j;                                                         \
     for (a = 0; a < 6; a++) {  /* along each row of the tile: t[4 a + j] */             \
@@ -360,7 +363,7 @@ TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index
         }                                                                               \
     }                                                                                   \
     for (r = r0; r < r1; r++) {  /* interleaved into the rows */                        \
-        fc_index tp = r % TP, s = (r - r0) * n;                                         \
+        fc_index tp = r % TP, s = (r - r0) * TQ;                                        \
         for (i = 0; i < 4 && 4 * tp + i < P; i++) {                                     \
             T *restrict yr = y + (((r / TP) * K + k) * P + 4 * tp + i) * Q;             \
             const T *o0 = o + 4 * i * S + s, *o1 = o0 + S, *o2 = o0 + 2 * S;            \

@@ -54,10 +54,11 @@ def test_unknown_variant_rejected():
 RUNS = [(case, "im2col") for case in CASES] + [
     (case, "1x1") for case in CASES if case[5:7] == (1, 1)
 ]
-# Winograd F(2x2, 3x3) and F(4x4, 3x3) (the backward: its grad_input): its own shapes too. Rows of tiles run
-# through the batch (items spanning images), odd output sizes drop a tile's
-# last row or column, rows of more tiles than a vector, more channels than
-# one reduction block, output channels past a register block.
+# Winograd F(2x2, 3x3) and F(4x4, 3x3) (the backward: its grad_input): its
+# own shapes too. Rows of tiles run through the batch (items spanning images),
+# odd output sizes drop a tile's last row or column, rows of more tiles than a
+# vector, more channels than one reduction block, output channels past a
+# register block.
 WINOGRAD_CASES = [
     case for case in CASES if case[5:7] == (3, 3) and case[7] == 1
 ] + [
@@ -76,8 +77,8 @@ WINOGRAD_CASES = [
     # F(4x4)'s rows of 8 tiles and more (their own transform loop), padded
     (1, 3, 5, 37, 4, 3, 3, 1, 2, 1, 1),
     (2, 2, 6, 33, 3, 3, 3, 1, ((1, 0), (0, 2)), 1, 1),
-    # dilated, through its phases: phases of unequal sizes, more than one
-    # block of images (see test_dilated_winograd_blocks), uneven padding, groups
+    # dilated, through its phases: phases of unequal sizes, uneven padding,
+    # groups (blocks of phases: see test_conv's test_dilated_winograd_blocks)
     (2, 4, 9, 11, 5, 3, 3, 1, 2, 2, 1),
     (1, 3, 10, 7, 4, 3, 3, 1, ((1, 1), (3, 3)), (2, 3), 1),
     (3, 6, 8, 8, 6, 3, 3, 1, 0, 3, 3),
@@ -128,8 +129,8 @@ GW_PATHS = {"dot": (10**9, 10**9, 10**9), "gemm": (1, 1, 10**9),
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 3])
 @pytest.mark.parametrize("path", GW_PATHS)
-@pytest.mark.parametrize("case, algorithm", [run for run in RUNS if not run[1].startswith("winograd")],
-                         ids=str)
+@pytest.mark.parametrize("case, algorithm",
+                         [run for run in RUNS if not run[1].startswith("winograd")], ids=str)
 def test_grad_weight_paths_match_reference(variant, dtype, n_threads, path, case, algorithm,
                                            monkeypatch, threads, rng, assert_close):
     """Each of grad_weight's three paths (the "dot" kernel, the GEMM, the
