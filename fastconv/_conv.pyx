@@ -980,6 +980,12 @@ cdef extern from "_winograd.h":
                                    float *) noexcept nogil
     ctypedef void (*fc_wino_w_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    double *) noexcept nogil
+    ctypedef int (*fc_wino_gy_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   float, float *, float *, Py_ssize_t) noexcept nogil
+    ctypedef int (*fc_wino_gy_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                   double, double *, double *, Py_ssize_t) noexcept nogil
     ctypedef struct fc_wino:
         fc_wino_w_f32 w_f32
         fc_wino_w_f64 w_f64
@@ -993,6 +999,10 @@ cdef extern from "_winograd.h":
         fc_wino_in_f64 in4_f64
         fc_wino_out_f32 out4_f32
         fc_wino_out_f64 out4_f64
+        fc_wino_gy_f32 gy_f32
+        fc_wino_gy_f64 gy_f64
+        fc_wino_gy_f32 gy4_f32
+        fc_wino_gy_f64 gy4_f64
         int mr
     const fc_wino fc_winos[]
 
@@ -1025,6 +1035,18 @@ cdef inline void wino_out(int tile, const floating *m, Py_ssize_t ldm, Py_ssize_
         (t.out_f32 if tile == 2 else t.out4_f32)(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
     else:
         (t.out_f64 if tile == 2 else t.out4_f64)(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+
+
+cdef inline int wino_gy(int tile, const floating *gy, Py_ssize_t K, Py_ssize_t P, Py_ssize_t Q,
+                        Py_ssize_t k, Py_ssize_t TP, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t TQ,
+                        floating lim, floating *buf, floating *z, Py_ssize_t ldz) noexcept nogil:
+    cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    if floating is float:
+        return (t.gy_f32 if tile == 2 else t.gy4_f32)(gy, K, P, Q, k, TP, r0, r1, TQ, lim, buf,
+                                                      z, ldz)
+    else:
+        return (t.gy_f64 if tile == 2 else t.gy4_f64)(gy, K, P, Q, k, TP, r0, r1, TQ, lim, buf,
+                                                      z, ldz)
 
 
 cdef inline void wino_weights(int tile, const floating *w, Py_ssize_t K, Py_ssize_t C,
@@ -1137,6 +1159,155 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         fc_free64(rows)
         fc_ftz_restore(fpmode)
     fc_free64(apack)
+    if status:
+        return -1
+    return 1 if bad else 0
+
+
+# G of F(2x2, 3x3) and of F(4x4, 3x3) (see _winograd.h), row-major: grad_weight's
+# back transform G^T dU G
+cdef double _G2[12]
+cdef double _G4[18]
+_G2[:] = [1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 1.0]
+_G4[:] = [0.25, 0.0, 0.0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
+          1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0.0, 0.0, 1.0]
+
+
+cdef void wino_back(const floating *du, Py_ssize_t ld, Py_ssize_t ldt, int n_threads,
+                    const double *G, Py_ssize_t m2, floating *gw) noexcept nogil:
+    """One channel pair's 3x3 gradient G^T dU G from its m2 x m2 sums dU
+    (element xi at du[xi * ld], thread t's at du[t * ldt + xi * ld], summed in
+    thread order), in double: G's sixths and 24ths are inexact."""
+    cdef double d[36]
+    cdef double half[18]
+    cdef double s
+    cdef Py_ssize_t xi, t, a, i, j
+    for xi in range(m2 * m2):
+        s = 0
+        for t in range(n_threads):
+            s += du[t * ldt + xi * ld]
+        d[xi] = s
+    for a in range(m2):  # half = dU G
+        for j in range(3):
+            s = 0
+            for i in range(m2):
+                s += d[a * m2 + i] * G[i * 3 + j]
+            half[a * 3 + j] = s
+    for i in range(3):  # G^T half
+        for j in range(3):
+            s = 0
+            for a in range(m2):
+                s += G[a * 3 + i] * half[a * 3 + j]
+            gw[i * 3 + j] = <floating> s
+
+
+def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
+                                const floating[:, :, :, ::1] x, floating[:, :, :, ::1] gw,
+                                Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int tile,
+                                Py_ssize_t block_rows, Py_ssize_t kc_max, floating lim_x,
+                                floating lim_gy, int n_threads):
+    """grad_weight of a 3x3 convolution at stride 1 (no dilation) by
+    Winograd's F(m x m, 3x3), m = ``tile``: the forward's y = A^T [U (.) V] A
+    (U = G g G^T, V = B^T d B, summed over channels) gives, per element xi of
+    the (m + 2)^2, dU[xi][k, c] = sum over tiles of Z[xi][k, tile] V[xi][c,
+    tile] with Z = A dy A^T, then dg = G^T dU G: (m + 2)^2 multiplies per tile
+    and channel pair instead of 9 m^2.
+
+    Work items are rows of tiles of one group, as conv2d_winograd's: V and Z
+    of an item (per-thread, L2) from the input and grad_output, each element's
+    two transposed to [tile][channel], then dU[xi] += Z[xi] @ V[xi]^T on the
+    GEMM micro-kernels (A: Z as rows of Kg, B: V), accumulated per thread
+    over its items; the threads' dU are summed in thread order and
+    transformed back once. Returns 0, 1 when an input or grad_output element
+    is not finite or above ``lim_x`` / ``lim_gy`` (``gw`` is then not
+    written: the caller runs another strategy), -1 when out of memory.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = gy.shape[1], P = gy.shape[2], Q = gy.shape[3], Cg = gw.shape[1]
+    cdef Py_ssize_t Kg = K // groups
+    cdef Py_ssize_t TP = (P + tile - 1) // tile, TQ = (Q + tile - 1) // tile
+    cdef Py_ssize_t m2 = tile + 2, E = m2 * m2
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr, Cg_pad = (Cg + nr - 1) // nr * nr
+    cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
+    cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ  # per row of tiles, as the forward's
+    cdef Py_ssize_t ld = block_rows * slots
+    cdef Py_ssize_t n_buf = max(8 * (ld + 1) if tile == 2 else
+                                6 * max(4 * TQ + 2, pl + W) + W + 36 * ld, 40 * ld)
+    cdef Py_ssize_t wsize = groups * E * Kg * Cg  # one thread's dU
+    cdef Py_ssize_t item, r0, r1, tn, c, k, xi, pb, u0, kc, g, tid, o
+    cdef const double *G = &_G2[0] if tile == 2 else &_G4[0]
+    cdef bint bad = False
+    cdef bint *badp = &bad
+    cdef int status = 0
+    cdef int *failed = &status
+    cdef unsigned int fpmode
+    cdef floating *acc = NULL
+    cdef floating *accp
+    cdef floating *v = NULL
+    cdef floating *z = NULL
+    cdef floating *vt = NULL
+    cdef floating *zt = NULL
+    cdef floating *rows = NULL
+    if tile != 2 and tile != 4:
+        raise ValueError(f"conv2d_grad_weight_winograd: tile must be 2 or 4, got {tile}")
+    if N == 0 or K == 0 or Cg == 0:
+        gw[...] = 0
+        return 0
+    acc = <floating *> calloc(n_threads * wsize, sizeof(floating))
+    if acc == NULL:
+        return -1
+    with nogil, parallel(num_threads=n_threads):
+        fpmode = fc_ftz_on()
+        tid = threadid()
+        v = <floating *> fc_malloc64(E * Cg * ld * sizeof(floating))
+        z = <floating *> fc_malloc64(E * Kg * ld * sizeof(floating))
+        vt = <floating *> fc_malloc64(ld * Cg_pad * sizeof(floating))
+        zt = <floating *> fc_malloc64(ld * Kg_pad * sizeof(floating))
+        rows = <floating *> fc_malloc64(n_buf * sizeof(floating))
+        if v == NULL or z == NULL or vt == NULL or zt == NULL or rows == NULL:
+            failed[0] = 1
+        for item in prange(n_blocks * groups, schedule="static"):
+            if failed[0] or badp[0]:
+                continue
+            g = item % groups
+            r0 = item // groups * block_rows
+            r1 = min(N * TP, r0 + block_rows)
+            tn = (r1 - r0) * slots
+            for c in range(Cg):
+                if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ,
+                           lim_x, rows, v + c * ld, Cg * ld):
+                    badp[0] = True
+            for k in range(Kg):
+                if wino_gy(tile, &gy[0, 0, 0, 0], K, P, Q, g * Kg + k, TP, r0, r1, TQ, lim_gy,
+                           rows, z + k * ld, Kg * ld):
+                    badp[0] = True
+            if badp[0]:
+                continue
+            accp = acc + tid * wsize + g * E * Kg * Cg
+            for xi in range(E):
+                # [tile][channel], rows zero-padded to the kernels' blocks
+                transpose(v + xi * Cg * ld, Cg, tn, ld, vt, Cg_pad, Cg_pad)
+                transpose(z + xi * Kg * ld, Kg, tn, ld, zt, Kg_pad, Kg_pad)
+                for pb in range((tn + kc_max - 1) // kc_max):
+                    u0 = pb * kc_max
+                    kc = min(kc_max, tn - u0)
+                    gemm_panels(kc, zt + u0 * Kg_pad, Kg_pad, mr, NULL, Kg, vt + u0 * Cg_pad,
+                                Cg_pad, NULL, Cg, accp + xi * Kg * Cg, Cg, 1)
+        fc_free64(v)
+        fc_free64(z)
+        fc_free64(vt)
+        fc_free64(zt)
+        fc_free64(rows)
+        fc_ftz_restore(fpmode)
+    if status == 0 and not bad:
+        with nogil:
+            for o in prange(K * Cg, schedule="static", num_threads=n_threads):
+                g = o // Cg // Kg
+                wino_back(acc + g * E * Kg * Cg + o - g * Kg * Cg, Kg * Cg, wsize, n_threads,
+                          G, m2, &gw[0, 0, 0, 0] + 9 * o)
+    free(acc)
     if status:
         return -1
     return 1 if bad else 0

@@ -164,6 +164,60 @@ TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index
     }                                                                                   \
 }
 
+/* For grad_weight (see conv2d_grad_weight_winograd in _conv.pyx): the
+ * transposed output transform of one output channel k of grad_output,
+ * z[xi * ldz + u] = (A dy A^T)[xi] for the 2x2 block dy of the tile in slot u,
+ * slots laid out as FC_DEFINE_WINO_IN's (the junk slot of each row of tiles
+ * zero, so that it adds nothing), outputs past P, Q zero. A = [[1, 0], [1, 1],
+ * [1, -1], [0, -1]]: adds and subtracts only. buf: 4 (r1 - r0) (TQ + 1).
+ * Returns nonzero when an element of those rows is not finite or above lim
+ * in magnitude. */
+#define FC_DEFINE_WINO_GY(NAME, T, TARGET)                                              \
+TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index k,     \
+                       fc_index TP, fc_index r0, fc_index r1, fc_index TQ, T lim,       \
+                       T *restrict buf, T *restrict z, fc_index ldz)                    \
+{                                                                                       \
+    const fc_index n = TQ + 1, S = (r1 - r0) * n;                                       \
+    T *restrict e0 = buf, *restrict o0 = buf + S, *restrict e1 = buf + 2 * S;           \
+    T *restrict o1 = buf + 3 * S;                                                       \
+    fc_index r, j, u;                                                                   \
+    int bad = 0;                                                                        \
+    for (r = r0; r < r1; r++) {  /* even and odd columns of the two rows */             \
+        fc_index tp = r % TP, s = (r - r0) * n;                                         \
+        const T *g0 = gy + (((r / TP) * K + k) * P + 2 * tp) * Q;                       \
+        const T *g1 = 2 * tp + 1 < P ? g0 + Q : NULL;                                   \
+        for (j = 0; j < Q; j++) bad |= FC_WINO_BAD(g0[j], lim);                         \
+        if (g1 != NULL)                                                                 \
+            for (j = 0; j < Q; j++) bad |= FC_WINO_BAD(g1[j], lim);                     \
+        for (j = 0; j < Q / 2; j++) {                                                   \
+            e0[s + j] = g0[2 * j];                                                      \
+            o0[s + j] = g0[2 * j + 1];                                                  \
+            e1[s + j] = g1 != NULL ? g1[2 * j] : 0;                                     \
+            o1[s + j] = g1 != NULL ? g1[2 * j + 1] : 0;                                 \
+        }                                                                               \
+        for (j = Q / 2; j < n; j++) {  /* an odd last column, then zeros */             \
+            e0[s + j] = 2 * j < Q ? g0[2 * j] : 0;                                      \
+            e1[s + j] = 2 * j < Q && g1 != NULL ? g1[2 * j] : 0;                        \
+            o0[s + j] = o1[s + j] = 0;                                                  \
+        }                                                                               \
+    }                                                                                   \
+    FC_IVDEP                                                                            \
+    for (u = 0; u < S; u++) {                                                           \
+        /* columns A dy (rows a), then rows (A dy) A^T */                               \
+        T ea[4], oa[4];                                                                 \
+        fc_index a;                                                                     \
+        ea[0] = e0[u], ea[1] = e0[u] + e1[u], ea[2] = e0[u] - e1[u], ea[3] = -e1[u];    \
+        oa[0] = o0[u], oa[1] = o0[u] + o1[u], oa[2] = o0[u] - o1[u], oa[3] = -o1[u];    \
+        for (a = 0; a < 4; a++) {                                                       \
+            z[(4 * a) * ldz + u] = ea[a];                                               \
+            z[(4 * a + 1) * ldz + u] = ea[a] + oa[a];                                   \
+            z[(4 * a + 2) * ldz + u] = ea[a] - oa[a];                                   \
+            z[(4 * a + 3) * ldz + u] = -oa[a];                                          \
+        }                                                                               \
+    }                                                                                   \
+    return bad;                                                                         \
+}
+
 /* the 3x3 taps of channel pairs (k0 + kk, c), kk < MR, into g[tap][kk] (zero
  * past K), with the caller's kk and i as the loops' counters */
 #define FC_WINO_TAPS(g, w, K, C, k0, c, MR)                                             \
@@ -379,6 +433,73 @@ TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index
     }                                                                                   \
 }
 
+/* A applied to four values (A = (A^T)^T: powers of two only) */
+#define FC_WINO4_A(T, g0, g1, g2, g3, o0, o1, o2, o3, o4, o5)                            \
+    do {                                                                                \
+        T s02_ = g0 + g2, s13_ = g1 + g3, q02_ = g0 + 4 * g2, q13_ = 2 * g1 + 8 * g3;   \
+        o0 = g0;                                                                        \
+        o1 = s02_ + s13_;                                                               \
+        o2 = s02_ - s13_;                                                               \
+        o3 = q02_ + q13_;                                                               \
+        o4 = q02_ - q13_;                                                               \
+        o5 = g3;                                                                        \
+    } while (0)
+
+/* Its transposed output transform for grad_weight, with FC_DEFINE_WINO_GY's
+ * arguments and result: z[xi * ldz + u] = (A dy A^T)[xi], xi = 6 a + b, for
+ * the 4x4 block dy of the tile in slot u = (r - r0) TQ + tq (zero past P, Q).
+ * buf: 40 (r1 - r0) TQ: the blocks' 16 values split into arrays of their own
+ * (d), then A down the columns (t), then along the rows. */
+#define FC_DEFINE_WINO4_GY(NAME, T, TARGET)                                             \
+TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index k,     \
+                       fc_index TP, fc_index r0, fc_index r1, fc_index TQ, T lim,       \
+                       T *restrict buf, T *restrict z, fc_index ldz)                    \
+{                                                                                       \
+    const fc_index S = (r1 - r0) * TQ;                                                  \
+    T *restrict d = buf, *restrict t = buf + 16 * S;                                    \
+    fc_index r, i, j, u, a;                                                             \
+    int bad = 0;                                                                        \
+    for (r = r0; r < r1; r++) {                                                         \
+        fc_index tp = r % TP, s = (r - r0) * TQ, tq;                                    \
+        for (i = 0; i < 4; i++) {                                                       \
+            T *restrict di = d + 4 * i * S + s;                                         \
+            const T *src = gy + (((r / TP) * K + k) * P + 4 * tp + i) * Q;              \
+            if (4 * tp + i >= P) {                                                      \
+                for (j = 0; j < 4; j++)                                                 \
+                    for (tq = 0; tq < TQ; tq++) di[j * S + tq] = 0;                     \
+                continue;                                                               \
+            }                                                                           \
+            for (j = 0; j < Q; j++) bad |= FC_WINO_BAD(src[j], lim);                    \
+            for (tq = 0; tq < Q / 4; tq++)                                              \
+                for (j = 0; j < 4; j++) di[j * S + tq] = src[4 * tq + j];               \
+            for (tq = Q / 4; tq < TQ; tq++)  /* the last, partial block */              \
+                for (j = 0; j < 4; j++)                                                 \
+                    di[j * S + tq] = 4 * tq + j < Q ? src[4 * tq + j] : 0;              \
+        }                                                                               \
+    }                                                                                   \
+    for (j = 0; j < 4; j++) {  /* down each column: t[4 a + j] */                       \
+        const T *c0 = d + j * S, *c1 = c0 + 4 * S, *c2 = c0 + 8 * S, *c3 = c0 + 12 * S; \
+        T *restrict t0 = t + j * S, *restrict t1 = t0 + 4 * S, *restrict t2 = t0 + 8 * S; \
+        T *restrict t3 = t0 + 12 * S, *restrict t4 = t0 + 16 * S;                       \
+        T *restrict t5 = t0 + 20 * S;                                                   \
+        FC_IVDEP                                                                        \
+        for (u = 0; u < S; u++)                                                         \
+            FC_WINO4_A(T, c0[u], c1[u], c2[u], c3[u], t0[u], t1[u], t2[u], t3[u], t4[u],  \
+                       t5[u]);                                                          \
+    }                                                                                   \
+    for (a = 0; a < 6; a++) {  /* along each row: z[6 a + b] */                         \
+        const T *c0 = t + 4 * a * S, *c1 = c0 + S, *c2 = c0 + 2 * S, *c3 = c0 + 3 * S;  \
+        T *restrict z0 = z + 6 * a * ldz, *restrict z1 = z0 + ldz;                      \
+        T *restrict z2 = z0 + 2 * ldz, *restrict z3 = z0 + 3 * ldz;                     \
+        T *restrict z4 = z0 + 4 * ldz, *restrict z5 = z0 + 5 * ldz;                     \
+        FC_IVDEP                                                                        \
+        for (u = 0; u < S; u++)                                                         \
+            FC_WINO4_A(T, c0[u], c1[u], c2[u], c3[u], z0[u], z1[u], z2[u], z3[u], z4[u],  \
+                       z5[u]);                                                          \
+    }                                                                                   \
+    return bad;                                                                         \
+}
+
 /* Its weight transform G g G^T into the packed panels, laid out as
  * FC_DEFINE_WINO_W's (36 elements xi = 6 a + b), computed in double (G's
  * sixths and 24ths are inexact) and rounded once; the MR channels of a panel
@@ -449,6 +570,12 @@ typedef void (*fc_wino_out_f64)(const double *, fc_index, fc_index, fc_index, fc
                                 double, double *, double *, fc_index, fc_index, fc_index,
                                 fc_index);
 
+typedef int (*fc_wino_gy_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
+                              fc_index, fc_index, fc_index, float, float *, float *, fc_index);
+typedef int (*fc_wino_gy_f64)(const double *, fc_index, fc_index, fc_index, fc_index,
+                              fc_index, fc_index, fc_index, fc_index, double, double *,
+                              double *, fc_index);
+
 typedef struct {
     fc_wino_w_f32 w_f32;
     fc_wino_w_f64 w_f64;
@@ -462,6 +589,10 @@ typedef struct {
     fc_wino_in_f64 in4_f64;
     fc_wino_out_f32 out4_f32;
     fc_wino_out_f64 out4_f64;
+    fc_wino_gy_f32 gy_f32;  /* grad_weight's, F(2x2) then F(4x4) */
+    fc_wino_gy_f64 gy_f64;
+    fc_wino_gy_f32 gy4_f32;
+    fc_wino_gy_f64 gy4_f64;
     int mr;  /* the panels' rows: checked against fc_isas' at import */
 } fc_wino;
 
@@ -478,12 +609,18 @@ typedef struct {
     FC_DEFINE_WINO4_IN(fc_wino4_in_##ISA##_f32, float, TARGET)                          \
     FC_DEFINE_WINO4_IN(fc_wino4_in_##ISA##_f64, double, TARGET)                         \
     FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f32, float, TARGET)                        \
-    FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f64, double, TARGET)
+    FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f64, double, TARGET)                       \
+    FC_DEFINE_WINO_GY(fc_wino_gy_##ISA##_f32, float, TARGET)                            \
+    FC_DEFINE_WINO_GY(fc_wino_gy_##ISA##_f64, double, TARGET)                           \
+    FC_DEFINE_WINO4_GY(fc_wino4_gy_##ISA##_f32, float, TARGET)                          \
+    FC_DEFINE_WINO4_GY(fc_wino4_gy_##ISA##_f64, double, TARGET)
 #define FC_WINO(ISA, MR)                                                                \
     {fc_wino_w_##ISA##_f32, fc_wino_w_##ISA##_f64, fc_wino_in_##ISA##_f32,              \
      fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32, fc_wino_out_##ISA##_f64,           \
      fc_wino4_w_##ISA##_f32, fc_wino4_w_##ISA##_f64, fc_wino4_in_##ISA##_f32,            \
-     fc_wino4_in_##ISA##_f64, fc_wino4_out_##ISA##_f32, fc_wino4_out_##ISA##_f64, MR}
+     fc_wino4_in_##ISA##_f64, fc_wino4_out_##ISA##_f32, fc_wino4_out_##ISA##_f64,       \
+     fc_wino_gy_##ISA##_f32, fc_wino_gy_##ISA##_f64, fc_wino4_gy_##ISA##_f32,            \
+     fc_wino4_gy_##ISA##_f64, MR}
 
 #if FC_X86
 FC_DEFINE_WINO(avx512, FC_TARGET_AVX512, 8)
