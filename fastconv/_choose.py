@@ -134,6 +134,19 @@ def winograd_fits(g):
     return (g.R, g.S) == (3, 3) and g.stride == (1, 1)
 
 
+#: Winograd's grad_weight (see conv2d_grad_weight_winograd): the bytes of one
+#: thread's sums dU ((m + 2)^2 x K x C / groups values) that auto allows are
+#: half of WINOGRAD_GW_BYTES, which bounds all the threads' (a call runs on
+#: fewer threads beyond it), so that with the threads' blocks a call stays
+#: within 32 MiB of workspace
+WINOGRAD_GW_BYTES = 16 * 1024 * 1024
+#: its cycles per transformed element (E (C + K) per slot) beyond the
+#: forward's model: each element's V transposed and Z packed for the GEMMs.
+#: Fitted on Zen 3, one thread, on 8 layers of 16 to 256 channels (7x7 to
+#: 224x224): within 20% of the measured times, which varied as much run to run
+WINOGRAD_GW_CYCLES = {2: 1.1, 4: 1.5}
+
+
 def winograd_backward_fits(g):
     """Whether grad_input of geometry ``g`` can run as a Winograd forward: the
     3x3 convolution of grad_output at stride 1 with padding 2 - p per side
@@ -295,11 +308,12 @@ def _costs(g, backward=False):
     fill = PACK_CYCLES if max(g.stride) <= 2 else FILL_CYCLES  # vectorised up to stride 2
     costs["direct"] = flops / (peak * efficiency) + fill * _direct_filled(g)
     if backward and winograd_backward_fits(g):
-        # grad_weight as the direct kernels compute it (half their work),
-        # grad_input by Winograd
+        # grad_input by Winograd; grad_weight by Winograd or as the direct
+        # kernels compute it (half their work), whichever is cheaper
         gi = _winograd_cost(grad_input_geometry(g), peak)
         if gi is not None:
-            costs["winograd"] = costs["direct"] / 2 + gi
+            gw = _winograd_grad_weight_cost(g, peak)
+            costs["winograd"] = min(costs["direct"] / 2, gw[1] if gw else math.inf) + gi
     elif not backward and winograd_fits(g):
         cost = (_winograd_cost(g, peak) if g.dilation == (1, 1)
                 else _dilated_winograd_cost(g, peak))
@@ -324,6 +338,42 @@ def _dilated_winograd_cost(g, peak):
             * g.K * (g.C // g.groups)
             + WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
                                                + g.K * sub.P * sub.Q))
+
+
+def _winograd_grad_weight_cost(g, peak):
+    """``(tile, estimated cycles)`` of Winograd's grad_weight for geometry
+    ``g``, the cheaper of WINOGRAD_TILES whose sums fit two threads in
+    WINOGRAD_GW_BYTES; None when none does. Its GEMMs and transforms are the
+    forward's sizes (dU[xi][K, C] reduced over the tiles, V and Z of every
+    tile), its back transform and per-item dU traffic the forward's weights'."""
+    best = None
+    for m in WINOGRAD_TILES:
+        e = (m + 2) ** 2
+        fwd = _winograd_cost(g, peak, m)
+        if fwd is None or 2 * _winograd_sums_bytes(g, m) > WINOGRAD_GW_BYTES:
+            continue
+        slots = g.N * -(-g.P // m) * winograd_slots(g.Q, m)
+        cost = fwd + WINOGRAD_GW_CYCLES[m] * e * (g.C + g.K) * slots
+        if best is None or cost < best[1]:
+            best = (m, cost)
+    return best
+
+
+def _winograd_sums_bytes(g, tile):
+    return (tile + 2) ** 2 * g.K * (g.C // g.groups) * g.dtype.itemsize
+
+
+def winograd_grad_weight(g, n_threads, forced):
+    """``(tile, threads)`` for grad_weight by Winograd in a backward that runs
+    grad_input by Winograd, or None for the direct kernels: auto's choice by
+    the cost model; ``forced`` (algorithm="winograd") whenever the sums fit.
+    Threads: at most those whose sums fit in WINOGRAD_GW_BYTES."""
+    peak = _peak(g.dtype)
+    gw = _winograd_grad_weight_cost(g, peak)
+    if gw is None or not forced and gw[1] >= _costs(g, True)["direct"] / 2:
+        return None
+    tile = gw[0]
+    return tile, max(1, min(n_threads, WINOGRAD_GW_BYTES // _winograd_sums_bytes(g, tile)))
 
 
 def winograd_tile(g):
@@ -474,6 +524,11 @@ def explain(g, backward=False):
                f"{g.K // g.groups} output channels per group, enough for the transforms "
                f"of F({m}x{m}, 3x3) to pay for {9 * m * m / (m + 2) ** 2:.2f}x fewer "
                f"multiplications{' in grad_input' if backward else ''}")
+        if backward:
+            gw = _winograd_grad_weight_cost(g, _peak(g.dtype))
+            why += (f", and of F({gw[0]}x{gw[0]}, 3x3) in grad_weight"
+                    if gw is not None and gw[1] < _costs(g, True)["direct"] / 2
+                    else " (grad_weight: the direct kernels)")
         if g.dilation != (1, 1):
             why += ", on the dilated layer's phases (copied a block at a time)"
     else:

@@ -1,4 +1,5 @@
 """2-D convolution, forward and backward: validate, allocate, dispatch."""
+import math
 import operator
 
 import numpy as np
@@ -147,6 +148,25 @@ def _winograd_dilated(func, g, y4, n_threads):
     return True
 
 
+#: by Winograd tile m: bounds on |A dy A^T| / max |dy| and |B^T d B| / max |d|
+#: (squares of the matrices' largest absolute row sums) and on G^T's growth
+#: of the sums (at least 1: the sums themselves must stay finite)
+_WINOGRAD_GW_GROWTH = {2: (4, 4, 4), 4: (225, 100, 2.8)}
+
+
+def _winograd_grad_weight(func, g, gy, gw, tile, n_threads):
+    """grad_weight by Winograd F(tile x tile, 3x3) into ``gw``; False when
+    the operands' values rule it out: not finite, or so large that the sums
+    over the batch's tiles could overflow (inputs and grad_output bounded
+    alike by the square root of that bound)."""
+    z, v, back = _WINOGRAD_GW_GROWTH[tile]
+    tiles = g.N * -(-g.P // tile) * -(-g.Q // tile)
+    lim = math.sqrt(float(np.finfo(g.dtype).max) / (2 * max(1, tiles) * z * v * back))
+    return _call(func, _conv.conv2d_grad_weight_winograd, gy, g.x, gw, g.pad[0], g.pad[2],
+                 g.groups, tile, *_choose.winograd_blocks(g, n_threads, tile), lim, lim,
+                 n_threads) == 0
+
+
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     algorithm="auto"):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
@@ -159,7 +179,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         As given to :func:`conv2d`; ``'winograd'`` computes grad_input by
         Winograd (a 3x3 convolution of grad_output at stride 1, when each
         padding is at most 2; else all of it runs ``'im2col'``) and
-        grad_weight as ``'direct'`` does.
+        grad_weight by Winograd too (its sums over the tiles, (m + 2)^2 x K x
+        C / groups values per thread, within 16 MiB for two threads; else
+        as ``'direct'`` does); ``'auto'`` picks Winograd's grad_weight only
+        where the cost model finds it faster than the direct kernels.
 
     Returns
     -------
@@ -190,10 +213,12 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
     if algo == "winograd":
-        # grad_weight by the direct kernels, grad_input by Winograd: a 3x3
-        # stride-1 convolution of grad_output with the flipped, transposed weights
-        _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, None, gw, *_geometry_args(g),
-              n_threads)
+        # grad_weight by Winograd or the direct kernels, grad_input by Winograd:
+        # a 3x3 stride-1 convolution of grad_output with the flipped, transposed weights
+        by = _choose.winograd_grad_weight(g, n_threads, forced=algorithm == "winograd")
+        if by is None or not _winograd_grad_weight(func, g, gy, gw, *by):
+            _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, None, gw,
+                  *_geometry_args(g), n_threads)
         if not _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
             algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
     if algo == "direct" and _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw,

@@ -245,6 +245,33 @@ def test_conv_backward_specials_winograd(rng, algo, tile, where, groups):
         assert_same_specials(a, e, 1e-10, what)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["input", "grad_output"])
+@pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
+def test_conv_backward_winograd_grad_weight_near_overflow(rng, algo, tile, dtype, where):
+    """grad_weight by Winograd sums A dy A^T (.) B^T d B over every tile,
+    each factor up to 225 and 100 times its operand (F(4x4)): an input or
+    grad_output element near a 30th of the largest float could overflow
+    there, where the direct kernels' sums stay finite. Such an input runs
+    grad_weight on the direct kernels (their bits, finite); such a
+    grad_output also rules out grad_input by Winograd, and all of the
+    backward runs im2col."""
+    big = np.finfo(dtype).max
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    g = (rng.standard_normal((2, 4, 9, 8)) / 8).astype(dtype)
+    if where == "input":
+        x[1, 2, 4, 5] = big / 30
+    else:
+        g[0, 3, 6, 2] = big / 30
+        x /= 8
+    expected = fastconv.conv2d_backward(
+        g, x, w, padding=1, algorithm="direct" if where == "input" else "im2col")[1]
+    got = fastconv.conv2d_backward(g, x, w, padding=1, algorithm=algo(tile))[1]
+    assert np.isfinite(expected).all()
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
