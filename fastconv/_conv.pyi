@@ -9,6 +9,10 @@ def conv2d_packed(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.n
 def conv2d_winograd(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray,
                     pt: int, pl: int, groups: int, tile: int, block_rows: int,
                     kc_max: int, lim: float, n_threads: int) -> int: ...
+def conv2d_grad_weight_winograd(gy: np.ndarray, x: np.ndarray, gw: np.ndarray, pt: int,
+                                pl: int, groups: int, tile: int, block_rows: int,
+                                kc_max: int, lim_x: float, lim_gy: float,
+                                n_threads: int) -> int: ...
 def phases_in(x: np.ndarray, xs: np.ndarray, q0: int, dh: int, dw: int, pt: int, pl: int,
               n_threads: int) -> None: ...
 def phases_out(ys: np.ndarray, y: np.ndarray, q0: int, dh: int, dw: int,
