@@ -26,9 +26,12 @@ forward's operations (twice that for a backward):
   needs 2.25x F(2x2)'s). A dilated layer: the cost of its phases as one
   undilated batch (see dilated_phases) plus WINOGRAD_PHASE_CYCLES per element
   of their copies, none where one phase copies more than
-  WINOGRAD_PHASE_BYTES. Its backward (padding at most 2, no dilation): half of direct's cost
-  (grad_weight) plus grad_input as a Winograd forward with the channels
-  exchanged within each group;
+  WINOGRAD_PHASE_BYTES. Its backward (padding at most 2, no dilation):
+  grad_input as a Winograd forward with the channels exchanged within each
+  group, plus grad_weight at the lower of half of direct's cost and
+  Winograd's (the forward's cost for the same shapes, plus
+  WINOGRAD_GW_CYCLES per transformed element; only while each thread's sums
+  over the tiles fit two threads in WINOGRAD_GW_BYTES);
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
   along rows), or the rest, times

@@ -29,6 +29,13 @@ SCRIPT = textwrap.dedent(
         w = np.ones((256, 256, 3, 3), np.float32)
         y = np.ones((1, 256, 96, 96), np.float32)
         pad, dilation, algorithm = 2, 2, "winograd"
+    elif algorithm == "winograd-deep":
+        # a deep 14x14 layer: Winograd's grad_weight keeps each thread's sums
+        # over the tiles, 16 x 256 x 256 values (4 MiB) for F(2x2)
+        x = np.ones((8, 256, 14, 14), np.float32)
+        w = np.ones((256, 256, 3, 3), np.float32)
+        y = np.ones((8, 256, 14, 14), np.float32)
+        pad, algorithm = 1, "winograd"
     elif algorithm != "1x1":
         # VGG's 3x3 layer at 224x224: a full im2col of it would be 110 MiB
         x = np.ones((1, 64, 224, 224), np.float32)
@@ -57,7 +64,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("kind", ["forward", "backward"])
-@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd", "1x1", "winograd-dilated"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd", "1x1", "winograd-dilated",
+                                       "winograd-deep"])
 def test_extra_memory_is_bounded(kind, algorithm, tmp_path):
     # run outside the source tree, so the child imports the installed package
     out = subprocess.run(
