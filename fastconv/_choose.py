@@ -137,11 +137,11 @@ def winograd_fits(g):
     return (g.R, g.S) == (3, 3) and g.stride == (1, 1)
 
 
-#: Winograd's grad_weight (see conv2d_grad_weight_winograd): the bytes of one
-#: thread's sums dU ((m + 2)^2 x K x C / groups values) that auto allows are
-#: half of WINOGRAD_GW_BYTES, which bounds all the threads' (a call runs on
-#: fewer threads beyond it), so that with the threads' blocks a call stays
-#: within 32 MiB of workspace
+#: Winograd's grad_weight (see conv2d_grad_weight_winograd): one thread's
+#: sums dU ((m + 2)^2 x K x C / groups values) may take half of
+#: WINOGRAD_GW_BYTES, which bounds all the threads' (a call runs on fewer
+#: threads beyond it), so that with the threads' blocks a call stays within
+#: 32 MiB of workspace (F(2x2) on 512 x 512 channels would take 16 MiB a thread)
 WINOGRAD_GW_BYTES = 16 * 1024 * 1024
 #: its cycles per transformed element (E (C + K) per slot) beyond the
 #: forward's model: each element's V transposed and Z packed for the GEMMs.
@@ -366,16 +366,23 @@ def _winograd_sums_bytes(g, tile):
     return (tile + 2) ** 2 * g.K * (g.C // g.groups) * g.dtype.itemsize
 
 
-def winograd_grad_weight(g, n_threads, forced):
-    """``(tile, threads)`` for grad_weight by Winograd in a backward that runs
-    grad_input by Winograd, or None for the direct kernels: auto's choice by
-    the cost model; ``forced`` (algorithm="winograd") whenever the sums fit.
-    Threads: at most those whose sums fit in WINOGRAD_GW_BYTES."""
-    peak = _peak(g.dtype)
-    gw = _winograd_grad_weight_cost(g, peak)
+def _winograd_grad_weight_tile(g, forced=False):
+    """The tile of grad_weight by Winograd in a backward that runs grad_input
+    by Winograd, or None for the direct kernels: auto's choice by the cost
+    model; ``forced`` (algorithm="winograd") whenever the sums fit."""
+    gw = _winograd_grad_weight_cost(g, _peak(g.dtype))
     if gw is None or not forced and gw[1] >= _costs(g, True)["direct"] / 2:
         return None
-    tile = gw[0]
+    return gw[0]
+
+
+def winograd_grad_weight(g, n_threads, forced):
+    """``(tile, threads)`` for grad_weight by Winograd (see
+    _winograd_grad_weight_tile), or None; threads: at most as many as have
+    their sums fit in WINOGRAD_GW_BYTES."""
+    tile = _winograd_grad_weight_tile(g, forced)
+    if tile is None:
+        return None
     return tile, max(1, min(n_threads, WINOGRAD_GW_BYTES // _winograd_sums_bytes(g, tile)))
 
 
@@ -528,9 +535,8 @@ def explain(g, backward=False):
                f"of F({m}x{m}, 3x3) to pay for {9 * m * m / (m + 2) ** 2:.2f}x fewer "
                f"multiplications{' in grad_input' if backward else ''}")
         if backward:
-            gw = _winograd_grad_weight_cost(g, _peak(g.dtype))
-            why += (f", and of F({gw[0]}x{gw[0]}, 3x3) in grad_weight"
-                    if gw is not None and gw[1] < _costs(g, True)["direct"] / 2
+            m = _winograd_grad_weight_tile(g)
+            why += (f", and of F({m}x{m}, 3x3) in grad_weight" if m is not None
                     else " (grad_weight: the direct kernels)")
         if g.dilation != (1, 1):
             why += ", on the dilated layer's phases (copied a block at a time)"

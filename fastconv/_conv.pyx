@@ -1222,9 +1222,10 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     and channel pair instead of 9 m^2.
 
     Work items are rows of tiles of one group, as conv2d_winograd's: V and Z
-    of an item (per-thread, L2) from the input and grad_output, each element's
-    two transposed to [tile][channel], then dU[xi] += Z[xi] @ V[xi]^T on the
-    GEMM micro-kernels (A: Z as rows of Kg, B: V), accumulated per thread
+    of an item (per-thread, L2) from the input and grad_output; for each
+    element xi, V[xi] transposed to [tile][channel] (B) and Z[xi] packed into
+    panels of mr channels (A), then dU[xi] += Z[xi] @ V[xi]^T on the GEMM
+    micro-kernels, reducing over the item's tiles, accumulated per thread
     over its items; the threads' dU are summed in thread order and
     transformed back once. Returns 0, 1 when an input or grad_output element
     is not finite or above ``lim_x`` / ``lim_gy`` (``gw`` is then not

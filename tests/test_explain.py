@@ -66,6 +66,40 @@ def test_winograd_cost_of_groups():
     assert depthwise.costs["winograd"] > 2 * depthwise.costs["direct"]
 
 
+def _geometry(x_shape, w_shape):
+    from fastconv import _params
+    x, w = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape))
+    return _params.conv_geometry("t", x, w, None, 1, 1, 1, 1, operands=False)
+
+
+def test_winograd_grad_weight_bounds_its_sums():
+    """Winograd's grad_weight keeps each thread's sums over the tiles,
+    (m + 2)^2 x K x C / groups values: within 16 MiB for two threads, else
+    the direct kernels, even when algorithm="winograd" asks for it; on more
+    threads only as many run as have their sums fit."""
+    from fastconv import _choose
+    small = _geometry((2, 16, 12, 12), (16, 16, 3, 3))
+    assert _choose.winograd_grad_weight(small, 2, forced=True) is not None
+    # F(4x4)'s sums 9 MiB a thread, F(2x2)'s 4 MiB: F(2x2), four threads of eight
+    deep = _geometry((8, 256, 14, 14), (256, 256, 3, 3))
+    assert _choose.winograd_grad_weight(deep, 8, forced=True) == (2, 4)
+    # F(2x2)'s 16 MiB a thread
+    assert _choose.winograd_grad_weight(_geometry((1, 512, 7, 7), (512, 512, 3, 3)), 2,
+                                        forced=True) is None
+
+
+def test_explain_names_the_grad_weight_strategy():
+    """A 64-channel 56x56 layer runs its whole backward by Winograd; with 16
+    channels the transforms cost more than Winograd saves in grad_weight
+    (measured on Zen 3, one thread: F(4x4) 1.3-1.7x direct's time)."""
+    from fastconv import _choose
+    wide = fastconv.explain((8, 64, 56, 56), (64, 64, 3, 3), padding=1, backward=True)
+    assert wide.algorithm == "winograd" and "F(4x4, 3x3) in grad_weight" in wide.reason, wide
+    narrow = _geometry((8, 16, 32, 32), (16, 16, 3, 3))
+    assert _choose._winograd_grad_weight_tile(narrow) is None
+    assert _choose._winograd_grad_weight_tile(narrow, forced=True) in _choose.WINOGRAD_TILES
+
+
 def test_explain_uses_no_memory_for_huge_shapes():
     e = fastconv.explain((1024, 512, 512, 512), (512, 512, 3, 3), padding=1)
     assert e.flops == 2 * 1024 * 512 * 512 * 512 * 512 * 9
