@@ -1058,6 +1058,15 @@ cdef inline void wino_weights(int tile, const floating *w, Py_ssize_t K, Py_ssiz
         (t.w_f64 if tile == 2 else t.w4_f64)(w, K, C, k0, apack)
 
 
+cdef inline Py_ssize_t wino_buf_size(int tile, Py_ssize_t TQ, Py_ssize_t pl, Py_ssize_t W,
+                                     Py_ssize_t slots) noexcept nogil:
+    """Elements of the transforms' buffer for an item of ``slots`` slots (see
+    _winograd.h): the input transform's, and the output's or grad_output's."""
+    if tile == 2:
+        return 8 * (slots + 1)
+    return max(6 * max(4 * TQ + 2, pl + W) + W + 36 * slots, 40 * slots)
+
+
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     const floating[::1] bias, floating[:, :, :, ::1] y,
                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int tile,
@@ -1089,10 +1098,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ
     # slots per item, the GEMMs' panels whole vectors
     cdef Py_ssize_t ld = (block_rows * slots + nr - 1) // nr * nr
-    # the transforms' buffer (see _winograd.h)
-    cdef Py_ssize_t n_buf = (8 * (block_rows * slots + 1) if tile == 2 else
-                             max(6 * max(4 * TQ + 2, pl + W) + W + 36 * block_rows * slots,
-                                 40 * block_rows * slots))
+    cdef Py_ssize_t n_buf = wino_buf_size(tile, TQ, pl, W, block_rows * slots)
     cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld, g
     cdef bint has_bias = bias is not None
     cdef bint bad = False
@@ -1242,8 +1248,7 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
     cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ  # per row of tiles, as the forward's
     cdef Py_ssize_t ld = block_rows * slots
-    cdef Py_ssize_t n_buf = max(8 * (ld + 1) if tile == 2 else
-                                6 * max(4 * TQ + 2, pl + W) + W + 36 * ld, 40 * ld)
+    cdef Py_ssize_t n_buf = wino_buf_size(tile, TQ, pl, W, ld)
     cdef Py_ssize_t wsize = groups * E * Kg * Cg  # one thread's dU
     cdef Py_ssize_t item, r0, r1, tn, c, k, xi, pb, u0, kc, g, tid, t, o
     cdef const double *G = &_G2[0] if tile == 2 else &_G4[0]
