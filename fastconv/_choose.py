@@ -105,6 +105,12 @@ WINOGRAD_TILES = (2, 4)
 #: it against F(2x2) on 10 layers (7x7 to 224x224, 16 to 256 channels, one
 #: thread, Zen 3; the fit within 12% on each): its transforms gather a tile's
 #: six columns one by one, and its weights (2.25x F(2x2)'s) stream from L3.
+#: The weight transforms have since become 2-2.5x faster (each panel's
+#: vectors built in registers, stored through a buffer), but their
+#: once-per-call costs keep the old fit: scaled down to match, they moved
+#: batch-2 and batch-4 7x7 512-channel layers to Winograd, measured 1.2-1.4x
+#: slower there than im2col (this model does not see the 16 MiB of
+#: transformed weights streaming from memory for each work item).
 WINOGRAD_TRANSFORM_CYCLES = {2: 0.3, 4: 1.3}
 WINOGRAD_WEIGHT_CYCLES = {2: (3.0, 0.25), 4: (3.4, 1.4)}
 #: auto's bound on the transformed weights, (m + 2)^2 x K x C / groups values

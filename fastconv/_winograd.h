@@ -218,12 +218,32 @@ TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index
     return bad;                                                                         \
 }
 
-/* the 3x3 taps of channel pairs (k0 + kk, c), kk < MR, into g[tap][kk] (zero
- * past K), with the caller's kk and i as the loops' counters */
+/* The weight transforms take FC_WINO_CB channels c at a time: each element's
+ * rows of their panels go to a buffer, then into the packed panels as one
+ * contiguous copy per element (stored straight from the loop, the 16 or 36
+ * streams of MR values, each a page or more apart, took most of the time). */
+#define FC_WINO_CB 16
+
+/* the 3x3 taps of channel pairs (k0 + kk, c), kk < MR, as vectors g[tap]
+ * (lane kk; zero past K), built lane by lane in registers (written to an
+ * array first, each vector's load waited on its MR scalar stores: with the
+ * buffer above, 3.5x slower on 256 x 256 channels), with the caller's kk and
+ * i as the loops' counters */
 #define FC_WINO_TAPS(g, w, K, C, k0, c, MR)                                             \
-    for (kk = 0; kk < MR; kk++)                                                         \
-        for (i = 0; i < 9; i++)                                                         \
-            g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0
+    do {                                                                                \
+        if (k0 + MR <= K)                                                               \
+            for (i = 0; i < 9; i++)                                                     \
+                for (kk = 0; kk < MR; kk++) g[i][kk] = w[((k0 + kk) * C + c) * 9 + i];  \
+        else                                                                            \
+            for (i = 0; i < 9; i++)                                                     \
+                for (kk = 0; kk < MR; kk++)                                             \
+                    g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0;        \
+    } while (0)
+
+/* the buffer's rows of channels [c0, c0 + cn) into the panels of k0 */
+#define FC_WINO_FLUSH(buf, E, apack, ld, k0, C, c0, cn, MR)                             \
+    for (i = 0; i < E; i++)                                                             \
+        memcpy(apack + i * ld + k0 * C + c0 * MR, buf[i], cn * sizeof(buf[i][0]))
 
 /* Output channels [k0, k0 + MR) of the transformed weights G g G^T, G = [[1, 0,
  * 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]], into the GEMM
@@ -234,29 +254,30 @@ TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index
 #define FC_DEFINE_WINO_W(NAME, T, MR, TARGET)                                           \
 TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apack)     \
 {                                                                                       \
+    typedef T vec __attribute__((vector_size(MR * sizeof(T)), aligned(sizeof(T))));   \
     const fc_index ld = (K + MR - 1) / MR * MR * C;  /* between elements xi */         \
-    fc_index c, kk, i;                                                                  \
-    for (c = 0; c < C; c++) {                                                           \
-        T g[9][MR];                                                                     \
-        T *restrict o = apack + k0 * C + c * MR;                                        \
-        FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                            \
-        FC_IVDEP                                                                        \
-        for (kk = 0; kk < MR; kk++) {                                                   \
+    fc_index c0, c, kk, i;                                                              \
+    vec buf[16][FC_WINO_CB];                                                            \
+    for (c0 = 0; c0 < C; c0 += FC_WINO_CB) {                                            \
+        const fc_index cn = C - c0 < FC_WINO_CB ? C - c0 : FC_WINO_CB;                  \
+        for (c = c0; c < c0 + cn; c++) {                                                \
             /* t = G g (rows), then t G^T (columns) */                                  \
-            T t[4][3];                                                                  \
+            vec g[9], t[4][3];                                                          \
+            FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                        \
             for (i = 0; i < 3; i++) {                                                   \
-                t[0][i] = g[i][kk];                                                     \
-                t[1][i] = (g[i][kk] + g[3 + i][kk] + g[6 + i][kk]) * (T)0.5;            \
-                t[2][i] = (g[i][kk] - g[3 + i][kk] + g[6 + i][kk]) * (T)0.5;            \
-                t[3][i] = g[6 + i][kk];                                                 \
+                t[0][i] = g[i];                                                         \
+                t[1][i] = (g[i] + g[3 + i] + g[6 + i]) * (T)0.5;                        \
+                t[2][i] = (g[i] - g[3 + i] + g[6 + i]) * (T)0.5;                        \
+                t[3][i] = g[6 + i];                                                     \
             }                                                                           \
             for (i = 0; i < 4; i++) {                                                   \
-                o[(4 * i) * ld + kk] = t[i][0];                                         \
-                o[(4 * i + 1) * ld + kk] = (t[i][0] + t[i][1] + t[i][2]) * (T)0.5;      \
-                o[(4 * i + 2) * ld + kk] = (t[i][0] - t[i][1] + t[i][2]) * (T)0.5;      \
-                o[(4 * i + 3) * ld + kk] = t[i][2];                                     \
+                buf[4 * i][c - c0] = t[i][0];                                           \
+                buf[4 * i + 1][c - c0] = (t[i][0] + t[i][1] + t[i][2]) * (T)0.5;        \
+                buf[4 * i + 2][c - c0] = (t[i][0] - t[i][1] + t[i][2]) * (T)0.5;        \
+                buf[4 * i + 3][c - c0] = t[i][2];                                       \
             }                                                                           \
         }                                                                               \
+        FC_WINO_FLUSH(buf, 16, apack, ld, k0, C, c0, cn, MR);                           \
     }                                                                                   \
 }
 
@@ -507,47 +528,51 @@ TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index
 #define FC_DEFINE_WINO4_W(NAME, T, MR, TARGET)                                          \
 TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apack)     \
 {                                                                                       \
+    typedef T vec __attribute__((vector_size(MR * sizeof(T)), aligned(sizeof(T))));   \
+    typedef double vd __attribute__((vector_size(MR * sizeof(double)),                \
+                                     aligned(sizeof(double))));                         \
     const fc_index ld = (K + MR - 1) / MR * MR * C;  /* between elements xi */         \
-    fc_index c, kk, i;                                                                  \
-    for (c = 0; c < C; c++) {                                                           \
-        double g[9][MR];                                                                \
-        T *restrict o = apack + k0 * C + c * MR;                                        \
-        FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                            \
-        FC_IVDEP                                                                        \
-        for (kk = 0; kk < MR; kk++) {                                                   \
+    fc_index c0, c, kk, i;                                                              \
+    vec buf[36][FC_WINO_CB];                                                            \
+    for (c0 = 0; c0 < C; c0 += FC_WINO_CB) {                                            \
+        const fc_index cn = C - c0 < FC_WINO_CB ? C - c0 : FC_WINO_CB;                  \
+        for (c = c0; c < c0 + cn; c++) {                                                \
             /* t = G g (down the kernel's columns: t<a><column>), then t G^T */         \
-            double t00, t10, t20, t30, t40, t50, t01, t11, t21, t31, t41, t51;          \
-            double t02, t12, t22, t32, t42, t52;                                        \
-            FC_WINO4_G(g[0][kk], g[3][kk], g[6][kk], t00, t10, t20, t30, t40, t50);     \
-            FC_WINO4_G(g[1][kk], g[4][kk], g[7][kk], t01, t11, t21, t31, t41, t51);     \
-            FC_WINO4_G(g[2][kk], g[5][kk], g[8][kk], t02, t12, t22, t32, t42, t52);     \
-            FC_WINO4_G_ROW(T, o, 0, ld, kk, t00, t01, t02);                             \
-            FC_WINO4_G_ROW(T, o, 1, ld, kk, t10, t11, t12);                             \
-            FC_WINO4_G_ROW(T, o, 2, ld, kk, t20, t21, t22);                             \
-            FC_WINO4_G_ROW(T, o, 3, ld, kk, t30, t31, t32);                             \
-            FC_WINO4_G_ROW(T, o, 4, ld, kk, t40, t41, t42);                             \
-            FC_WINO4_G_ROW(T, o, 5, ld, kk, t50, t51, t52);                             \
+            vd g[9], t00, t10, t20, t30, t40, t50, t01, t11, t21, t31, t41, t51;        \
+            vd t02, t12, t22, t32, t42, t52;                                            \
+            FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                        \
+            FC_WINO4_G(vd, g[0], g[3], g[6], t00, t10, t20, t30, t40, t50);             \
+            FC_WINO4_G(vd, g[1], g[4], g[7], t01, t11, t21, t31, t41, t51);             \
+            FC_WINO4_G(vd, g[2], g[5], g[8], t02, t12, t22, t32, t42, t52);             \
+            FC_WINO4_G_ROW(vec, vd, buf, c - c0, 0, t00, t01, t02);                     \
+            FC_WINO4_G_ROW(vec, vd, buf, c - c0, 1, t10, t11, t12);                     \
+            FC_WINO4_G_ROW(vec, vd, buf, c - c0, 2, t20, t21, t22);                     \
+            FC_WINO4_G_ROW(vec, vd, buf, c - c0, 3, t30, t31, t32);                     \
+            FC_WINO4_G_ROW(vec, vd, buf, c - c0, 4, t40, t41, t42);                     \
+            FC_WINO4_G_ROW(vec, vd, buf, c - c0, 5, t50, t51, t52);                     \
         }                                                                               \
+        FC_WINO_FLUSH(buf, 36, apack, ld, k0, C, c0, cn, MR);                           \
     }                                                                                   \
 }
 
-/* row a of t G^T, rounded to T, into elements 6 a to 6 a + 5 */
-#define FC_WINO4_G_ROW(T, o, a, ld, kk, t0, t1, t2)                                     \
+/* row a of t G^T, rounded to the vectors of T, into elements 6 a to 6 a + 5
+ * of the buffer's column j */
+#define FC_WINO4_G_ROW(VT, VD, buf, j, a, t0, t1, t2)                                   \
     do {                                                                                \
-        double u0_, u1_, u2_, u3_, u4_, u5_;                                            \
-        FC_WINO4_G(t0, t1, t2, u0_, u1_, u2_, u3_, u4_, u5_);                           \
-        o[(6 * a) * ld + kk] = (T)u0_;                                                  \
-        o[(6 * a + 1) * ld + kk] = (T)u1_;                                              \
-        o[(6 * a + 2) * ld + kk] = (T)u2_;                                              \
-        o[(6 * a + 3) * ld + kk] = (T)u3_;                                              \
-        o[(6 * a + 4) * ld + kk] = (T)u4_;                                              \
-        o[(6 * a + 5) * ld + kk] = (T)u5_;                                              \
+        VD u0_, u1_, u2_, u3_, u4_, u5_;                                                \
+        FC_WINO4_G(VD, t0, t1, t2, u0_, u1_, u2_, u3_, u4_, u5_);                       \
+        buf[6 * a][j] = __builtin_convertvector(u0_, VT);                               \
+        buf[6 * a + 1][j] = __builtin_convertvector(u1_, VT);                           \
+        buf[6 * a + 2][j] = __builtin_convertvector(u2_, VT);                           \
+        buf[6 * a + 3][j] = __builtin_convertvector(u3_, VT);                           \
+        buf[6 * a + 4][j] = __builtin_convertvector(u4_, VT);                           \
+        buf[6 * a + 5][j] = __builtin_convertvector(u5_, VT);                           \
     } while (0)
 
-/* G applied to three values, in double */
-#define FC_WINO4_G(g0, g1, g2, o0, o1, o2, o3, o4, o5)                                  \
+/* G applied to three values (or vectors) of type TD, in double */
+#define FC_WINO4_G(TD, g0, g1, g2, o0, o1, o2, o3, o4, o5)                              \
     do {                                                                                \
-        double h0_ = g0, h1_ = g1, h2_ = g2, s_ = h0_ + h2_, q_ = h0_ + 4 * h2_;        \
+        TD h0_ = g0, h1_ = g1, h2_ = g2, s_ = h0_ + h2_, q_ = h0_ + 4 * h2_;            \
         o0 = h0_ * 0.25;                                                                \
         o1 = (s_ + h1_) * (-1.0 / 6);                                                   \
         o2 = (s_ - h1_) * (-1.0 / 6);                                                   \
