@@ -227,8 +227,8 @@ TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index
 /* the 3x3 taps of channel pairs (k0 + kk, c), kk < MR, as vectors g[tap]
  * (lane kk; zero past K), built lane by lane in registers (written to an
  * array first, each vector's load waited on its MR scalar stores: with the
- * buffer above, 3.5x slower on 256 x 256 channels), with the caller's kk and
- * i as the loops' counters */
+ * buffer above, 2.5-3.5x slower on 256 x 256 channels), with the caller's kk
+ * and i as the loops' counters */
 #define FC_WINO_TAPS(g, w, K, C, k0, c, MR)                                             \
     do {                                                                                \
         if (k0 + MR <= K)                                                               \
