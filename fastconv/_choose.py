@@ -146,8 +146,9 @@ def winograd_fits(g):
 #: Winograd's grad_weight (see conv2d_grad_weight_winograd): one thread's
 #: sums dU ((m + 2)^2 x K x C / groups values) may take half of
 #: WINOGRAD_GW_BYTES, which bounds all the threads' (a call runs on fewer
-#: threads beyond it), so that with the threads' blocks a call stays within
-#: 32 MiB of workspace (F(2x2) on 512 x 512 channels would take 16 MiB a thread)
+#: threads beyond it), so that with two threads' blocks a call stays within
+#: 32 MiB of workspace (F(2x2) on 512 x 512 float32 channels would take 16 MiB
+#: a thread; the blocks, like the forward's, grow with the threads)
 WINOGRAD_GW_BYTES = 16 * 1024 * 1024
 #: its cycles per transformed element (E (C + K) per slot) beyond the
 #: forward's model: each element's V transposed and Z packed for the GEMMs.
@@ -372,24 +373,32 @@ def _winograd_sums_bytes(g, tile):
     return (tile + 2) ** 2 * g.K * (g.C // g.groups) * g.dtype.itemsize
 
 
-def _winograd_grad_weight_tile(g, forced=False):
+def _winograd_gw_threads(g, tile, n_threads):
+    """Threads of Winograd's grad_weight: at most as many as have their sums
+    fit in WINOGRAD_GW_BYTES."""
+    return max(1, min(n_threads, WINOGRAD_GW_BYTES // _winograd_sums_bytes(g, tile)))
+
+
+def _winograd_grad_weight_tile(g, forced=False, n_threads=1):
     """The tile of grad_weight by Winograd in a backward that runs grad_input
     by Winograd, or None for the direct kernels: auto's choice by the cost
-    model; ``forced`` (algorithm="winograd") whenever the sums fit."""
+    model (its cost scaled up where fewer than ``n_threads`` threads run it,
+    the direct kernels keeping them all); ``forced`` (algorithm="winograd")
+    whenever the sums fit."""
     gw = _winograd_grad_weight_cost(g, _peak(g.dtype))
-    if gw is None or not forced and gw[1] >= _costs(g, True)["direct"] / 2:
+    if gw is None:
+        return None
+    cost = gw[1] * n_threads / _winograd_gw_threads(g, gw[0], n_threads)
+    if not forced and cost >= _costs(g, True)["direct"] / 2:
         return None
     return gw[0]
 
 
 def winograd_grad_weight(g, n_threads, forced):
-    """``(tile, threads)`` for grad_weight by Winograd (see
-    _winograd_grad_weight_tile), or None; threads: at most as many as have
-    their sums fit in WINOGRAD_GW_BYTES."""
-    tile = _winograd_grad_weight_tile(g, forced)
-    if tile is None:
-        return None
-    return tile, max(1, min(n_threads, WINOGRAD_GW_BYTES // _winograd_sums_bytes(g, tile)))
+    """``(tile, threads)`` for grad_weight by Winograd on up to ``n_threads``
+    threads (see _winograd_grad_weight_tile), or None."""
+    tile = _winograd_grad_weight_tile(g, forced, n_threads)
+    return None if tile is None else (tile, _winograd_gw_threads(g, tile, n_threads))
 
 
 def winograd_tile(g):

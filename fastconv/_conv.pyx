@@ -1228,11 +1228,11 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     and channel pair instead of 9 m^2.
 
     Work items are rows of tiles of one group, as conv2d_winograd's: V and Z
-    of an item (per-thread, L2) from the input and grad_output; for each
-    element xi, V[xi] transposed to [tile][channel] (B) and Z[xi] packed into
-    panels of mr channels (A), then dU[xi] += Z[xi] @ V[xi]^T on the GEMM
-    micro-kernels, reducing over the item's tiles, accumulated per thread
-    over its items; the threads' dU are summed in thread order and
+    of an item (per-thread, sized as the forward's blocks) from the input and
+    grad_output; for each element xi, V[xi] transposed to [tile][channel] (B)
+    and Z[xi] packed into panels of mr channels (A), then dU[xi] += Z[xi] @
+    V[xi]^T on the GEMM micro-kernels, reducing over the item's tiles,
+    accumulated per thread over its items; the threads' dU are summed in thread order and
     transformed back once. Returns 0, 1 when an input or grad_output element
     is not finite or above ``lim_x`` / ``lim_gy`` (``gw`` is then not
     written: the caller runs another strategy), -1 when out of memory.
@@ -1267,6 +1267,9 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     cdef double *half = NULL
     if tile != 2 and tile != 4:
         raise ValueError(f"conv2d_grad_weight_winograd: tile must be 2 or 4, got {tile}")
+    if n_threads < 1:  # the threads' sums are sized by it (OpenMP reads 0 as all)
+        raise ValueError(f"conv2d_grad_weight_winograd: n_threads must be at least 1, "
+                         f"got {n_threads}")
     if N == 0 or K == 0 or Cg == 0:
         gw[...] = 0
         return 0

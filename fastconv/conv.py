@@ -180,9 +180,11 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         Winograd (a 3x3 convolution of grad_output at stride 1, when each
         padding is at most 2; else all of it runs ``'im2col'``) and
         grad_weight by Winograd too (its sums over the tiles, (m + 2)^2 x K x
-        C / groups values per thread, within 16 MiB for two threads; else
-        as ``'direct'`` does); ``'auto'`` picks Winograd's grad_weight only
-        where the cost model finds it faster than the direct kernels.
+        C / groups values per thread, within 16 MiB for two threads; else,
+        or where an input or grad_output element is not finite or near
+        overflow, as ``'direct'`` does); ``'auto'`` picks Winograd's
+        grad_weight only where the cost model finds it faster than the
+        direct kernels.
 
     Returns
     -------
@@ -213,14 +215,17 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
     if algo == "winograd":
-        # grad_weight by Winograd or the direct kernels, grad_input by Winograd:
-        # a 3x3 stride-1 convolution of grad_output with the flipped, transposed weights
-        by = _choose.winograd_grad_weight(g, n_threads, forced=algorithm == "winograd")
-        if by is None or not _winograd_grad_weight(func, g, gy, gw, *by):
-            _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, None, gw,
-                  *_geometry_args(g), n_threads)
+        # grad_input by Winograd, a 3x3 stride-1 convolution of grad_output
+        # with the flipped, transposed weights (first: where its operands rule
+        # it out, all of the backward runs im2col); grad_weight by Winograd
+        # or the direct kernels
         if not _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
             algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
+        else:
+            by = _choose.winograd_grad_weight(g, n_threads, forced=algorithm == "winograd")
+            if by is None or not _winograd_grad_weight(func, g, gy, gw, *by):
+                _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, None, gw,
+                      *_geometry_args(g), n_threads)
     if algo == "direct" and _call(func, _direct.conv2d_backward_direct, gy, g.x, g.w, gx, gw,
                                   *_geometry_args(g), n_threads) == 1:
         algo = "im2col"  # a weight is not finite: see conv2d_backward_direct

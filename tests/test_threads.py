@@ -142,3 +142,15 @@ def test_set_num_threads_rejects_bad_values(threads, bad, exc, shown):
     with pytest.raises(exc, match=rf"(?s)set_num_threads: .*n.*{shown}"):
         threads.set_num_threads(bad)
     assert threads.get_num_threads() == before
+
+
+def test_winograd_grad_weight_kernel_needs_a_thread():
+    """The kernel sizes its threads' sums by n_threads, and OpenMP would read
+    0 as every thread: refused rather than written past."""
+    from fastconv import _conv
+    x = np.ones((1, 2, 6, 6))
+    gy = np.ones((1, 3, 6, 6))
+    gw = np.empty((3, 2, 3, 3))
+    with pytest.raises(ValueError, match="n_threads must be at least 1, got 0"):
+        _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, 0)
+    assert _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, 1) == 0
