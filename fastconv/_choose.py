@@ -152,8 +152,10 @@ def winograd_fits(g):
 WINOGRAD_GW_BYTES = 16 * 1024 * 1024
 #: its cycles per transformed element (E (C + K) per slot) beyond the
 #: forward's model: each element's V transposed and Z packed for the GEMMs.
-#: Fitted on Zen 3, one thread, on 8 layers of 16 to 256 channels (7x7 to
-#: 224x224): within 20% of the measured times, which varied as much run to run
+#: Fitted on Zen 3, one thread, to 16- and 32-channel layers (where the
+#: transforms weigh most) and checked on 64 to 256 channels (14x14 to
+#: 224x224): within about 20% of the measured times, which varied as much
+#: from run to run
 WINOGRAD_GW_CYCLES = {2: 1.1, 4: 1.5}
 
 
