@@ -1215,11 +1215,31 @@ cdef void wino_back(const floating *du, Py_ssize_t ld, Py_ssize_t Cg, const doub
             gw[c * 9 + i] = <floating> o[i * Cg + c]
 
 
+cdef void wino_gw_gemm(const floating *v, const floating *z, Py_ssize_t ld, Py_ssize_t tn,
+                       Py_ssize_t Cg, Py_ssize_t Kg, Py_ssize_t kc_max, floating *vt,
+                       floating *zt, floating *du) noexcept nogil:
+    """du[Kg, Cg] += Z @ V^T for one element xi of tn tiles (V: Cg rows, Z: Kg
+    rows, ld apart): V transposed to [tile][channel], rows zero-padded to
+    whole vectors (vt), Z packed into the kernels' panels of mr channels,
+    [tile][mr] (zt), then the micro-kernels reduce over the tiles."""
+    cdef Py_ssize_t mr = _isa.mr
+    cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
+    cdef Py_ssize_t Cg_pad = (Cg + nr - 1) // nr * nr
+    cdef Py_ssize_t pb, u0, kc
+    transpose(v, Cg, tn, ld, vt, Cg_pad, Cg_pad)
+    pack_weights(z, ld, Kg, tn, mr, zt)
+    for pb in range((tn + kc_max - 1) // kc_max):
+        u0 = pb * kc_max
+        kc = min(kc_max, tn - u0)
+        gemm_panels(kc, zt + u0 * mr, mr, mr * tn, NULL, Kg, vt + u0 * Cg_pad, Cg_pad, NULL, Cg,
+                    du, Cg, 1)
+
+
 def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
                                 const floating[:, :, :, ::1] x, floating[:, :, :, ::1] gw,
                                 Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int tile,
                                 Py_ssize_t block_rows, Py_ssize_t kc_max, floating lim_x,
-                                floating lim_gy, int n_threads):
+                                floating lim_gy, bint shared, int n_threads):
     """grad_weight of a 3x3 convolution at stride 1 (no dilation) by
     Winograd's F(m x m, 3x3), m = ``tile``: the forward's y = A^T [U (.) V] A
     (U = G g G^T, V = B^T d B, summed over channels) gives, per element xi of
@@ -1232,8 +1252,12 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     grad_output; for each element xi, V[xi] transposed to [tile][channel] (B)
     and Z[xi] packed into panels of mr channels (A), then dU[xi] += Z[xi] @
     V[xi]^T on the GEMM micro-kernels, reducing over the item's tiles,
-    accumulated per thread over its items; the threads' dU are summed in thread order and
-    transformed back once. Returns 0, 1 when an input or grad_output element
+    accumulated per thread over its items; the threads' dU are summed in
+    thread order and transformed back once. ``shared``: one item per group
+    (``block_rows`` covers the batch), its V and Z transformed by all the
+    threads a channel each, then the elements xi shared among the threads,
+    each summing into the one dU (with few tiles, per-thread sums cost more
+    than the GEMMs they save). Returns 0, 1 when an input or grad_output element
     is not finite or above ``lim_x`` / ``lim_gy`` (``gw`` is then not
     written: the caller runs another strategy), -1 when out of memory.
     """
@@ -1250,7 +1274,7 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     cdef Py_ssize_t ld = block_rows * slots
     cdef Py_ssize_t n_buf = wino_buf_size(tile, TQ, pl, W, ld)
     cdef Py_ssize_t wsize = groups * E * Kg * Cg  # one thread's dU
-    cdef Py_ssize_t item, r0, r1, tn, c, k, xi, pb, u0, kc, g, tid, t, o
+    cdef Py_ssize_t item, r0, r1, tn, c, k, xi, g, tid, t, o, sums
     cdef const double *G = &_G2[0] if tile == 2 else &_G4[0]
     cdef bint bad = False
     cdef bint *badp = &bad
@@ -1273,58 +1297,97 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     if N == 0 or K == 0 or Cg == 0:
         gw[...] = 0
         return 0
-    acc = <floating *> calloc(n_threads * wsize, sizeof(floating))
+    if shared and block_rows < N * TP:
+        raise ValueError(f"conv2d_grad_weight_winograd: shared needs block_rows >= "
+                         f"{N * TP}, got {block_rows}")
+    sums = 1 if shared else n_threads
+    acc = <floating *> calloc(sums * wsize, sizeof(floating))
     if acc == NULL:
         return -1
-    with nogil, parallel(num_threads=n_threads):
-        fpmode = fc_ftz_on()
-        tid = threadid()
-        v = <floating *> fc_malloc64(E * Cg * ld * sizeof(floating))
-        z = <floating *> fc_malloc64(E * Kg * ld * sizeof(floating))
-        vt = <floating *> fc_malloc64(ld * Cg_pad * sizeof(floating))
-        zt = <floating *> fc_malloc64(ld * Kg_pad * sizeof(floating))
-        rows = <floating *> fc_malloc64(n_buf * sizeof(floating))
-        if v == NULL or z == NULL or vt == NULL or zt == NULL or rows == NULL:
-            failed[0] = 1
-        for item in prange(n_blocks * groups, schedule="static"):
-            if failed[0] or badp[0]:
-                continue
-            g = item % groups
-            r0 = item // groups * block_rows
-            r1 = min(N * TP, r0 + block_rows)
-            tn = (r1 - r0) * slots
-            for c in range(Cg):
-                if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ,
-                           lim_x, rows, v + c * ld, Cg * ld):
+    if shared:
+        v = <floating *> fc_malloc64(groups * E * Cg * ld * sizeof(floating))
+        z = <floating *> fc_malloc64(groups * E * Kg * ld * sizeof(floating))
+        if v == NULL or z == NULL:
+            status = 1
+        with nogil, parallel(num_threads=n_threads):
+            # the batch's V and Z, a channel (of the input or grad_output) at a time
+            fpmode = fc_ftz_on()
+            rows = <floating *> fc_malloc64(n_buf * sizeof(floating))
+            if rows == NULL:
+                failed[0] = 1
+            for item in prange(groups * (Cg + Kg), schedule="static"):
+                if failed[0] or badp[0]:
+                    continue
+                g = item // (Cg + Kg)
+                c = item % (Cg + Kg)
+                if c < Cg:
+                    if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, 0, N * TP, pt, pl,
+                               TQ, lim_x, rows, v + (g * E * Cg + c) * ld, Cg * ld):
+                        badp[0] = True
+                elif wino_gy(tile, &gy[0, 0, 0, 0], K, P, Q, g * Kg + c - Cg, TP, 0, N * TP,
+                             TQ, lim_gy, rows, z + (g * E * Kg + c - Cg) * ld, Kg * ld):
                     badp[0] = True
-            for k in range(Kg):
-                if wino_gy(tile, &gy[0, 0, 0, 0], K, P, Q, g * Kg + k, TP, r0, r1, TQ, lim_gy,
-                           rows, z + k * ld, Kg * ld):
-                    badp[0] = True
-            if badp[0]:
-                continue
-            accp = acc + tid * wsize + g * E * Kg * Cg
-            for xi in range(E):
-                # V as [tile][channel], rows zero-padded to whole vectors; Z
-                # packed into the kernels' panels of mr channels, [tile][mr]
-                transpose(v + xi * Cg * ld, Cg, tn, ld, vt, Cg_pad, Cg_pad)
-                pack_weights(z + xi * Kg * ld, ld, Kg, tn, mr, zt)
-                for pb in range((tn + kc_max - 1) // kc_max):
-                    u0 = pb * kc_max
-                    kc = min(kc_max, tn - u0)
-                    gemm_panels(kc, zt + u0 * mr, mr, mr * tn, NULL, Kg, vt + u0 * Cg_pad,
-                                Cg_pad, NULL, Cg, accp + xi * Kg * Cg, Cg, 1)
+            fc_free64(rows)
+            fc_ftz_restore(fpmode)
+        if status == 0 and not bad:
+            with nogil, parallel(num_threads=n_threads):
+                fpmode = fc_ftz_on()
+                vt = <floating *> fc_malloc64(ld * Cg_pad * sizeof(floating))
+                zt = <floating *> fc_malloc64(ld * Kg_pad * sizeof(floating))
+                if vt == NULL or zt == NULL:
+                    failed[0] = 1
+                for item in prange(groups * E, schedule="static"):
+                    if not failed[0]:
+                        wino_gw_gemm(v + item * Cg * ld, z + item * Kg * ld, ld, ld, Cg, Kg,
+                                     kc_max, vt, zt, acc + item * Kg * Cg)
+                fc_free64(vt)
+                fc_free64(zt)
+                fc_ftz_restore(fpmode)
         fc_free64(v)
         fc_free64(z)
-        fc_free64(vt)
-        fc_free64(zt)
-        fc_free64(rows)
-        fc_ftz_restore(fpmode)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            fpmode = fc_ftz_on()
+            tid = threadid()
+            v = <floating *> fc_malloc64(E * Cg * ld * sizeof(floating))
+            z = <floating *> fc_malloc64(E * Kg * ld * sizeof(floating))
+            vt = <floating *> fc_malloc64(ld * Cg_pad * sizeof(floating))
+            zt = <floating *> fc_malloc64(ld * Kg_pad * sizeof(floating))
+            rows = <floating *> fc_malloc64(n_buf * sizeof(floating))
+            if v == NULL or z == NULL or vt == NULL or zt == NULL or rows == NULL:
+                failed[0] = 1
+            for item in prange(n_blocks * groups, schedule="static"):
+                if failed[0] or badp[0]:
+                    continue
+                g = item % groups
+                r0 = item // groups * block_rows
+                r1 = min(N * TP, r0 + block_rows)
+                tn = (r1 - r0) * slots
+                for c in range(Cg):
+                    if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ,
+                               lim_x, rows, v + c * ld, Cg * ld):
+                        badp[0] = True
+                for k in range(Kg):
+                    if wino_gy(tile, &gy[0, 0, 0, 0], K, P, Q, g * Kg + k, TP, r0, r1, TQ, lim_gy,
+                               rows, z + k * ld, Kg * ld):
+                        badp[0] = True
+                if badp[0]:
+                    continue
+                accp = acc + tid * wsize + g * E * Kg * Cg
+                for xi in range(E):
+                    wino_gw_gemm(v + xi * Cg * ld, z + xi * Kg * ld, ld, tn, Cg, Kg, kc_max, vt,
+                                 zt, accp + xi * Kg * Cg)
+            fc_free64(v)
+            fc_free64(z)
+            fc_free64(vt)
+            fc_free64(zt)
+            fc_free64(rows)
+            fc_ftz_restore(fpmode)
     if status == 0 and not bad:
         with nogil, parallel(num_threads=n_threads):
             # the threads' dU summed in thread order into the first's
-            for o in prange(wsize if n_threads > 1 else 0, schedule="static"):
-                for t in range(1, n_threads):
+            for o in prange(wsize if sums > 1 else 0, schedule="static"):
+                for t in range(1, sums):
                     acc[o] += acc[t * wsize + o]
         with nogil, parallel(num_threads=n_threads):
             half = <double *> fc_malloc64((3 * m2 + 9) * Cg * sizeof(double))

@@ -162,9 +162,9 @@ def _winograd_grad_weight(func, g, gy, gw, tile, n_threads):
     z, v, back = _WINOGRAD_GW_GROWTH[tile]
     tiles = g.N * -(-g.P // tile) * -(-g.Q // tile)
     lim = math.sqrt(float(np.finfo(g.dtype).max) / (2 * max(1, tiles) * z * v * back))
+    rows, kc, shared = _choose.winograd_gw_blocks(g, n_threads, tile)
     return _call(func, _conv.conv2d_grad_weight_winograd, gy, g.x, gw, g.pad[0], g.pad[2],
-                 g.groups, tile, *_choose.winograd_blocks(g, n_threads, tile), lim, lim,
-                 n_threads) == 0
+                 g.groups, tile, rows, kc, lim, lim, shared, n_threads) == 0
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,

@@ -152,5 +152,31 @@ def test_winograd_grad_weight_kernel_needs_a_thread():
     gy = np.ones((1, 3, 6, 6))
     gw = np.empty((3, 2, 3, 3))
     with pytest.raises(ValueError, match="n_threads must be at least 1, got 0"):
-        _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, 0)
-    assert _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, 1) == 0
+        _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, False, 0)
+    assert _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, False, 1) == 0
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_grad_weight_per_thread_and_shared_sums(rng, assert_close, tile, groups,
+                                                        dtype):
+    """Winograd's grad_weight both ways, on 1 to 3 threads: each thread
+    summing its items (rows of tiles) into sums of its own, added at the
+    end, or one item per group whose elements xi the threads share, into
+    one set of sums (what conv2d_backward picks for small batches). Short
+    reduction blocks (16 tiles) split the GEMMs too."""
+    from fastconv import _conv, reference as ref
+    x = rng.standard_normal((3, 8, 13, 11)).astype(dtype)
+    w = rng.standard_normal((10, 8 // groups, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((3, 10, 13, 11)).astype(dtype)
+    expected = ref.conv2d_backward(gy, x, w, padding=1, groups=groups)[1]
+    rows_of_tiles = 3 * -(-13 // tile)
+    for shared in (False, True):
+        for n in (1, 2, 3):
+            gw = np.full(w.shape, np.nan, dtype)
+            status = _conv.conv2d_grad_weight_winograd(
+                gy, x, gw, 1, 1, groups, tile, rows_of_tiles if shared else 2, 16, 1e15, 1e15,
+                shared, n)
+            assert status == 0
+            assert_close(gw, expected, gy.size // 10, err_msg=f"shared={shared}, {n} threads")
