@@ -153,7 +153,8 @@ def test_winograd_grad_weight_kernel_needs_a_thread():
     gw = np.empty((3, 2, 3, 3))
     with pytest.raises(ValueError, match="n_threads must be at least 1, got 0"):
         _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, False, 0)
-    assert _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, False, 1) == 0
+    assert _conv.conv2d_grad_weight_winograd(gy, x, gw, 1, 1, 1, 2, 1, 64, 1e15, 1e15, False,
+                                             1) == 0
 
 
 @pytest.mark.parametrize("tile", [2, 4])
