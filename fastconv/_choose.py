@@ -407,13 +407,15 @@ def _winograd_grad_weight_tile(g, forced=False, n_threads=1):
     model (its cost scaled up where fewer than ``n_threads`` threads run it,
     the direct kernels keeping them all); ``forced`` (algorithm="winograd")
     whenever the sums fit."""
-    gw = _winograd_grad_weight_cost(g, _peak(g.dtype))
-    if gw is None:
-        return None
-    cost = gw[1] * n_threads / _winograd_gw_threads(g, gw[0], n_threads)
-    if not forced and cost >= _costs(g, True)["direct"] / 2:
-        return None
-    return gw[0]
+    def pick():
+        gw = _winograd_grad_weight_cost(g, _peak(g.dtype))
+        if gw is None:
+            return None
+        cost = gw[1] * n_threads / _winograd_gw_threads(g, gw[0], n_threads)
+        if not forced and cost >= _costs(g, True)["direct"] / 2:
+            return None
+        return gw[0]
+    return _remembered(g, ("grad_weight tile", forced, n_threads), pick)
 
 
 def winograd_grad_weight(g, n_threads, forced):
@@ -458,25 +460,35 @@ def _winograd_cost(g, peak, tile=None):
             + (once + per_item * items) * e * g.K * cg)
 
 
-#: auto's choice by shape: the cost model is pure Python and took 6-12
-#: microseconds of a tiny call's 24 (Zen 3); a training loop asks the same few
+#: auto's choices by shape (the strategy, and Winograd's grad_weight tile):
+#: the cost model is pure Python and took 6-12 microseconds of a tiny call's
+#: 24 (Zen 3), 48 for grad_weight's choice; a training loop asks the same few
 #: shapes again and again. Bounded: emptied when it reaches AUTO_CACHE_SIZE.
-_auto_cache: dict[tuple, str] = {}
+_auto_cache: dict[tuple, object] = {}
 AUTO_CACHE_SIZE = 4096
+_MISSING = object()
+
+
+def _remembered(g, question, answer):
+    """``answer()`` for geometry ``g`` and ``question`` (a tuple), computed
+    once per shape, dtype and SIMD variant (see _auto_cache)."""
+    key = (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.stride, g.pad, g.dilation, g.groups,
+           g.dtype.char, _conv.simd_variant(), *question)
+    value = _auto_cache.get(key, _MISSING)
+    if value is _MISSING:
+        value = answer()
+        if len(_auto_cache) >= AUTO_CACHE_SIZE:
+            _auto_cache.clear()
+        _auto_cache[key] = value
+    return value
 
 
 def _auto(g, backward):
     """The strategy with the lowest estimated cost for geometry ``g``."""
-    key = (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.stride, g.pad, g.dilation, g.groups,
-           g.dtype.char, backward, _conv.simd_variant())
-    best = _auto_cache.get(key)
-    if best is None:
+    def cheapest():
         costs = _costs(g, backward)
-        best = min(costs, key=costs.get)
-        if len(_auto_cache) >= AUTO_CACHE_SIZE:
-            _auto_cache.clear()
-        _auto_cache[key] = best
-    return best
+        return min(costs, key=costs.get)
+    return _remembered(g, ("strategy", backward), cheapest)
 
 
 def clear_cache():
