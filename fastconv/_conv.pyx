@@ -1235,6 +1235,23 @@ cdef void wino_gw_gemm(const floating *v, const floating *z, Py_ssize_t ld, Py_s
                     du, Cg, 1)
 
 
+cdef inline int wino_gw_channel(int tile, const floating *x, const floating *gy,
+                                Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
+                                Py_ssize_t P, Py_ssize_t Q, Py_ssize_t Cg, Py_ssize_t Kg,
+                                Py_ssize_t g, Py_ssize_t j, Py_ssize_t TP, Py_ssize_t r0,
+                                Py_ssize_t r1, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t TQ,
+                                floating lim_x, floating lim_gy, floating *rows, floating *v,
+                                floating *z, Py_ssize_t ld) noexcept nogil:
+    """Channel j of group g's V (j < Cg: input channel g Cg + j) or Z
+    (grad_output channel g Kg + j - Cg) for rows of tiles [r0, r1), element
+    xi at v[(xi Cg + j) ld] or z[(xi Kg + j - Cg) ld]; nonzero as wino_in."""
+    if j < Cg:
+        return wino_in(tile, x, C, H, W, g * Cg + j, TP, r0, r1, pt, pl, TQ, lim_x, rows,
+                       v + j * ld, Cg * ld)
+    return wino_gy(tile, gy, K, P, Q, g * Kg + j - Cg, TP, r0, r1, TQ, lim_gy, rows,
+                   z + (j - Cg) * ld, Kg * ld)
+
+
 def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
                                 const floating[:, :, :, ::1] x, floating[:, :, :, ::1] gw,
                                 Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int tile,
@@ -1319,13 +1336,9 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
                 if failed[0] or badp[0]:
                     continue
                 g = item // (Cg + Kg)
-                c = item % (Cg + Kg)
-                if c < Cg:
-                    if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, 0, N * TP, pt, pl,
-                               TQ, lim_x, rows, v + (g * E * Cg + c) * ld, Cg * ld):
-                        badp[0] = True
-                elif wino_gy(tile, &gy[0, 0, 0, 0], K, P, Q, g * Kg + c - Cg, TP, 0, N * TP,
-                             TQ, lim_gy, rows, z + (g * E * Kg + c - Cg) * ld, Kg * ld):
+                if wino_gw_channel(tile, &x[0, 0, 0, 0], &gy[0, 0, 0, 0], C, H, W, K, P, Q, Cg,
+                                   Kg, g, item % (Cg + Kg), TP, 0, N * TP, pt, pl, TQ, lim_x,
+                                   lim_gy, rows, v + g * E * Cg * ld, z + g * E * Kg * ld, ld):
                     badp[0] = True
             fc_free64(rows)
             fc_ftz_restore(fpmode)
@@ -1363,13 +1376,10 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
                 r0 = item // groups * block_rows
                 r1 = min(N * TP, r0 + block_rows)
                 tn = (r1 - r0) * slots
-                for c in range(Cg):
-                    if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ,
-                               lim_x, rows, v + c * ld, Cg * ld):
-                        badp[0] = True
-                for k in range(Kg):
-                    if wino_gy(tile, &gy[0, 0, 0, 0], K, P, Q, g * Kg + k, TP, r0, r1, TQ, lim_gy,
-                               rows, z + k * ld, Kg * ld):
+                for c in range(Cg + Kg):
+                    if wino_gw_channel(tile, &x[0, 0, 0, 0], &gy[0, 0, 0, 0], C, H, W, K, P, Q,
+                                       Cg, Kg, g, c, TP, r0, r1, pt, pl, TQ, lim_x, lim_gy, rows,
+                                       v, z, ld):
                         badp[0] = True
                 if badp[0]:
                     continue
