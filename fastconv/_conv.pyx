@@ -993,12 +993,12 @@ cdef extern from "_winograd.h":
         fc_wino_in_f64 in_f64
         fc_wino_out_f32 out_f32
         fc_wino_out_f64 out_f64
-        fc_wino_w_f32 w4_f32
-        fc_wino_w_f64 w4_f64
-        fc_wino_in_f32 in4_f32
-        fc_wino_in_f64 in4_f64
-        fc_wino_out_f32 out4_f32
-        fc_wino_out_f64 out4_f64
+        fc_wino_w_f32 w6_f32[4]
+        fc_wino_w_f64 w6_f64[4]
+        fc_wino_in_f32 in6_f32[4]
+        fc_wino_in_f64 in6_f64[4]
+        fc_wino_out_f32 out6_f32[4]
+        fc_wino_out_f64 out6_f64[4]
         fc_wino_gy_f32 gy_f32
         fc_wino_gy_f64 gy_f64
         fc_wino_gy_f32 gy4_f32
@@ -1012,29 +1012,34 @@ for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels'
         raise ImportError("fastconv._conv: _winograd.h's MR differs from _gemm_kernels.h's")
 
 
-# tile: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3)
-cdef inline int wino_in(int tile, const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t c, Py_ssize_t TP, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t pt,
-                        Py_ssize_t pl, Py_ssize_t TQ, floating lim, floating *buf, floating *v,
-                        Py_ssize_t ldv) noexcept nogil:
+# F(m x m, r x r), m = tile, r = taps: F(2x2, 3x3) on 4x4 tiles of input, the
+# rest (m + r = 7) on 6x6 tiles
+cdef inline int wino_in(int tile, int taps, const floating *x, Py_ssize_t C, Py_ssize_t H,
+                        Py_ssize_t W, Py_ssize_t c, Py_ssize_t TP, Py_ssize_t r0, Py_ssize_t r1,
+                        Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t TQ, floating lim,
+                        floating *buf, floating *v, Py_ssize_t ldv) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    cdef bint small = tile + taps == 5
     if floating is float:
-        return (t.in_f32 if tile == 2 else t.in4_f32)(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim,
-                                                      buf, v, ldv)
+        return (t.in_f32 if small else t.in6_f32[tile - 2])(x, C, H, W, c, TP, r0, r1, pt, pl,
+                                                            TQ, lim, buf, v, ldv)
     else:
-        return (t.in_f64 if tile == 2 else t.in4_f64)(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim,
-                                                      buf, v, ldv)
+        return (t.in_f64 if small else t.in6_f64[tile - 2])(x, C, H, W, c, TP, r0, r1, pt, pl,
+                                                            TQ, lim, buf, v, ldv)
 
 
-cdef inline void wino_out(int tile, const floating *m, Py_ssize_t ldm, Py_ssize_t TP,
+cdef inline void wino_out(int tile, int taps, const floating *m, Py_ssize_t ldm, Py_ssize_t TP,
                           Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t TQ, floating b, floating *buf,
                           floating *y, Py_ssize_t K, Py_ssize_t k, Py_ssize_t P,
                           Py_ssize_t Q) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    cdef bint small = tile + taps == 5
     if floating is float:
-        (t.out_f32 if tile == 2 else t.out4_f32)(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+        (t.out_f32 if small else t.out6_f32[tile - 2])(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k,
+                                                       P, Q)
     else:
-        (t.out_f64 if tile == 2 else t.out4_f64)(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k, P, Q)
+        (t.out_f64 if small else t.out6_f64[tile - 2])(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k,
+                                                       P, Q)
 
 
 cdef inline int wino_gy(int tile, const floating *gy, Py_ssize_t K, Py_ssize_t P, Py_ssize_t Q,
@@ -1049,36 +1054,41 @@ cdef inline int wino_gy(int tile, const floating *gy, Py_ssize_t K, Py_ssize_t P
                                                       z, ldz)
 
 
-cdef inline void wino_weights(int tile, const floating *w, Py_ssize_t K, Py_ssize_t C,
-                              Py_ssize_t k0, floating *apack) noexcept nogil:
+cdef inline void wino_weights(int tile, int taps, const floating *w, Py_ssize_t K,
+                              Py_ssize_t C, Py_ssize_t k0, floating *apack) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
+    cdef bint small = tile + taps == 5
     if floating is float:
-        (t.w_f32 if tile == 2 else t.w4_f32)(w, K, C, k0, apack)
+        (t.w_f32 if small else t.w6_f32[taps - 2])(w, K, C, k0, apack)
     else:
-        (t.w_f64 if tile == 2 else t.w4_f64)(w, K, C, k0, apack)
+        (t.w_f64 if small else t.w6_f64[taps - 2])(w, K, C, k0, apack)
 
 
-cdef inline Py_ssize_t wino_buf_size(int tile, Py_ssize_t TQ, Py_ssize_t pl, Py_ssize_t W,
-                                     Py_ssize_t slots) noexcept nogil:
+cdef inline Py_ssize_t wino_buf_size(int tile, int taps, Py_ssize_t TQ, Py_ssize_t pl,
+                                     Py_ssize_t W, Py_ssize_t slots) noexcept nogil:
     """Elements of the transforms' buffer for an item of ``slots`` slots (see
-    _winograd.h): the input transform's, and the output's or grad_output's."""
-    if tile == 2:
+    _winograd.h): the input transform's, and the output's or grad_output's
+    (F(4x4, 3x3)'s 40 per slot)."""
+    if tile + taps == 5:
         return 8 * (slots + 1)
-    return max(6 * max(4 * TQ + 2, pl + W) + W + 36 * slots, 40 * slots)
+    return max(6 * max(tile * TQ + 6 - tile, pl + W) + W + 36 * slots,
+               max(6 * tile + tile * tile, 40) * slots)
 
 
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                     const floating[::1] bias, floating[:, :, :, ::1] y,
                     Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t groups, int tile,
                     Py_ssize_t block_rows, Py_ssize_t kc_max, floating lim, int n_threads):
-    """Forward 3x3 convolution at stride 1 (no dilation) by Winograd's
-    F(m x m, 3x3) (Lavin & Gray 2016), m = ``tile``: each m x m block of
-    outputs from an (m + 2) x (m + 2) tile of input, (m + 2)^2 multiplies per
-    tile and channel pair (16 for F(2x2), 36 for F(4x4)) instead of 9 m^2.
+    """Forward r x r convolution at stride 1 (no dilation) by Winograd's
+    F(m x m, r x r) (Lavin & Gray 2016), m = ``tile``, r the weights' taps:
+    F(2x2, 3x3), or m + r = 7 (F(4x4, 3x3), F(2x2, 5x5), F(3x3, 4x4),
+    F(5x5, 2x2)): each m x m block of outputs from an (m + r - 1)^2 tile of
+    input, that many multiplies per tile and channel pair (16 for F(2x2, 3x3),
+    36 for the rest) instead of m^2 r^2.
 
     The weights are transformed (G g G^T) into packed panels once, per group.
     A work item is ``block_rows`` rows of tiles of one group: its input tiles
-    transformed into V[E][C/groups][tiles] (E = (m + 2)^2; per-thread, L2),
+    transformed into V[E][C/groups][tiles] (E = (m + r - 1)^2; per-thread, L2),
     then for each of the E elements M[xi] = U[xi] @ V[xi] on the GEMM
     micro-kernels, then the output transform into the NCHW output. Items run
     across images: rows of tiles are numbered through the batch. Returns 0, 1
@@ -1087,18 +1097,19 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], P = y.shape[2], Q = y.shape[3]
+    cdef int taps = w.shape[2]
     cdef Py_ssize_t Kg = K // groups
     cdef Py_ssize_t TP = (P + tile - 1) // tile, TQ = (Q + tile - 1) // tile
-    cdef Py_ssize_t E = (tile + 2) * (tile + 2)
+    cdef Py_ssize_t E = (tile + taps - 1) * (tile + taps - 1)
     cdef Py_ssize_t mr = _isa.mr
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
     cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
-    # slots per row of tiles: F(2x2) has one more than tiles (see _winograd.h)
-    cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ
+    # slots per row of tiles: F(2x2, 3x3) has one more than tiles (see _winograd.h)
+    cdef Py_ssize_t slots = TQ + 1 if tile + taps == 5 else TQ
     # slots per item, the GEMMs' panels whole vectors
     cdef Py_ssize_t ld = (block_rows * slots + nr - 1) // nr * nr
-    cdef Py_ssize_t n_buf = wino_buf_size(tile, TQ, pl, W, block_rows * slots)
+    cdef Py_ssize_t n_buf = wino_buf_size(tile, taps, TQ, pl, W, block_rows * slots)
     cdef Py_ssize_t item, r0, r1, tn, c, k, kb, xi, pb, pc, kc, j, item_ld, g
     cdef bint has_bias = bias is not None
     cdef bint bad = False
@@ -1114,15 +1125,18 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef floating *vt
     if N == 0 or K == 0:
         return 0
-    if tile != 2 and tile != 4:
-        raise ValueError(f"conv2d_winograd: tile must be 2 or 4, got {tile}")
+    if w.shape[3] != taps or not (tile + taps == 7 and 2 <= taps <= 5
+                                  or tile == 2 and taps == 3):
+        raise ValueError(f"conv2d_winograd: F({tile}x{tile}, {w.shape[2]}x{w.shape[3]}) is "
+                         f"not one of F(2x2, 3x3), F(4x4, 3x3), F(2x2, 5x5), F(3x3, 4x4), "
+                         f"F(5x5, 2x2)")
     apack = <floating *> fc_malloc64(groups * E * Kg_pad * Cg * sizeof(floating))
     if apack == NULL:
         return -1
     with nogil:
         for kb in prange(groups * (Kg_pad // mr), schedule="static", num_threads=n_threads):
             g = kb // (Kg_pad // mr)
-            wino_weights(tile, &w[g * Kg, 0, 0, 0], Kg, Cg, kb % (Kg_pad // mr) * mr,
+            wino_weights(tile, taps, &w[g * Kg, 0, 0, 0], Kg, Cg, kb % (Kg_pad // mr) * mr,
                          apack + g * E * Kg_pad * Cg)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
@@ -1143,8 +1157,8 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             item_ld = (tn + nr - 1) // nr * nr
             ag = apack + g * E * Kg_pad * Cg
             for c in range(Cg):
-                if wino_in(tile, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl, TQ, lim,
-                           rows, v + c * item_ld, Cg * item_ld):
+                if wino_in(tile, taps, &x[0, 0, 0, 0], C, H, W, g * Cg + c, TP, r0, r1, pt, pl,
+                           TQ, lim, rows, v + c * item_ld, Cg * item_ld):
                     badp[0] = True
                 for xi in range(E):  # the last panel's tail: read, results dropped
                     vt = v + (xi * Cg + c) * item_ld
@@ -1158,7 +1172,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
                                 v + (xi * Cg + pc) * item_ld, item_ld, NULL, tn,
                                 mm + xi * Kg * item_ld, item_ld, pc > 0)
             for k in range(g * Kg, (g + 1) * Kg):
-                wino_out(tile, mm + (k - g * Kg) * item_ld, Kg * item_ld, TP, r0, r1, TQ,
+                wino_out(tile, taps, mm + (k - g * Kg) * item_ld, Kg * item_ld, TP, r0, r1, TQ,
                          bias[k] if has_bias else 0, rows, &y[0, 0, 0, 0], K, k, P, Q)
         fc_free64(v)
         fc_free64(mm)
@@ -1246,7 +1260,7 @@ cdef inline int wino_gw_channel(int tile, const floating *x, const floating *gy,
     (grad_output channel g Kg + j - Cg) for rows of tiles [r0, r1), element
     xi at v[(xi Cg + j) ld] or z[(xi Kg + j - Cg) ld]; nonzero as wino_in."""
     if j < Cg:
-        return wino_in(tile, x, C, H, W, g * Cg + j, TP, r0, r1, pt, pl, TQ, lim_x, rows,
+        return wino_in(tile, 3, x, C, H, W, g * Cg + j, TP, r0, r1, pt, pl, TQ, lim_x, rows,
                        v + j * ld, Cg * ld)
     return wino_gy(tile, gy, K, P, Q, g * Kg + j - Cg, TP, r0, r1, TQ, lim_gy, rows,
                    z + (j - Cg) * ld, Kg * ld)
@@ -1289,7 +1303,7 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
     cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ  # per row of tiles, as the forward's
     cdef Py_ssize_t ld = block_rows * slots
-    cdef Py_ssize_t n_buf = wino_buf_size(tile, TQ, pl, W, ld)
+    cdef Py_ssize_t n_buf = wino_buf_size(tile, 3, TQ, pl, W, ld)
     cdef Py_ssize_t wsize = groups * E * Kg * Cg  # one thread's dU
     cdef Py_ssize_t item, r0, r1, tn, c, k, xi, g, tid, t, o, sums
     cdef const double *G = &_G2[0] if tile == 2 else &_G4[0]

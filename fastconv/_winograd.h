@@ -224,20 +224,20 @@ TARGET static int NAME(const T *gy, fc_index K, fc_index P, fc_index Q, fc_index
  * streams of MR values, each a page or more apart, took most of the time). */
 #define FC_WINO_CB 16
 
-/* the 3x3 taps of channel pairs (k0 + kk, c), kk < MR, as vectors g[tap]
+/* the NT taps (R x R) of channel pairs (k0 + kk, c), kk < MR, as vectors g[tap]
  * (lane kk; zero past K), built lane by lane in registers (written to an
  * array first, each vector's load waited on its MR scalar stores: with the
  * buffer above, 2.5-3.5x slower on 256 x 256 channels), with the caller's kk
  * and i as the loops' counters */
-#define FC_WINO_TAPS(g, w, K, C, k0, c, MR)                                             \
+#define FC_WINO_TAPS(g, w, K, C, k0, c, MR, NT)                                         \
     do {                                                                                \
         if (k0 + MR <= K)                                                               \
-            for (i = 0; i < 9; i++)                                                     \
-                for (kk = 0; kk < MR; kk++) g[i][kk] = w[((k0 + kk) * C + c) * 9 + i];  \
+            for (i = 0; i < NT; i++)                                                    \
+                for (kk = 0; kk < MR; kk++) g[i][kk] = w[((k0 + kk) * C + c) * NT + i]; \
         else                                                                            \
-            for (i = 0; i < 9; i++)                                                     \
+            for (i = 0; i < NT; i++)                                                    \
                 for (kk = 0; kk < MR; kk++)                                             \
-                    g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * 9 + i] : 0;        \
+                    g[i][kk] = k0 + kk < K ? w[((k0 + kk) * C + c) * NT + i] : 0;       \
     } while (0)
 
 /* the buffer's rows of channels [c0, c0 + cn) into the panels of k0 */
@@ -263,7 +263,7 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
         for (c = c0; c < c0 + cn; c++) {                                                \
             /* t = G g (rows), then t G^T (columns) */                                  \
             vec g[9], t[4][3];                                                          \
-            FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                        \
+            FC_WINO_TAPS(g, w, K, C, k0, c, MR, 9);                                        \
             for (i = 0; i < 3; i++) {                                                   \
                 t[0][i] = g[i];                                                         \
                 t[1][i] = (g[i] + g[3 + i] + g[6 + i]) * (T)0.5;                        \
@@ -309,37 +309,46 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
         o5 = 4 * (d1 - d3) + (d5 - d3);                                                 \
     } while (0)
 
-/* A^T applied to six values */
-#define FC_WINO4_AT(T, m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                            \
+/* A^T of F(M x M, (7 - M) x (7 - M)) applied to six values, result k < M
+ * passed to OUT(M, k, value): row k of A^T is the powers k of the points,
+ * (0^k, 1, (-1)^k, 2^k, (-2)^k), and 1 at infinity in the last row (dead
+ * branches of a constant M fold away) */
+#define FC_WINO6_AT(T, M, m0, m1, m2, m3, m4, m5, OUT)                                  \
     do {                                                                                \
         T s12_ = m1 + m2, d12_ = m1 - m2, s34_ = m3 + m4, d34_ = m3 - m4;               \
-        o0 = m0 + s12_ + s34_;                                                          \
-        o1 = d12_ + 2 * d34_;                                                           \
-        o2 = s12_ + 4 * s34_;                                                           \
-        o3 = d12_ + 8 * d34_ + m5;                                                      \
+        OUT(M, 0, m0 + s12_ + s34_);                                                    \
+        if ((M) == 2) OUT(M, 1, d12_ + 2 * d34_ + m5);                                  \
+        else OUT(M, 1, d12_ + 2 * d34_);                                                \
+        if ((M) == 3) OUT(M, 2, s12_ + 4 * s34_ + m5);                                  \
+        else if ((M) > 3) OUT(M, 2, s12_ + 4 * s34_);                                   \
+        if ((M) == 4) OUT(M, 3, d12_ + 8 * d34_ + m5);                                  \
+        else if ((M) > 4) OUT(M, 3, d12_ + 8 * d34_);                                   \
+        if ((M) == 5) OUT(M, 4, s12_ + 16 * s34_ + m5);                                 \
     } while (0)
 
-/* F(4x4, 3x3)'s input transform, with FC_DEFINE_WINO_IN's arguments and
- * result: v[xi * ldv + u] = (B^T d B)[xi], xi = 6 a + b, for the tile in slot
+/* The input transform of F(M x M, (7 - M) x (7 - M)) (F(4x4, 3x3) for M = 4),
+ * with FC_DEFINE_WINO_IN's arguments and result: tiles M apart,
+ * v[xi * ldv + u] = (B^T d B)[xi], xi = 6 a + b, for the tile in slot
  * u = (r - r0) TQ + tq (no junk slots: at 14x14, F(2x2)'s one per row of
  * tiles would be a GEMM column in five). buf: 6 L + W + 36 (r1 - r0) TQ, L
  * as below. Per row of tiles, B^T runs down the six input rows at unit
  * stride (rows outside the image read a row of zeros) into six rows of L
  * columns, column pl + j holding input column j and the rest zero; then
- * along each tile's six columns 4 tq to 4 tq + 5 of those, a loop over the
+ * along each tile's six columns M tq to M tq + 5 of those, a loop over the
  * tiles that the compiler vectorises with shuffles (the six outputs must be
- * distinct restrict pointers for it to). Rows of fewer than FC_WINO4_SHORT
+ * distinct restrict pointers for it to). Rows of fewer than FC_WINO6_SHORT
  * tiles are too short for that loop (a 14x14 128-channel layer ran 20%
  * slower): their tiles' columns are copied out, column i of every tile in
  * array i, and one loop runs over all the item's tiles. */
-#define FC_WINO4_SHORT 8
-#define FC_WINO4_ROW(W, TQ, pl) (4 * (TQ) + 2 > (pl) + (W) ? 4 * (TQ) + 2 : (pl) + (W))
-#define FC_DEFINE_WINO4_IN(NAME, T, TARGET)                                             \
+#define FC_WINO6_SHORT 8
+#define FC_WINO6_ROW(M, W, TQ, pl)                                                      \
+    ((M) * (TQ) + 6 - (M) > (pl) + (W) ? (M) * (TQ) + 6 - (M) : (pl) + (W))
+#define FC_DEFINE_WINO6_IN(NAME, T, TARGET, M)                                           \
 TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index c,      \
                        fc_index TP, fc_index r0, fc_index r1, fc_index pt, fc_index pl, \
                        fc_index TQ, T lim, T *restrict buf, T *restrict v, fc_index ldv) \
 {                                                                                       \
-    const fc_index L = FC_WINO4_ROW(W, TQ, pl), S = (r1 - r0) * TQ;                     \
+    const fc_index L = FC_WINO6_ROW(M, W, TQ, pl), S = (r1 - r0) * TQ;                  \
     T *restrict t = buf, *restrict zero = buf + 6 * L, *restrict col = zero + W;        \
     fc_index i, j, r, a;                                                                \
     int bad = 0;                                                                        \
@@ -351,7 +360,7 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
     for (r = r0; r < r1; r++) {                                                         \
         const T *xc = x + ((r / TP) * C + c) * H * W;                                   \
         const T *d[6];                                                                  \
-        fc_index h0 = 4 * (r % TP) - pt;                                                \
+        fc_index h0 = M * (r % TP) - pt;                                                \
         for (i = 0; i < 6; i++)                                                         \
             d[i] = h0 + i >= 0 && h0 + i < H ? xc + (h0 + i) * W : zero;                \
         {                                                                               \
@@ -373,10 +382,10 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
             const T *ta = t + a * L;                                                    \
             T *restrict v0, *restrict v1, *restrict v2, *restrict v3, *restrict v4;     \
             T *restrict v5;                                                             \
-            if (TQ < FC_WINO4_SHORT) {  /* split, for the loop below */                \
+            if (TQ < FC_WINO6_SHORT) {  /* split, for the loop below */                \
                 T *restrict o = col + 6 * a * S + (r - r0) * TQ;                        \
                 for (j = 0; j < TQ; j++)                                                \
-                    for (i = 0; i < 6; i++) o[i * S + j] = ta[4 * j + i];               \
+                    for (i = 0; i < 6; i++) o[i * S + j] = ta[M * j + i];               \
                 continue;                                                               \
             }                                                                           \
             v0 = v + 6 * a * ldv + (r - r0) * TQ;                                       \
@@ -384,12 +393,12 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
             v4 = v0 + 4 * ldv, v5 = v0 + 5 * ldv;                                       \
             FC_IVDEP                                                                    \
             for (j = 0; j < TQ; j++)                                                    \
-                FC_WINO4_BT(T, ta[4 * j], ta[4 * j + 1], ta[4 * j + 2], ta[4 * j + 3],  \
-                            ta[4 * j + 4], ta[4 * j + 5], v0[j], v1[j], v2[j], v3[j],   \
+                FC_WINO4_BT(T, ta[M * j], ta[M * j + 1], ta[M * j + 2], ta[M * j + 3],  \
+                            ta[M * j + 4], ta[M * j + 5], v0[j], v1[j], v2[j], v3[j],   \
                             v4[j], v5[j]);                                              \
         }                                                                               \
     }                                                                                   \
-    if (TQ < FC_WINO4_SHORT)  /* rows of few tiles: one loop over all of them */       \
+    if (TQ < FC_WINO6_SHORT)  /* rows of few tiles: one loop over all of them */       \
         for (a = 0; a < 6; a++) {                                                       \
             const T *c0 = col + 6 * a * S, *c1 = c0 + S, *c2 = c0 + 2 * S;              \
             const T *c3 = c0 + 3 * S, *c4 = c0 + 4 * S, *c5 = c0 + 5 * S;              \
@@ -405,51 +414,42 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
 }
 
 /* Its output transform, with FC_DEFINE_WINO_OUT's arguments (m: 36 rows, TQ
- * slots per row of tiles; buf: 40 (r1 - r0) TQ); the 4x4 block of tile
- * (tp, tq) goes to rows 4 tp + i, columns 4 tq + j below P, Q. */
-#define FC_DEFINE_WINO4_OUT(NAME, T, TARGET)                                            \
+ * slots per row of tiles; buf: (6 M + M^2) (r1 - r0) TQ); the M x M block
+ * of tile (tp, tq) goes to rows M tp + i, columns M tq + j below P, Q. */
+#define FC_WINO6_TO_T(M, k, val) ta[(k) * S + u] = (val)
+#define FC_WINO6_TO_O(M, k, val) o[((k) * (M) + j) * S + u] = (val) + b
+#define FC_DEFINE_WINO6_OUT(NAME, T, TARGET, M)                                         \
 TARGET static void NAME(const T *restrict m, fc_index ldm, fc_index TP, fc_index r0,    \
                         fc_index r1, fc_index TQ, T b, T *restrict buf, T *restrict y,   \
                         fc_index K, fc_index k, fc_index P, fc_index Q)                 \
 {                                                                                       \
     const fc_index S = (r1 - r0) * TQ;                                                  \
-    T *restrict t = buf, *restrict o = buf + 24 * S;                                    \
+    T *restrict t = buf, *restrict o = buf + 6 * (M) * S;                               \
     fc_index u, r, tq, a, i, j;                                                         \
-    for (a = 0; a < 6; a++) {  /* along each row of the tile: t[4 a + j] */             \
+    for (a = 0; a < 6; a++) {  /* along each row of the tile: t[M a + j] */             \
         const T *ma = m + 6 * a * ldm;                                                  \
-        T *restrict ta = t + 4 * a * S;                                                 \
+        T *restrict ta = t + (M) * a * S;                                               \
         FC_IVDEP                                                                        \
         for (u = 0; u < S; u++)                                                         \
-            FC_WINO4_AT(T, ma[u], ma[ldm + u], ma[2 * ldm + u], ma[3 * ldm + u],           \
-                        ma[4 * ldm + u], ma[5 * ldm + u], ta[u], ta[S + u], ta[2 * S + u], \
-                        ta[3 * S + u]);                                                 \
+            FC_WINO6_AT(T, M, ma[u], ma[ldm + u], ma[2 * ldm + u], ma[3 * ldm + u],     \
+                        ma[4 * ldm + u], ma[5 * ldm + u], FC_WINO6_TO_T);               \
     }                                                                                   \
-    for (j = 0; j < 4; j++) {  /* down each column: o[4 i + j], plus the bias */        \
+    for (j = 0; j < (M); j++) {  /* down each column: o[M i + j], plus the bias */      \
         const T *tj = t + j * S;                                                        \
         FC_IVDEP                                                                        \
-        for (u = 0; u < S; u++) {                                                       \
-            T o0, o1, o2, o3;                                                           \
-            FC_WINO4_AT(T, tj[u], tj[4 * S + u], tj[8 * S + u], tj[12 * S + u],            \
-                        tj[16 * S + u], tj[20 * S + u], o0, o1, o2, o3);                \
-            o[j * S + u] = o0 + b;                                                      \
-            o[(4 + j) * S + u] = o1 + b;                                                \
-            o[(8 + j) * S + u] = o2 + b;                                                \
-            o[(12 + j) * S + u] = o3 + b;                                               \
-        }                                                                               \
+        for (u = 0; u < S; u++)                                                         \
+            FC_WINO6_AT(T, M, tj[u], tj[(M) * S + u], tj[2 * (M) * S + u],              \
+                        tj[3 * (M) * S + u], tj[4 * (M) * S + u], tj[5 * (M) * S + u],  \
+                        FC_WINO6_TO_O);                                                 \
     }                                                                                   \
     for (r = r0; r < r1; r++) {  /* interleaved into the rows */                        \
         fc_index tp = r % TP, s = (r - r0) * TQ;                                        \
-        for (i = 0; i < 4 && 4 * tp + i < P; i++) {                                     \
-            T *restrict yr = y + (((r / TP) * K + k) * P + 4 * tp + i) * Q;             \
-            const T *o0 = o + 4 * i * S + s, *o1 = o0 + S, *o2 = o0 + 2 * S;            \
-            const T *o3 = o0 + 3 * S;                                                   \
-            for (tq = 0; tq < Q / 4; tq++) {                                            \
-                yr[4 * tq] = o0[tq];                                                    \
-                yr[4 * tq + 1] = o1[tq];                                                \
-                yr[4 * tq + 2] = o2[tq];                                                \
-                yr[4 * tq + 3] = o3[tq];                                                \
-            }                                                                           \
-            for (j = Q / 4 * 4; j < Q; j++) yr[j] = o0[(j % 4) * S + Q / 4];            \
+        for (i = 0; i < (M) && (M) * tp + i < P; i++) {                                 \
+            T *restrict yr = y + (((r / TP) * K + k) * P + (M) * tp + i) * Q;           \
+            const T *oi = o + (M) * i * S + s;                                          \
+            for (tq = 0; tq < Q / (M); tq++)                                            \
+                for (j = 0; j < (M); j++) yr[(M) * tq + j] = oi[j * S + tq];            \
+            for (j = Q / (M) * (M); j < Q; j++) yr[j] = oi[(j % (M)) * S + Q / (M)];    \
         }                                                                               \
     }                                                                                   \
 }
@@ -540,7 +540,7 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
             /* t = G g (down the kernel's columns: t<a><column>), then t G^T */         \
             vd g[9], t00, t10, t20, t30, t40, t50, t01, t11, t21, t31, t41, t51;        \
             vd t02, t12, t22, t32, t42, t52;                                            \
-            FC_WINO_TAPS(g, w, K, C, k0, c, MR);                                        \
+            FC_WINO_TAPS(g, w, K, C, k0, c, MR, 9);                                        \
             FC_WINO4_G(vd, g[0], g[3], g[6], t00, t10, t20, t30, t40, t50);             \
             FC_WINO4_G(vd, g[1], g[4], g[7], t01, t11, t21, t31, t41, t51);             \
             FC_WINO4_G(vd, g[2], g[5], g[8], t02, t12, t22, t32, t42, t52);             \
@@ -581,6 +581,52 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
         o5 = h2_;                                                                       \
     } while (0)
 
+/* The weight transform G g G^T of F((7 - R) x (7 - R), R x R) for R = 2, 4,
+ * 5 (R = 3: FC_DEFINE_WINO4_W), into the panels as FC_DEFINE_WINO4_W's. Row
+ * i of G, for point p_i of 0, 1, -1, 2, -2, is s_i (1, p_i, ..., p_i^(R-1)),
+ * s_i = 1 / prod_{j != i} (p_i - p_j) (1/4, -1/6, -1/6, 1/24, 1/24), and the
+ * last, at infinity, (0, ..., 0, 1): the input transform B^T is the same for
+ * every R (Toom-Cook on the same six points), only G and A^T change. In
+ * double, by Horner's rule: its products by p_i are exact, so FMAs or not
+ * every variant rounds alike, once per sum and once by s_i. */
+#define FC_WINO6_G(TD, R, h, st, ia, out)                                               \
+    do {                                                                                \
+        static const double p_[5] = {0, 1, -1, 2, -2};                                  \
+        static const double s_[5] = {0.25, -1.0 / 6, -1.0 / 6, 1.0 / 24, 1.0 / 24};     \
+        TD acc_ = h[((R) - 1) * (st)];                                                  \
+        fc_index n_;                                                                    \
+        if ((ia) < 5) {                                                                 \
+            for (n_ = (R) - 2; n_ >= 0; n_--) acc_ = acc_ * p_[ia] + h[n_ * (st)];       \
+            acc_ = acc_ * s_[ia];                                                       \
+        }                                                                               \
+        out = acc_;                                                                     \
+    } while (0)
+#define FC_DEFINE_WINO6_W(NAME, T, MR, TARGET, R)                                       \
+TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apack)     \
+{                                                                                       \
+    typedef T vec __attribute__((vector_size(MR * sizeof(T)), aligned(sizeof(T))));   \
+    typedef double vd __attribute__((vector_size(MR * sizeof(double)),                \
+                                     aligned(sizeof(double))));                         \
+    const fc_index ld = (K + MR - 1) / MR * MR * C;  /* between elements xi */         \
+    fc_index c0, c, kk, i, a, j;                                                        \
+    vec buf[36][FC_WINO_CB];                                                            \
+    for (c0 = 0; c0 < C; c0 += FC_WINO_CB) {                                            \
+        const fc_index cn = C - c0 < FC_WINO_CB ? C - c0 : FC_WINO_CB;                  \
+        for (c = c0; c < c0 + cn; c++) {                                                \
+            vd g[(R) * (R)], t[6][R], u_;  /* t = G g (down the columns), then t G^T */ \
+            FC_WINO_TAPS(g, w, K, C, k0, c, MR, (R) * (R));                             \
+            for (a = 0; a < 6; a++)                                                     \
+                for (j = 0; j < (R); j++) FC_WINO6_G(vd, R, (g + j), (R), a, t[a][j]);  \
+            for (a = 0; a < 6; a++)                                                     \
+                for (j = 0; j < 6; j++) {                                               \
+                    FC_WINO6_G(vd, R, t[a], 1, j, u_);                                  \
+                    buf[6 * a + j][c - c0] = __builtin_convertvector(u_, vec);          \
+                }                                                                       \
+        }                                                                               \
+        FC_WINO_FLUSH(buf, 36, apack, ld, k0, C, c0, cn, MR);                           \
+    }                                                                                   \
+}
+
 typedef void (*fc_wino_w_f32)(const float *, fc_index, fc_index, fc_index, float *);
 typedef void (*fc_wino_w_f64)(const double *, fc_index, fc_index, fc_index, double *);
 typedef int (*fc_wino_in_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
@@ -608,18 +654,27 @@ typedef struct {
     fc_wino_in_f64 in_f64;
     fc_wino_out_f32 out_f32;
     fc_wino_out_f64 out_f64;
-    fc_wino_w_f32 w4_f32;  /* F(4x4, 3x3)'s, with the same arguments */
-    fc_wino_w_f64 w4_f64;
-    fc_wino_in_f32 in4_f32;
-    fc_wino_in_f64 in4_f64;
-    fc_wino_out_f32 out4_f32;
-    fc_wino_out_f64 out4_f64;
+    /* F(M x M, R x R) on 6x6 tiles, M + R = 7, with the same arguments: [M - 2]
+     * (F(4x4, 3x3) at [2]), the weights' [R - 2] */
+    fc_wino_w_f32 w6_f32[4];
+    fc_wino_w_f64 w6_f64[4];
+    fc_wino_in_f32 in6_f32[4];
+    fc_wino_in_f64 in6_f64[4];
+    fc_wino_out_f32 out6_f32[4];
+    fc_wino_out_f64 out6_f64[4];
     fc_wino_gy_f32 gy_f32;  /* grad_weight's, F(2x2) then F(4x4) */
     fc_wino_gy_f64 gy_f64;
     fc_wino_gy_f32 gy4_f32;
     fc_wino_gy_f64 gy4_f64;
     int mr;  /* the panels' rows: checked against fc_isas' at import */
 } fc_wino;
+
+/* F(M x M, R x R)'s data transforms */
+#define FC_DEFINE_WINO6_M(ISA, TARGET, MR, M, R)                                        \
+    FC_DEFINE_WINO6_IN(fc_wino6_in##M##_##ISA##_f32, float, TARGET, M)                  \
+    FC_DEFINE_WINO6_IN(fc_wino6_in##M##_##ISA##_f64, double, TARGET, M)                 \
+    FC_DEFINE_WINO6_OUT(fc_wino6_out##M##_##ISA##_f32, float, TARGET, M)                \
+    FC_DEFINE_WINO6_OUT(fc_wino6_out##M##_##ISA##_f64, double, TARGET, M)
 
 /* MR: the ISA's register block of output channels (fc_isas' mr) */
 #define FC_DEFINE_WINO(ISA, TARGET, MR)                                                 \
@@ -629,21 +684,31 @@ typedef struct {
     FC_DEFINE_WINO_IN(fc_wino_in_##ISA##_f64, double, TARGET)                           \
     FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f32, float, TARGET)                          \
     FC_DEFINE_WINO_OUT(fc_wino_out_##ISA##_f64, double, TARGET)                         \
-    FC_DEFINE_WINO4_W(fc_wino4_w_##ISA##_f32, float, MR, TARGET)                        \
-    FC_DEFINE_WINO4_W(fc_wino4_w_##ISA##_f64, double, MR, TARGET)                       \
-    FC_DEFINE_WINO4_IN(fc_wino4_in_##ISA##_f32, float, TARGET)                          \
-    FC_DEFINE_WINO4_IN(fc_wino4_in_##ISA##_f64, double, TARGET)                         \
-    FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f32, float, TARGET)                        \
-    FC_DEFINE_WINO4_OUT(fc_wino4_out_##ISA##_f64, double, TARGET)                       \
+    FC_DEFINE_WINO4_W(fc_wino6_w3_##ISA##_f32, float, MR, TARGET)                       \
+    FC_DEFINE_WINO4_W(fc_wino6_w3_##ISA##_f64, double, MR, TARGET)                      \
+    FC_DEFINE_WINO6_M(ISA, TARGET, MR, 2, 5)                                            \
+    FC_DEFINE_WINO6_M(ISA, TARGET, MR, 3, 4)                                            \
+    FC_DEFINE_WINO6_M(ISA, TARGET, MR, 4, 3)                                            \
+    FC_DEFINE_WINO6_M(ISA, TARGET, MR, 5, 2)                                            \
+    FC_DEFINE_WINO6_W(fc_wino6_w2_##ISA##_f32, float, MR, TARGET, 2)                    \
+    FC_DEFINE_WINO6_W(fc_wino6_w2_##ISA##_f64, double, MR, TARGET, 2)                   \
+    FC_DEFINE_WINO6_W(fc_wino6_w4_##ISA##_f32, float, MR, TARGET, 4)                    \
+    FC_DEFINE_WINO6_W(fc_wino6_w4_##ISA##_f64, double, MR, TARGET, 4)                   \
+    FC_DEFINE_WINO6_W(fc_wino6_w5_##ISA##_f32, float, MR, TARGET, 5)                    \
+    FC_DEFINE_WINO6_W(fc_wino6_w5_##ISA##_f64, double, MR, TARGET, 5)                   \
     FC_DEFINE_WINO_GY(fc_wino_gy_##ISA##_f32, float, TARGET)                            \
     FC_DEFINE_WINO_GY(fc_wino_gy_##ISA##_f64, double, TARGET)                           \
     FC_DEFINE_WINO4_GY(fc_wino4_gy_##ISA##_f32, float, TARGET)                          \
     FC_DEFINE_WINO4_GY(fc_wino4_gy_##ISA##_f64, double, TARGET)
+#define FC_WINO6_LIST(F, ISA, T)                                                        \
+    fc_wino6_##F##2_##ISA##_##T, fc_wino6_##F##3_##ISA##_##T, fc_wino6_##F##4_##ISA##_##T, \
+        fc_wino6_##F##5_##ISA##_##T
 #define FC_WINO(ISA, MR)                                                                \
     {fc_wino_w_##ISA##_f32, fc_wino_w_##ISA##_f64, fc_wino_in_##ISA##_f32,              \
      fc_wino_in_##ISA##_f64, fc_wino_out_##ISA##_f32, fc_wino_out_##ISA##_f64,           \
-     fc_wino4_w_##ISA##_f32, fc_wino4_w_##ISA##_f64, fc_wino4_in_##ISA##_f32,            \
-     fc_wino4_in_##ISA##_f64, fc_wino4_out_##ISA##_f32, fc_wino4_out_##ISA##_f64,       \
+     {FC_WINO6_LIST(w, ISA, f32)}, {FC_WINO6_LIST(w, ISA, f64)},                         \
+     {FC_WINO6_LIST(in, ISA, f32)}, {FC_WINO6_LIST(in, ISA, f64)},                       \
+     {FC_WINO6_LIST(out, ISA, f32)}, {FC_WINO6_LIST(out, ISA, f64)},                     \
      fc_wino_gy_##ISA##_f32, fc_wino_gy_##ISA##_f64, fc_wino4_gy_##ISA##_f32,            \
      fc_wino4_gy_##ISA##_f64, MR}
 
