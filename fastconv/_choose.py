@@ -53,6 +53,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import _conv
 
 ALGORITHMS = ("auto", "direct", "im2col", "1x1", "winograd")
@@ -95,7 +97,8 @@ _VECTOR_BYTES = {"avx512": 64, "avx2": 32, "baseline": 16}
 
 #: fraction of peak of the Winograd GEMMs (U[xi] @ V[xi] for each element xi)
 WINOGRAD_EFFICIENCY = 0.6
-#: the output tiles m of F(m x m, 3x3) auto weighs
+#: the output tiles m of F(m x m, 3x3) auto weighs (other kernel sizes r have
+#: one, F((7 - r) x (7 - r), r x r) on 6x6 tiles: see winograd_tiles)
 WINOGRAD_TILES = (2, 4)
 #: By tile m, cycles per transformed element (input tiles per channel, output
 #: tiles per output channel: (m + 2)^2 each) and per transformed weight
@@ -111,8 +114,11 @@ WINOGRAD_TILES = (2, 4)
 #: batch-2 and batch-4 7x7 512-channel layers to Winograd, measured 1.2-1.4x
 #: slower there than im2col (this model does not see the 16 MiB of
 #: transformed weights streaming from memory for each work item).
-WINOGRAD_TRANSFORM_CYCLES = {2: 0.3, 4: 1.3}
-WINOGRAD_WEIGHT_CYCLES = {2: (3.0, 0.25), 4: (3.4, 1.4)}
+#: Keyed by the input tile's side (4 for F(2x2, 3x3), 6 for the rest: F(4x4,
+#: 3x3)'s fit serves the other kernel sizes, whose transforms are the same
+#: input transform and shorter or longer output ones).
+WINOGRAD_TRANSFORM_CYCLES = {4: 0.3, 6: 1.3}
+WINOGRAD_WEIGHT_CYCLES = {4: (3.0, 0.25), 6: (3.4, 1.4)}
 #: auto's bound on the transformed weights, (m + 2)^2 x K x C / groups values
 #: (K padded to whole register blocks per group) packed once per call (16 MiB:
 #: 512 x 512 channels in float32 for F(2x2), 341 x 341 for F(4x4)), so that
@@ -137,10 +143,33 @@ WINOGRAD_BLOCK_BYTES = 4096 * 1024
 WINOGRAD_SHORT_REDUCTION = 32
 
 
+def winograd_taps(g):
+    """The side r of the r x r kernel the Winograd kernels run for geometry
+    ``g``, or None when they cannot run it: a square kernel of 2 to 5 taps at
+    stride 1 (dilated: through its phases, see dilated_phases), or at an
+    equal stride s on both axes without dilation or groups, whose ceil(R / s)
+    is 2 to 5 (run on its s x s phases as input channels, see
+    strided_phases)."""
+    if g.R != g.S:
+        return None
+    if g.stride == (1, 1):
+        taps = g.R
+    elif g.stride[0] == g.stride[1] and g.dilation == (1, 1) and g.groups == 1:
+        taps = -(-g.R // g.stride[0])
+    else:
+        return None
+    return taps if 2 <= taps <= 5 else None
+
+
 def winograd_fits(g):
-    """Whether the Winograd kernels can run geometry ``g``: a 3x3 kernel at
-    stride 1, a dilated one through its phases (see dilated_phases)."""
-    return (g.R, g.S) == (3, 3) and g.stride == (1, 1)
+    """Whether the Winograd kernels can run geometry ``g`` (see winograd_taps)."""
+    return winograd_taps(g) is not None
+
+
+def winograd_tiles(taps):
+    """The output tiles m of F(m x m, r x r) for ``taps`` = r: F(2x2, 3x3) and
+    F(4x4, 3x3) (WINOGRAD_TILES), else the one on 6x6 tiles (m + r = 7)."""
+    return WINOGRAD_TILES if taps == 3 else (7 - taps,)
 
 
 #: Winograd's grad_weight (see conv2d_grad_weight_winograd): one thread's
@@ -161,9 +190,10 @@ WINOGRAD_GW_CYCLES = {2: 1.1, 4: 1.5}
 
 def winograd_backward_fits(g):
     """Whether grad_input of geometry ``g`` can run as a Winograd forward: the
-    3x3 convolution of grad_output at stride 1 with padding 2 - p per side
-    (so each padding at most 2), without dilation."""
-    return winograd_fits(g) and g.dilation == (1, 1) and all(0 <= p <= 2 for p in g.pad)
+    R x R convolution of grad_output at stride 1 with padding R - 1 - p per
+    side (so each padding at most R - 1), without dilation."""
+    return (winograd_fits(g) and g.stride == (1, 1) and g.dilation == (1, 1)
+            and all(0 <= p < g.R for p in g.pad))
 
 
 #: bytes of the copies a dilated layer's Winograd makes at a time (a block of
@@ -185,9 +215,8 @@ def dilated_phases(g):
     (image by image, all of an image's phases in turn) as one batch, and the
     bytes one phase copies (its input and output)."""
     dh, dw = g.dilation
-    hs = -(-(g.H + g.pad[0] + g.pad[1]) // dh)
-    ws = -(-(g.W + g.pad[2] + g.pad[3]) // dw)
-    per_phase = (g.C * hs * ws + g.K * (hs - 2) * (ws - 2)) * g.dtype.itemsize
+    hs, ws = _phase_sizes(g, dh, dw)
+    per_phase = (g.C * hs * ws + g.K * (hs - g.R + 1) * (ws - g.S + 1)) * g.dtype.itemsize
     block = max(1, min(g.N * dh * dw, WINOGRAD_PHASE_BYTES // per_phase))
     return hs, ws, block, per_phase
 
@@ -198,8 +227,50 @@ def phase_geometry(g, xs=None, phases=None):
     model)."""
     hs, ws, _, _ = dilated_phases(g)
     n = g.N * g.dilation[0] * g.dilation[1] if phases is None else phases
-    return _GradInput(xs, g.w, n, g.C, g.K, hs - 2, ws - 2, (0, 0, 0, 0), g.dtype, g.groups,
-                      getattr(g, "b", None))
+    return _GradInput(xs, g.w, n, g.C, g.K, hs - g.R + 1, ws - g.R + 1, (0, 0, 0, 0), g.dtype,
+                      g.groups, getattr(g, "b", None), g.R)
+
+
+def _phase_sizes(g, dh, dw):
+    """Rows and columns of the largest phase (a, b) of the zero-padded input,
+    rows a, a + dh, ... and columns b, b + dw, ..."""
+    return -(-(g.H + g.pad[0] + g.pad[1]) // dh), -(-(g.W + g.pad[2] + g.pad[3]) // dw)
+
+
+def strided_phases(g):
+    """A convolution at stride s (both axes) as one at stride 1 on the
+    zero-padded input's s x s phases (space-to-depth): output row p reads
+    rows s p + i, i < R, that is rows p + i' of phase a for s i' + a = i, so
+    with the phases as s^2 C input channels (phase-major: channel (a s + b)
+    C + c) the weights become ceil(R / s) x ceil(R / s) taps, zero where s
+    i' + a >= R. Returns ``(Hs, Ws, images, bytes)``: the phases' size (each
+    padded to the largest one's, see phases_in), the images copied at a
+    time (within WINOGRAD_PHASE_BYTES) and the bytes one image copies."""
+    s = g.stride[0]
+    hs, ws = _phase_sizes(g, s, s)
+    per_image = s * s * g.C * hs * ws * g.dtype.itemsize
+    return hs, ws, max(1, min(g.N, WINOGRAD_PHASE_BYTES // per_image)), per_image
+
+
+def strided_geometry(g, xs=None, w=None, images=None):
+    """The stride-1 forward geometry of a block of ``images`` images of
+    strided geometry ``g`` (all of them when None) on their phases (see
+    strided_phases; ``xs`` and ``w`` the copies, None for the cost model)."""
+    hs, ws, _, _ = strided_phases(g)
+    s = g.stride[0]
+    return _GradInput(xs, w, g.N if images is None else images, s * s * g.C, g.K, g.P, g.Q,
+                      (0, 0, 0, 0), g.dtype, 1, getattr(g, "b", None), -(-g.R // s))
+
+
+def strided_weights(g):
+    """The weights of strided_geometry: w'[k, (a s + b) C + c, i, j] =
+    w[k, c, s i + a, s j + b], zero past the kernel."""
+    s, r = g.stride[0], -(-g.R // g.stride[0])
+    w = np.zeros((g.K, g.C, s * r, s * r), g.dtype)
+    w[:, :, :g.R, :g.S] = g.w
+    # [k][c][i][a][j][b] -> [k][a][b][c][i][j]
+    return np.ascontiguousarray(w.reshape(g.K, g.C, r, s, r, s).transpose(0, 3, 5, 1, 2, 4)
+                                .reshape(g.K, s * s * g.C, r, r))
 
 
 @dataclass
@@ -220,17 +291,18 @@ class _GradInput:
     dtype: object
     groups: int
     b: object = None
+    R: int = 3  # the kernel's side
 
 
 def grad_input_geometry(g, gy=None):
-    """grad_input = conv2d(grad_output, flipped transposed weights, padding 2 - p);
+    """grad_input = conv2d(grad_output, flipped transposed weights, padding R - 1 - p);
     without ``gy`` the shapes only (for the cost model)."""
     wt = None
     if gy is not None:  # [g][k][c] -> [g][c][k], each tap flipped
         wt = (g.w.reshape(g.groups, g.K // g.groups, *g.w.shape[1:])[..., ::-1, ::-1]
               .transpose(0, 2, 1, 3, 4).reshape(g.C, g.K // g.groups, g.R, g.S).copy())
-    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, tuple(2 - p for p in g.pad), g.dtype,
-                      g.groups)
+    return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, tuple(g.R - 1 - p for p in g.pad),
+                      g.dtype, g.groups, None, g.R)
 
 
 def winograd_gw_blocks(g, n_threads, tile):
@@ -253,10 +325,10 @@ def winograd_gw_blocks(g, n_threads, tile):
     return (*winograd_blocks(g, n_threads, tile), False)
 
 
-def winograd_slots(Q, tile):
-    """The GEMMs' columns per row of tiles: its tiles, and for F(2x2) one more
-    (see conv2d_winograd)."""
-    return -(-Q // tile) + (tile == 2)
+def winograd_slots(Q, tile, taps=3):
+    """The GEMMs' columns per row of tiles: its tiles, and for F(2x2, 3x3) one
+    more (see conv2d_winograd)."""
+    return -(-Q // tile) + (tile + taps == 5)
 
 
 def winograd_blocks(g, n_threads, tile=2):
@@ -269,10 +341,11 @@ def winograd_blocks(g, n_threads, tile=2):
     tiles and one panel of them where the batch has that many, and the items
     are shared evenly among the threads."""
     rows_total = g.N * -(-g.P // tile)
-    slots = winograd_slots(g.Q, tile)
+    slots = winograd_slots(g.Q, tile, g.R)
     nr = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2]
     per_group = (g.C + g.K) // g.groups  # an item's channels: one group's
-    rows = WINOGRAD_BLOCK_BYTES // ((tile + 2) ** 2 * per_group * slots * g.dtype.itemsize)
+    rows = WINOGRAD_BLOCK_BYTES // ((tile + g.R - 1) ** 2 * per_group * slots
+                                    * g.dtype.itemsize)
     rows = max(1, rows, -(-nr // slots))
     fewest = max(1, -(-rows_total // rows))
     fewest = -(-fewest // n_threads) * n_threads  # a multiple of the threads
@@ -347,11 +420,28 @@ def _costs(g, backward=False):
             gw = _winograd_grad_weight_cost(g, peak)
             costs["winograd"] = min(costs["direct"] / 2, gw[1] if gw else math.inf) + gi
     elif not backward and winograd_fits(g):
-        cost = (_winograd_cost(g, peak) if g.dilation == (1, 1)
+        cost = (_strided_winograd_cost(g, peak) if g.stride != (1, 1)
+                else _winograd_cost(g, peak) if g.dilation == (1, 1)
                 else _dilated_winograd_cost(g, peak))
         if cost is not None:
             costs["winograd"] = cost
     return costs
+
+
+def _strided_winograd_cost(g, peak):
+    """Winograd's estimated cycles for strided geometry ``g`` (see
+    strided_phases): its phases' stride-1 convolution, the weights transformed
+    again for every block of images, and the phases' copies; None beyond
+    WINOGRAD_PHASE_BYTES per image or WINOGRAD_MAX_WEIGHT_BYTES."""
+    _, _, block, per_image = strided_phases(g)
+    sub = strided_geometry(g)
+    tile = winograd_tile(sub)
+    if per_image > WINOGRAD_PHASE_BYTES or tile is None:
+        return None
+    e = tile + sub.R - 1
+    return (_winograd_cost(sub, peak, tile)
+            + (-(-g.N // block) - 1) * WINOGRAD_WEIGHT_CYCLES[e][0] * e * e * g.K * sub.C
+            + WINOGRAD_PHASE_CYCLES * per_image / g.dtype.itemsize * g.N)
 
 
 def _dilated_winograd_cost(g, peak):
@@ -365,10 +455,10 @@ def _dilated_winograd_cost(g, peak):
     if per_phase > WINOGRAD_PHASE_BYTES or tile is None:
         return None
     blocks = -(-sub.N // block)
+    e = tile + g.R - 1
     return (_winograd_cost(sub, peak, tile)
-            + (blocks - 1) * WINOGRAD_WEIGHT_CYCLES[tile][0] * (tile + 2) ** 2
-            * g.K * (g.C // g.groups)
-            + WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + 2) * (sub.Q + 2)
+            + (blocks - 1) * WINOGRAD_WEIGHT_CYCLES[e][0] * e * e * g.K * (g.C // g.groups)
+            + WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + g.R - 1) * (sub.Q + g.R - 1)
                                                + g.K * sub.P * sub.Q))
 
 
@@ -379,7 +469,7 @@ def _winograd_grad_weight_cost(g, peak):
     forward's sizes (dU[xi][K, C] reduced over the tiles, V and Z of every
     tile), its back transform and per-item dU traffic the forward's weights'."""
     best = None
-    for m in WINOGRAD_TILES:
+    for m in WINOGRAD_TILES if g.R == 3 else ():  # (3x3 kernels only)
         e = (m + 2) ** 2
         fwd = _winograd_cost(g, peak, m)
         if fwd is None or 2 * _winograd_sums_bytes(g, m) > WINOGRAD_GW_BYTES:
@@ -426,18 +516,18 @@ def winograd_grad_weight(g, n_threads, forced):
 
 
 def winograd_tile(g):
-    """The output tile m of F(m x m, 3x3), among WINOGRAD_TILES, with the lower
-    estimated cost for forward geometry ``g``; None when every one's weights
-    exceed WINOGRAD_MAX_WEIGHT_BYTES."""
+    """The output tile m of F(m x m, r x r), among winograd_tiles(r), with the
+    lowest estimated cost for stride-1 forward geometry ``g`` (r = g.R); None
+    when every one's weights exceed WINOGRAD_MAX_WEIGHT_BYTES."""
     peak = _peak(g.dtype)
-    costs = {m: _winograd_cost(g, peak, m) for m in WINOGRAD_TILES}
+    costs = {m: _winograd_cost(g, peak, m) for m in winograd_tiles(g.R)}
     costs = {m: c for m, c in costs.items() if c is not None}
     return min(costs, key=costs.get) if costs else None
 
 
 def _winograd_cost(g, peak, tile=None):
-    """Winograd F(tile x tile, 3x3)'s estimated cycles for forward geometry
-    ``g`` (the cheaper tile when None), or None beyond
+    """Winograd F(tile x tile, r x r)'s estimated cycles for stride-1 forward
+    geometry ``g`` (r = g.R; the cheapest tile when None), or None beyond
     WINOGRAD_MAX_WEIGHT_BYTES."""
     if tile is None:
         tile = winograd_tile(g)
@@ -445,18 +535,19 @@ def _winograd_cost(g, peak, tile=None):
             return None
     mr = _conv.gemm_block()[0]
     kg, cg = g.K // g.groups, g.C // g.groups
-    e = (tile + 2) ** 2  # elements per tile
+    side = tile + g.R - 1
+    e = side * side  # elements per tile
     weights = e * g.groups * -(-kg // mr) * mr * cg  # transformed, packed
     if weights * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
         return None
     fill = kg / (math.ceil(kg / mr) * mr)
     efficiency = WINOGRAD_EFFICIENCY * math.sqrt(min(1, cg / WINOGRAD_SHORT_REDUCTION))
     tile_rows = g.N * -(-g.P // tile)
-    slots = tile_rows * winograd_slots(g.Q, tile)
+    slots = tile_rows * winograd_slots(g.Q, tile, g.R)
     items = -(-tile_rows // winograd_blocks(g, 1, tile)[0])  # per group
-    once, per_item = WINOGRAD_WEIGHT_CYCLES[tile]
+    once, per_item = WINOGRAD_WEIGHT_CYCLES[side]
     return (2 * e * g.K * cg * slots / (peak * efficiency * fill)
-            + WINOGRAD_TRANSFORM_CYCLES[tile] * e * (g.C + g.K) * slots
+            + WINOGRAD_TRANSFORM_CYCLES[side] * e * (g.C + g.K) * slots
             + (once + per_item * items) * e * g.K * cg)
 
 
@@ -506,8 +597,10 @@ def resolve(func, algorithm, g, backward=False):
         return _auto(g, backward)
     if algorithm == "winograd" and not winograd_fits(g):
         raise ValueError(
-            f"{func}: algorithm 'winograd' needs a 3x3 kernel at stride 1, "
-            f"got kernel size {(g.R, g.S)}, stride {g.stride}"
+            f"{func}: algorithm 'winograd' needs a square kernel of 2 to 5 taps at stride "
+            f"1, or one at stride s on both axes (no dilation, groups 1) whose ceil(taps / "
+            f"s) is 2 to 5, got kernel size {(g.R, g.S)}, stride {g.stride}, dilation "
+            f"{g.dilation}, groups {g.groups}"
         )
     if algorithm == "winograd" and backward and not winograd_backward_fits(g):
         return "im2col"
@@ -576,19 +669,22 @@ def explain(g, backward=False):
     elif best == "1x1":
         why = "1x1: a pointwise convolution is a GEMM on the image's pixels"
     elif best == "winograd":
-        run = (grad_input_geometry(g) if backward
-               else g if g.dilation == (1, 1) else phase_geometry(g))
-        m = winograd_tile(run)
-        why = (f"winograd: a 3x3 layer at stride 1 with {g.C // g.groups} input and "
+        run = (grad_input_geometry(g) if backward else strided_geometry(g)
+               if g.stride != (1, 1) else g if g.dilation == (1, 1) else phase_geometry(g))
+        m, r = winograd_tile(run), run.R
+        why = (f"winograd: a {g.R}x{g.S} layer with {g.C // g.groups} input and "
                f"{g.K // g.groups} output channels per group, enough for the transforms "
-               f"of F({m}x{m}, 3x3) to pay for {9 * m * m / (m + 2) ** 2:.2f}x fewer "
-               f"multiplications{' in grad_input' if backward else ''}")
+               f"of F({m}x{m}, {r}x{r}) to pay for {r * r * m * m / (m + r - 1) ** 2:.2f}x "
+               f"fewer multiplications{' in grad_input' if backward else ''}")
         if backward:
             m = _winograd_grad_weight_tile(g)
             why += (f", and of F({m}x{m}, 3x3) in grad_weight" if m is not None
                     else " (grad_weight: the direct kernels)")
         if g.dilation != (1, 1):
             why += ", on the dilated layer's phases (copied a block at a time)"
+        if g.stride != (1, 1):
+            why += (f", at stride 1 on the strided layer's {g.stride[0]}x{g.stride[1]} phases "
+                    f"as {run.C} input channels (copied a block of images at a time)")
     else:
         why = (f"im2col: {(g.C // g.groups) * g.R * g.S} taps per output and "
                f"{g.K // g.groups} output channels per group keep the GEMM micro-kernel "

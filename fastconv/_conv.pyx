@@ -1434,20 +1434,24 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
 # the batch is image q // (dh dw), phase (a, b) = divmod(q % (dh dw), dw).
 
 
-cdef inline void phase_of(Py_ssize_t q, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t *n,
-                          Py_ssize_t *a, Py_ssize_t *b) noexcept nogil:
-    n[0] = q // (dh * dw)
-    a[0] = q % (dh * dw) // dw
-    b[0] = q % dw
+cdef struct span:
+    Py_ssize_t first  # of a phase's indices, the first inside the input
+    Py_ssize_t start  # that input index
+    Py_ssize_t count  # how many follow inside it
 
 
-cdef inline void phase_span(Py_ssize_t a, Py_ssize_t d, Py_ssize_t pad, Py_ssize_t size,
-                            Py_ssize_t *i0, Py_ssize_t *x0, Py_ssize_t *count) noexcept nogil:
-    # phase a of a padded axis holds input index a + d i - pad at i: its first
-    # i inside the input, that input index, and how many follow inside it
-    i0[0] = (pad - a + d - 1) // d if pad > a else 0
-    x0[0] = a + d * i0[0] - pad
-    count[0] = (size - x0[0] + d - 1) // d if x0[0] < size else 0
+cdef inline span phase_span(Py_ssize_t a, Py_ssize_t d, Py_ssize_t pad, Py_ssize_t size,
+                            Py_ssize_t room) noexcept nogil:
+    # phase a of a padded axis holds input index a + d i - pad at i; at most
+    # ``room`` indices i (the copy's size). Returned, not written through
+    # pointers: prange privatises only the variables its body assigns (shared
+    # ones raced between the threads)
+    cdef span r
+    r.first = (pad - a + d - 1) // d if pad > a else 0
+    r.start = a + d * r.first - pad
+    r.count = (size - r.start + d - 1) // d if r.start < size else 0
+    r.count = max(0, min(r.count, room - r.first))
+    return r
 
 
 def phases_in(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xs, Py_ssize_t q0,
@@ -1457,24 +1461,26 @@ def phases_in(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xs, Py_ssiz
     quarter of a dilated Winograd call on two)."""
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t hs = xs.shape[2], ws = xs.shape[3]
-    cdef Py_ssize_t item, k, c, n, a, b, i, j, i0, r0, nr, j0, c0, nc
+    cdef Py_ssize_t item, k, c, q, n, i, j
+    cdef span rows, cols
     cdef floating *d
     cdef const floating *s
     with nogil:
         for item in prange(xs.shape[0] * C, schedule="static", num_threads=n_threads):
             k = item // C
             c = item % C
-            phase_of(q0 + k, dh, dw, &n, &a, &b)
-            phase_span(a, dh, pt, H, &i0, &r0, &nr)
-            phase_span(b, dw, pl, W, &j0, &c0, &nc)
+            q = q0 + k
+            n = q // (dh * dw)
+            rows = phase_span(q % (dh * dw) // dw, dh, pt, H, hs)
+            cols = phase_span(q % dw, dw, pl, W, ws)
             d = &xs[k, c, 0, 0]
             memset(d, 0, hs * ws * sizeof(floating))
-            if nc == 0:  # (c0 is then past the row)
+            if cols.count == 0:  # (its start is then past the row)
                 continue
-            for i in range(nr):
-                s = &x[n, c, r0 + dh * i, c0]
-                for j in range(nc):
-                    d[(i0 + i) * ws + j0 + j] = s[dw * j]
+            for i in range(rows.count):
+                s = &x[n, c, rows.start + dh * i, cols.start]
+                for j in range(cols.count):
+                    d[(rows.first + i) * ws + cols.first + j] = s[dw * j]
 
 
 def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssize_t q0,
@@ -1482,21 +1488,23 @@ def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssi
     """Phases q0 + k of the output from ys[k] (the first of its rows and
     columns that the phase has)."""
     cdef Py_ssize_t K = y.shape[1], P = y.shape[2], Q = y.shape[3]
-    cdef Py_ssize_t item, k, c, n, a, b, i, j, i0, a0, pa, b0, qb
+    cdef Py_ssize_t item, k, c, q, n, i, j
+    cdef span rows, cols
     cdef floating *d
     cdef const floating *s
     with nogil:
         for item in prange(ys.shape[0] * K, schedule="static", num_threads=n_threads):
             k = item // K
             c = item % K
-            phase_of(q0 + k, dh, dw, &n, &a, &b)
-            # the output's phase (a, b) as an unpadded axis's: from row a0 = a, column b0 = b
-            phase_span(a, dh, 0, P, &i0, &a0, &pa)
-            phase_span(b, dw, 0, Q, &i0, &b0, &qb)
-            if qb == 0:  # (b0 is then past the row)
+            q = q0 + k
+            n = q // (dh * dw)
+            # the output's phase (a, b) as an unpadded axis's: from row a, column b
+            rows = phase_span(q % (dh * dw) // dw, dh, 0, P, ys.shape[2])
+            cols = phase_span(q % dw, dw, 0, Q, ys.shape[3])
+            if cols.count == 0:  # (its start is then past the row)
                 continue
-            for i in range(pa):
+            for i in range(rows.count):
                 s = &ys[k, c, i, 0]
-                d = &y[n, c, a0 + dh * i, b0]
-                for j in range(qb):
+                d = &y[n, c, rows.start + dh * i, cols.start]
+                for j in range(cols.count):
                     d[dw * j] = s[j]

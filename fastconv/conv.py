@@ -91,7 +91,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     y = _params.check_out(func, out, shape, g.dtype, input, weight, bias)
     y4 = y.reshape(g.out_shape)
     n_threads = _choose.threads_for(g, _threads.get_num_threads())
-    if algo == "winograd" and (_winograd(func, g, y4, n_threads) if g.dilation == (1, 1)
+    if algo == "winograd" and (_winograd_strided(func, g, y4, n_threads) if g.stride != (1, 1)
+                               else _winograd(func, g, y4, n_threads) if g.dilation == (1, 1)
                                else _winograd_dilated(func, g, y4, n_threads)):
         return y
     if algo == "direct":
@@ -102,21 +103,24 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return y
 
 
-#: by Winograd tile m: a bound on the weight transform's partial sums / max
-#: |g| (F(4x4)'s g0 + 2 g1 + 4 g2 reaches 7, F(2x2)'s g0 + g1 + g2 3), and
-#: bounds on |G g G^T| / max |g|, |B^T d B| / max |d| and |A^T m A| / max |m|
-#: (squares of the matrices' largest absolute row sums)
-_WINOGRAD_GROWTH = {2: (4, 2.25, 4, 9), 4: (8, 1, 100, 361)}
+#: by Winograd's F(m x m, r x r), (m, r): a bound on the weight transform's
+#: partial sums / max |g| (F(4x4, 3x3)'s g0 + 2 g1 + 4 g2 reaches 7, F(2x2,
+#: 3x3)'s g0 + g1 + g2 3, F(2x2, 5x5)'s 31 (1.29 x 31 in its second pass)),
+#: and bounds on |G g G^T| / max |g|, |B^T d B| / max |d| and |A^T m A| / max
+#: |m| (squares of the matrices' largest absolute row sums)
+_WINOGRAD_GROWTH = {(2, 3): (4, 2.25, 4, 9), (4, 3): (8, 1, 100, 361),
+                    (2, 5): (41, 1.67, 100, 49), (3, 4): (16, 1, 100, 121),
+                    (5, 2): (4, 1, 100, 1225)}
 
 
 def _winograd(func, g, y4, n_threads, tile=None):
-    """Run the Winograd forward into ``y4`` (F(tile x tile, 3x3), by default
-    auto's); False when the operands' values rule it out (not finite, or
-    large enough to overflow in the transforms)."""
-    if tile is None:
-        tile = _choose.winograd_tile(g) or 2  # forced beyond auto's weight bound: F(2x2)
+    """Run the stride-1 Winograd forward into ``y4`` (F(tile x tile, r x r), by
+    default auto's tile); False when the operands' values rule it out (not
+    finite, or large enough to overflow in the transforms)."""
+    if tile is None:  # forced beyond auto's weight bound: the smallest
+        tile = _choose.winograd_tile(g) or _choose.winograd_tiles(g.R)[0]
     big = float(np.finfo(g.dtype).max)  # a Python float: the bounds below exceed float32's
-    sums, u, v, a = _WINOGRAD_GROWTH[tile]
+    sums, u, v, a = _WINOGRAD_GROWTH[tile, g.R]
     wmax = float(max(g.w.max(initial=0), -g.w.min(initial=0)))  # NaN if any
     if not wmax < big / sums:  # also NaN and inf
         return False
@@ -135,16 +139,34 @@ def _winograd_dilated(func, g, y4, n_threads):
     (dh, dw), (pt, _, pl, _) = g.dilation, g.pad
     hs, ws, block, _ = _choose.dilated_phases(g)
     # one tile for all blocks, so that an image rounds alike wherever it sits
-    tile = _choose.winograd_tile(_choose.phase_geometry(g)) or 2
+    tile = _choose.winograd_tile(_choose.phase_geometry(g)) or _choose.winograd_tiles(g.R)[0]
     phases = g.N * dh * dw
     for q0 in range(0, phases, block):
         m = min(block, phases - q0)
         xs = np.empty((m, g.C, hs, ws), g.dtype)
         _conv.phases_in(g.x, xs, q0, dh, dw, pt, pl, n_threads)
-        ys = np.empty((m, g.K, hs - 2, ws - 2), g.dtype)
+        ys = np.empty((m, g.K, hs - g.R + 1, ws - g.S + 1), g.dtype)
         if not _winograd(func, _choose.phase_geometry(g, xs, m), ys, n_threads, tile):
             return False
         _conv.phases_out(ys, y4, q0, dh, dw, n_threads)
+    return True
+
+
+def _winograd_strided(func, g, y4, n_threads):
+    """A convolution at stride s into ``y4`` by Winograd at stride 1 on its
+    input's s x s phases as input channels (see _choose.strided_phases),
+    copied a block of images at a time; False as for _winograd."""
+    s, (pt, _, pl, _) = g.stride[0], g.pad
+    hs, ws, block, _ = _choose.strided_phases(g)
+    w = _choose.strided_weights(g)
+    tile = _choose.winograd_tile(_choose.strided_geometry(g)) or _choose.winograd_tiles(w.shape[2])[0]
+    for n0 in range(0, g.N, block):
+        m = min(block, g.N - n0)
+        xs = np.empty((m * s * s, g.C, hs, ws), g.dtype)
+        _conv.phases_in(g.x, xs, n0 * s * s, s, s, pt, pl, n_threads)
+        sub = _choose.strided_geometry(g, xs.reshape(m, s * s * g.C, hs, ws), w, m)
+        if not _winograd(func, sub, y4[n0:n0 + m], n_threads, tile):
+            return False
     return True
 
 

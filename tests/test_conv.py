@@ -15,7 +15,7 @@ import fastconv
 from fastconv import reference as ref
 
 DTYPES = [np.float32, np.float64]
-ALGORITHMS = ["direct", "im2col", "1x1", "winograd-2x2", "winograd-4x4", "auto"]
+ALGORITHMS = ["direct", "im2col", "1x1", "winograd-2x2", "winograd-4x4", "winograd", "auto"]
 
 
 def case(id, N=2, C=3, H=7, W=6, K=4, R=3, S=None, stride=1, padding=0,
@@ -108,17 +108,39 @@ def make_arrays(rng, p, dtype):
     return x, w, b, kw
 
 
+def winograd_taps(p):
+    """The kernel side Winograd runs case ``p`` with, or None: a square kernel
+    of 2 to 5 taps at stride 1 (dilated: on its phases), or at an equal stride
+    s (no dilation or groups) with ceil(R / s) of 2 to 5 (on its s x s phases);
+    a stride along an axis of one output counts as 1."""
+    x, w, _, kw = make_arrays(np.random.default_rng(0), p, np.float64)
+    y_shape = ref.conv2d(x, w, **kw).shape
+    stride = p["stride"] if isinstance(p["stride"], tuple) else (p["stride"],) * 2
+    stride = tuple(1 if n == 1 else s for s, n in zip(stride, y_shape[-2:]))
+    if p["R"] != p["S"]:
+        return None
+    if stride == (1, 1):
+        taps = p["R"]
+    elif stride[0] == stride[1] and p["dilation"] == 1 and p["groups"] == 1:
+        taps = -(-p["R"] // stride[0])
+    else:
+        return None
+    return taps if 2 <= taps <= 5 else None
+
+
 def accepts(p, algorithm):
     if algorithm == "1x1":
         return p["R"] == 1 and p["S"] == 1
-    if algorithm.startswith("winograd"):  # dilated: on its phases (the backward: im2col)
-        return (p["R"], p["S"]) == (3, 3) and p["stride"] == 1
+    if algorithm.startswith("winograd"):  # dilated or strided: on phases (the backward: im2col)
+        taps = winograd_taps(p)  # 3x3: both tiles; other sizes have one
+        return taps is not None and (taps == 3) == (algorithm != "winograd")
     return True
 
 
 def with_algorithms(cases):
     """Each case crossed with every algorithm that accepts it ("1x1": 1x1 kernels,
-    "winograd": 3x3 at stride 1)."""
+    "winograd-2x2"/"-4x4": those that run 3x3 taps by Winograd, "winograd" the
+    other sizes it runs)."""
     return [pytest.param(c.values[0], a, id=f"{c.id}-{a}")
             for c in cases for a in ALGORITHMS if accepts(c.values[0], a)]
 

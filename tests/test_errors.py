@@ -113,10 +113,18 @@ add("conv-algorithm-None", TE, pat(f, "algorithm", "None"),
     lambda: fastconv.conv2d(X, W, algorithm=None))
 add("conv-1x1-on-3x3", ValueError, pat(f, "algorithm|1x1", "1x1|3"),
     lambda: fastconv.conv2d(X, W, algorithm="1x1"))
-add("conv-winograd-on-5x5", ValueError, pat(f, "winograd", "5, 5"),
-    lambda: fastconv.conv2d(X, np.zeros((4, 3, 5, 5)), algorithm="winograd"))
-add("conv-winograd-stride2", ValueError, pat(f, "winograd", "stride \\(2, 2\\)"),
-    lambda: fastconv.conv2d(X, np.zeros((4, 3, 3, 3)), stride=2, algorithm="winograd"))
+add("conv-winograd-on-1x3", ValueError, pat(f, "winograd", "1, 3"),
+    lambda: fastconv.conv2d(X, np.zeros((4, 3, 1, 3)), algorithm="winograd"))
+add("conv-winograd-on-6x6", ValueError, pat(f, "winograd", "6, 6"),
+    lambda: fastconv.conv2d(np.zeros((1, 3, 8, 8)), np.zeros((4, 3, 6, 6)),
+                            algorithm="winograd"))
+add("conv-winograd-stride3", ValueError, pat(f, "winograd", "stride \\(3, 3\\)"),
+    lambda: fastconv.conv2d(np.zeros((1, 3, 8, 8)), W, stride=3, algorithm="winograd"))
+add("conv-winograd-stride2x1", ValueError, pat(f, "winograd", "stride \\(2, 1\\)"),
+    lambda: fastconv.conv2d(X, W, stride=(2, 1), algorithm="winograd"))
+add("conv-winograd-stride2-groups", ValueError, pat(f, "winograd", "groups 3"),
+    lambda: fastconv.conv2d(X, np.zeros((3, 1, 3, 3)), stride=2, groups=3,
+                            algorithm="winograd"))
 add("conv-1x1-on-1x3", ValueError, pat(f, "algorithm|1x1", "1x1|3"),
     lambda: fastconv.conv2d(X, np.zeros((4, 3, 1, 3)), algorithm="1x1"))
 for name, arr, shown in [
@@ -179,9 +187,9 @@ add("convb-kernel-too-large", ValueError, pat(f, "weight|kernel|input|padding"),
     lambda: fastconv.conv2d_backward(G, np.zeros((1, 3, 2, 2)), W))
 add("convb-algorithm-unknown", ValueError, pat(f, "algorithm", "fft"),
     lambda: fastconv.conv2d_backward(G, X, W, algorithm="fft"))
-add("convb-winograd-stride2", ValueError, pat(f, "winograd", "stride"),
-    lambda: fastconv.conv2d_backward(np.zeros((1, 4, 2, 2)), X, W, stride=2,
-                                     algorithm="winograd"))
+add("convb-winograd-stride3", ValueError, pat(f, "winograd", "stride"),
+    lambda: fastconv.conv2d_backward(np.zeros((1, 4, 2, 2)), np.zeros((1, 3, 8, 8)), W,
+                                     stride=3, algorithm="winograd"))
 add("convb-1x1-on-3x3", ValueError, pat(f, "algorithm|1x1", "1x1|3"),
     lambda: fastconv.conv2d_backward(G, X, W, algorithm="1x1"))
 add("convb-input-bool", TypeError, pat(f, "input", "bool"),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import reference as ref
 
 TE = (TypeError, ValueError)
 
@@ -70,6 +71,29 @@ def test_winograd_thread_counts_agree_exactly(threads, rng, assert_close, algo, 
     gi, gw, _ = fastconv.conv2d_backward(g, x, w, **kw)
     np.testing.assert_array_equal(gi, gi1)
     assert_close(gw, gw1, g.size // 24)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 9, 13, 11), (128, 9, 5, 5), dict(stride=2, padding=2)),  # phases as channels
+    ((2, 3, 47, 45), (16, 3, 11, 11), dict(stride=4, padding=2)),
+    ((3, 4, 21, 17), (8, 4, 3, 3), dict(padding=2, dilation=2)),  # dilated: its phases
+    ((2, 4, 19, 23), (6, 2, 5, 5), dict(padding=3, dilation=(2, 3), groups=2)),
+])
+def test_winograd_on_phases_thread_counts_agree_exactly(threads, rng, n, x_shape, w_shape, kw):
+    """Strided and dilated layers run Winograd on copies of their phases, made
+    by the threads a plane each: bit for bit the one-thread result, call after
+    call (the copies once shared their phase indices between the threads and
+    went wrong on two threads once the heap handed back used memory)."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    threads.set_num_threads(1)
+    y1 = fastconv.conv2d(x, w, algorithm="winograd", **kw)
+    np.testing.assert_allclose(y1, ref.conv2d(x, w, **kw), rtol=1e-4,
+                               atol=1e-4 * np.abs(y1).max())
+    threads.set_num_threads(n)
+    for _ in range(4):
+        np.testing.assert_array_equal(fastconv.conv2d(x, w, algorithm="winograd", **kw), y1)
 
 
 @pytest.mark.parametrize("n", [2, 3])
