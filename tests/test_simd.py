@@ -85,6 +85,24 @@ WINOGRAD_CASES = [
     (2, 2, 5, 5, 3, 3, 3, 1, ((0, 4), (3, 1)), (1, 2), 1),
 ]
 RUNS += [(case, a) for case in WINOGRAD_CASES for a in ("winograd-2x2", "winograd-4x4")]
+# the other kernel sizes on 6x6 tiles (F(2x2, 5x5), F(3x3, 4x4), F(5x5, 2x2)),
+# rows of 8 tiles and more, groups, dilated; strided layers on their phases
+# (11x11/4 and 5x5/2 as 3x3 taps, so both tiles)
+RUNS += [(case, "winograd") for case in [
+    (2, 5, 11, 13, 6, 5, 5, 1, 2, 1, 1),
+    (1, 3, 9, 40, 4, 5, 5, 1, ((0, 2), (4, 1)), 1, 1),
+    (2, 6, 10, 9, 9, 4, 4, 1, ((1, 2), (2, 1)), 1, 3),
+    (1, 4, 7, 30, 5, 4, 4, 1, 0, 1, 1),
+    (3, 4, 12, 11, 8, 2, 2, 1, 1, 1, 2),
+    (1, 2, 6, 45, 3, 2, 2, 1, 0, 1, 1),
+    (2, 3, 13, 12, 4, 5, 5, 1, 4, 2, 1),
+    (2, 3, 17, 16, 5, 4, 4, 2, 1, 1, 1),
+    (1, 2, 15, 21, 4, 7, 7, 2, 3, 1, 1),
+]]
+RUNS += [(case, a) for a in ("winograd-2x2", "winograd-4x4") for case in [
+    (2, 3, 35, 31, 6, 11, 11, 4, 2, 1, 1),
+    (2, 5, 14, 15, 7, 5, 5, 2, (2, 1), 1, 1),
+]]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)

@@ -331,6 +331,62 @@ def test_conv_winograd_large_weights_tiny_input(rng, algo, tile, dtype):
         np.testing.assert_allclose(got[:, k], expected[:, k], rtol=rtol, atol=rtol * scale)
 
 
+#: the other Winograd algorithms (R, stride, padding): F(2x2, 5x5), F(3x3,
+#: 4x4), F(5x5, 2x2) at stride 1, and strided layers on their phases (11x11/4
+#: as F(m x m, 3x3) on 48 channels, 7x7/2 as F(3x3, 4x4))
+OTHER_KERNELS = [(5, 1, 2), (4, 1, 1), (2, 1, 0), (11, 4, 2), (7, 2, 3)]
+
+
+@pytest.mark.parametrize("kernel", OTHER_KERNELS, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["input", "weight", "input-special", "weight-special"])
+def test_conv_winograd_other_kernels_near_overflow_and_specials(rng, kernel, dtype, where):
+    """Each algorithm's own growth bounds (F(5x5, 2x2)'s output transform
+    multiplies by up to 35 per pass, F(2x2, 5x5)'s weight transform sums to
+    31 times a tap): values that could overflow in its transforms, and
+    infinities and NaNs, run im2col, the same bits."""
+    R, stride, pad = kernel
+    big = np.finfo(dtype).max
+    x = rng.standard_normal((2, 2, 15, 14)).astype(dtype)
+    w = rng.standard_normal((3, 2, R, R)).astype(dtype)
+    if where == "input":
+        x[1, 1, 6, 7] = big / 2
+        w /= 64
+    elif where == "weight":
+        w[1, 0, R // 2, R // 2] = big / 3
+    elif where == "input-special":
+        x = sprinkle(rng, x.shape, dtype, 0.02)
+    else:
+        w.flat[rng.integers(0, w.size)] = rng.choice(SPECIALS)
+    kw = dict(stride=stride, padding=pad)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = fastconv.conv2d(x, w, algorithm="im2col", **kw)
+    got = fastconv.conv2d(x, w, algorithm="winograd", **kw)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kernel", OTHER_KERNELS, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_winograd_other_kernels_large_weights_tiny_input(rng, kernel, dtype):
+    """Weights of a 35th of the largest float on a tiny input, where F(2x2,
+    5x5)'s weight transform would sum to 40 times a tap (inf in float64):
+    each call either runs Winograd with finite transforms or, by its bounds,
+    im2col; either way the results agree with im2col's."""
+    R, stride, pad = kernel
+    big = np.finfo(dtype).max
+    x = (rng.standard_normal((1, 2, 15, 14)) * 1e-7).astype(dtype)
+    w = rng.standard_normal((3, 2, R, R)).astype(dtype)
+    w[0, 0] = big / 35
+    kw = dict(stride=stride, padding=pad)
+    expected = fastconv.conv2d(x, w, algorithm="im2col", **kw)
+    got = fastconv.conv2d(x, w, algorithm="winograd", **kw)
+    assert np.isfinite(expected).all()
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for k in range(3):  # channel 0 is some 1e30 times the others
+        scale = np.abs(expected[:, k]).max()
+        np.testing.assert_allclose(got[:, k], expected[:, k], rtol=rtol, atol=rtol * scale)
+
+
 # --------------------------------------------------------------------------
 # PyTorch, when installed
 
@@ -450,3 +506,4 @@ def test_denormals_elsewhere_are_kept(rng, threads, dtype):
                                   ref.avg_pool2d(x, 2, divisor_override=1))
     tiny = TINY[dtype]
     assert dtype(tiny) * dtype(3) == dtype(3 * tiny) != 0  # this thread's mode
+
