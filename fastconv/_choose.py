@@ -13,24 +13,29 @@ forward's operations (twice that for a backward):
 * ``"1x1"`` (1x1 kernels only): the same GEMM; at stride 1 without padding,
   with few channels or small planes (in_place), the image is read in place,
   so nothing is copied;
-* ``"winograd"`` (3x3 at stride 1): the cheaper of F(2x2, 3x3)
-  and F(4x4, 3x3) (WINOGRAD_TILES). The GEMMs of F(m x m, 3x3), (m + 2)^2
-  multiply-adds per m x m outputs and channel pair of a group instead of
-  9 m^2 (16 for 4 outputs, 36 for 16), at ``WINOGRAD_EFFICIENCY`` of peak
+* ``"winograd"`` (square kernels of 2 to 5 taps at stride 1, strided layers
+  on their phases: see winograd_taps): for 3x3 the cheaper of F(2x2, 3x3)
+  and F(4x4, 3x3) (WINOGRAD_TILES), for r x r F((7 - r) x (7 - r), r x r).
+  The GEMMs of F(m x m, r x r), (m + r - 1)^2 multiply-adds per m x m
+  outputs and channel pair of a group instead of r^2 m^2 (16 for 4 outputs
+  of 3x3, 36 for 16), at ``WINOGRAD_EFFICIENCY`` of peak
   (small matrices: K x C per group times a block of tiles; below
   WINOGRAD_SHORT_REDUCTION input channels per group, slower), plus
   ``WINOGRAD_TRANSFORM_CYCLES`` per element of the transformed input and
-  output tiles ((m + 2)^2 per tile and channel) and
+  output tiles ((m + r - 1)^2 per tile and channel; the output's scaled
+  by its tile, 6 m + m^2 values against F(4x4, 3x3)'s 40) and
   ``WINOGRAD_WEIGHT_CYCLES`` per transformed weight (once, and per work
   item); none beyond WINOGRAD_MAX_WEIGHT_BYTES of transformed weights (F(4x4)
   needs 2.25x F(2x2)'s). A dilated layer: the cost of its phases as one
   undilated batch (see dilated_phases) plus WINOGRAD_PHASE_CYCLES per element
   of their copies, none where one phase copies more than
-  WINOGRAD_PHASE_BYTES. Its backward (padding at most 2, no dilation):
+  WINOGRAD_PHASE_BYTES; a strided one likewise its phases' stride-1
+  convolution (see strided_phases), plus their copies. Its backward (stride
+  1, padding at most R - 1, no dilation):
   grad_input as a Winograd forward with the channels exchanged within each
   group, plus grad_weight at the lower of half of direct's cost and
   Winograd's (the forward's cost for the same shapes, plus
-  WINOGRAD_GW_CYCLES per transformed element; only while each thread's sums
+  WINOGRAD_GW_CYCLES per transformed element; 3x3 only, while each thread's sums
   over the tiles fit two threads in WINOGRAD_GW_BYTES);
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
@@ -674,11 +679,12 @@ def explain(g, backward=False):
     elif best == "winograd":
         run = (grad_input_geometry(g) if backward else strided_geometry(g)
                if g.stride != (1, 1) else g if g.dilation == (1, 1) else phase_geometry(g))
-        m, r = winograd_tile(run), run.R
+        m, r, s = winograd_tile(run), run.R, g.stride[0]
+        fewer = g.R * g.S * m * m / ((m + r - 1) ** 2 * s * s)  # (the phases' s^2 C channels)
         why = (f"winograd: a {g.R}x{g.S} layer with {g.C // g.groups} input and "
                f"{g.K // g.groups} output channels per group, enough for the transforms "
-               f"of F({m}x{m}, {r}x{r}) to pay for {r * r * m * m / (m + r - 1) ** 2:.2f}x "
-               f"fewer multiplications{' in grad_input' if backward else ''}")
+               f"of F({m}x{m}, {r}x{r}) to pay for {fewer:.2f}x fewer multiplications"
+               f"{' in grad_input' if backward else ''}")
         if backward:
             m = _winograd_grad_weight_tile(g)
             why += (f", and of F({m}x{m}, 3x3) in grad_weight" if m is not None

@@ -47,8 +47,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         convolutions; ``groups == C`` is a depthwise convolution.
     algorithm : {'auto', 'direct', 'im2col', '1x1', 'winograd'}, default 'auto'
         The strategy; see :mod:`fastconv._choose` for the rule ``'auto'`` follows.
-        ``'winograd'`` (F(2x2, 3x3) or F(4x4, 3x3), 3x3 kernels at stride 1)
-        does 2.25x or 4x fewer multiplications, rounding differently from the
+        ``'winograd'`` (F(2x2, 3x3) or F(4x4, 3x3) for 3x3 kernels, F(2x2,
+        5x5), F(3x3, 4x4) and F(5x5, 2x2) for the other square kernels of 2
+        to 5 taps, at stride 1; a layer at stride s on both axes, without
+        dilation or groups, as a stride-1 convolution of its s x s phases of
+        input as s^2 C channels with ceil(R / s) x ceil(R / s) taps, copied
+        a block of images at a time, 8 MiB of copies) does 2.25x to 4x
+        fewer multiplications, rounding differently from the
         others (errors a few times theirs, far inside float32's); an input
         or weight that is not finite, or large enough that its transforms could
         overflow, runs ``'im2col'`` instead, so infinities and NaNs reach the
@@ -199,14 +204,15 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         Gradient of the loss with respect to ``conv2d``'s output.
     input, weight, stride, padding, dilation, groups, algorithm
         As given to :func:`conv2d`; ``'winograd'`` computes grad_input by
-        Winograd (a 3x3 convolution of grad_output at stride 1, when each
-        padding is at most 2; else all of it runs ``'im2col'``) and
-        grad_weight by Winograd too (its sums over the tiles, (m + 2)^2 x K x
-        C / groups values per thread, within 16 MiB for two threads; else,
-        or where an input or grad_output element is not finite or near
-        overflow, as ``'direct'`` does); ``'auto'`` picks Winograd's
-        grad_weight only where the cost model finds it faster than the
-        direct kernels.
+        Winograd (an R x R convolution of grad_output at stride 1, for a
+        layer at stride 1 without dilation whose paddings are at most R - 1;
+        else, strided or dilated layers included, all of it runs
+        ``'im2col'``) and, for 3x3 kernels, grad_weight by Winograd too (its
+        sums over the tiles, (m + 2)^2 x K x C / groups values per thread,
+        within 16 MiB for two threads; else, or where an input or
+        grad_output element is not finite or near overflow, as ``'direct'``
+        does); ``'auto'`` picks Winograd's grad_weight only where the cost
+        model finds it faster than the direct kernels.
 
     Returns
     -------
@@ -237,7 +243,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gw = np.empty((g.K, g.C // g.groups, g.R, g.S), dtype)
     n_threads = _choose.threads_for(g, _threads.get_num_threads(), backward=True)
     if algo == "winograd":
-        # grad_input by Winograd, a 3x3 stride-1 convolution of grad_output
+        # grad_input by Winograd, an R x R stride-1 convolution of grad_output
         # with the flipped, transposed weights (first: where its operands rule
         # it out, all of the backward runs im2col); grad_weight by Winograd
         # or the direct kernels

@@ -167,3 +167,31 @@ def test_auto_cache_keeps_the_cost_models_choice(monkeypatch):
         assert 1 <= len(_choose._auto_cache) <= 3
     _choose.clear_cache()
     assert not _choose._auto_cache
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, words", [
+    ((4, 48, 27, 27), (64, 48, 5, 5), dict(padding=2), ["F(2x2, 5x5)", "2.78x"]),
+    ((2, 3, 227, 227), (64, 3, 11, 11), dict(stride=4, padding=2),
+     ["3x3) to pay for 3.36x", "4x4 phases", "48 input channels"]),
+])
+def test_explain_names_the_other_winograd_algorithms(x_shape, w_shape, kwargs, words):
+    """A 5x5 layer with enough channels, and AlexNet's 11x11/4 on its phases
+    (the cost model: 1.4-1.5x cheaper than direct): explain names the
+    algorithm and the phases."""
+    e = fastconv.explain(x_shape, w_shape, **kwargs)
+    assert e.algorithm == "winograd", e
+    for word in words:
+        assert word in e.reason, (word, e.reason)
+
+
+def test_winograd_needs_what_it_can_run():
+    """Strided layers run Winograd on their phases only without groups or
+    dilation and at equal strides; kernels of 6 taps and more never."""
+    def costs(x_shape, w_shape, **kw):
+        return fastconv.explain(x_shape, w_shape, **kw).costs
+    assert "winograd" in costs((2, 8, 27, 27), (8, 8, 5, 5), stride=2)
+    assert "winograd" not in costs((2, 8, 27, 27), (8, 4, 5, 5), stride=2, groups=2)
+    assert "winograd" not in costs((2, 8, 27, 27), (8, 8, 5, 5), stride=(2, 1))
+    assert "winograd" not in costs((2, 8, 27, 27), (8, 8, 5, 5), stride=2, dilation=2)
+    assert "winograd" not in costs((2, 8, 27, 27), (8, 8, 6, 6))
+    assert "winograd" not in costs((2, 8, 27, 27), (8, 8, 3, 3), stride=3)
