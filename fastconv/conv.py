@@ -164,7 +164,8 @@ def _winograd_strided(func, g, y4, n_threads):
     s, (pt, _, pl, _) = g.stride[0], g.pad
     hs, ws, block, _ = _choose.strided_phases(g)
     w = _choose.strided_weights(g)
-    tile = _choose.winograd_tile(_choose.strided_geometry(g)) or _choose.winograd_tiles(w.shape[2])[0]
+    tile = (_choose.winograd_tile(_choose.strided_geometry(g))
+            or _choose.winograd_tiles(w.shape[2])[0])
     for n0 in range(0, g.N, block):
         m = min(block, g.N - n0)
         xs = np.empty((m * s * s, g.C, hs, ws), g.dtype)
