@@ -261,7 +261,6 @@ def strided_geometry(g, xs=None, w=None, images=None):
     """The stride-1 forward geometry of a block of ``images`` images of
     strided geometry ``g`` (all of them when None) on their phases (see
     strided_phases; ``xs`` and ``w`` the copies, None for the cost model)."""
-    hs, ws, _, _ = strided_phases(g)
     s = g.stride[0]
     return _GradInput(xs, w, g.N if images is None else images, s * s * g.C, g.K, g.P, g.Q,
                       (0, 0, 0, 0), g.dtype, 1, getattr(g, "b", None), -(-g.R // s))
@@ -280,10 +279,11 @@ def strided_weights(g):
 
 @dataclass
 class _GradInput:
-    """A forward 3x3 convolution at stride 1 the Winograd kernel runs for
+    """A forward R x R convolution at stride 1 the Winograd kernel runs for
     another (its operands, shapes and blocking): grad_input's (grad_output
     convolved with the flipped weights, input and output channels exchanged
-    within each group), or a dilated layer's phases'."""
+    within each group), a dilated layer's phases', or a strided layer's on
+    its phases as input channels."""
 
     x: object
     w: object
@@ -439,14 +439,10 @@ def _strided_winograd_cost(g, peak):
     again for every block of images, and the phases' copies; None beyond
     WINOGRAD_PHASE_BYTES per image or WINOGRAD_MAX_WEIGHT_BYTES."""
     _, _, block, per_image = strided_phases(g)
-    sub = strided_geometry(g)
-    tile = winograd_tile(sub)
-    if per_image > WINOGRAD_PHASE_BYTES or tile is None:
+    if per_image > WINOGRAD_PHASE_BYTES:
         return None
-    e = tile + sub.R - 1
-    return (_winograd_cost(sub, peak, tile)
-            + (-(-g.N // block) - 1) * WINOGRAD_WEIGHT_CYCLES[e][0] * e * e * g.K * sub.C
-            + WINOGRAD_PHASE_CYCLES * per_image / g.dtype.itemsize * g.N)
+    return _phased_winograd_cost(strided_geometry(g), peak, -(-g.N // block),
+                                 per_image // g.dtype.itemsize * g.N)
 
 
 def _dilated_winograd_cost(g, peak):
@@ -455,16 +451,26 @@ def _dilated_winograd_cost(g, peak):
     phases, and the phases' copies in and out; None beyond
     WINOGRAD_PHASE_BYTES per phase or WINOGRAD_MAX_WEIGHT_BYTES."""
     _, _, block, per_phase = dilated_phases(g)
-    sub = phase_geometry(g)
-    tile = winograd_tile(sub)
-    if per_phase > WINOGRAD_PHASE_BYTES or tile is None:
+    if per_phase > WINOGRAD_PHASE_BYTES:
         return None
-    blocks = -(-sub.N // block)
-    e = tile + g.R - 1
+    sub = phase_geometry(g)
+    return _phased_winograd_cost(sub, peak, -(-sub.N // block),
+                                 sub.N * (g.C * (sub.P + g.R - 1) * (sub.Q + g.R - 1)
+                                          + g.K * sub.P * sub.Q))
+
+
+def _phased_winograd_cost(sub, peak, blocks, copied):
+    """A dilated or strided layer's Winograd cost from its phases' stride-1
+    geometry ``sub`` (all of the batch's): their convolution, the weights
+    transformed again for every block after the first, and WINOGRAD_PHASE_CYCLES
+    per element of the ``copied`` values; None beyond WINOGRAD_MAX_WEIGHT_BYTES."""
+    tile = winograd_tile(sub)
+    if tile is None:
+        return None
+    e = tile + sub.R - 1
     return (_winograd_cost(sub, peak, tile)
-            + (blocks - 1) * WINOGRAD_WEIGHT_CYCLES[e][0] * e * e * g.K * (g.C // g.groups)
-            + WINOGRAD_PHASE_CYCLES * sub.N * (g.C * (sub.P + g.R - 1) * (sub.Q + g.R - 1)
-                                               + g.K * sub.P * sub.Q))
+            + (blocks - 1) * WINOGRAD_WEIGHT_CYCLES[e][0] * e * e * sub.K * (sub.C // sub.groups)
+            + WINOGRAD_PHASE_CYCLES * copied)
 
 
 def _winograd_grad_weight_cost(g, peak):

@@ -1014,12 +1014,18 @@ for _i in range(FC_N_ISAS):  # the Winograd weight panels are the micro-kernels'
 
 # F(m x m, r x r), m = tile, r = taps: F(2x2, 3x3) on 4x4 tiles of input, the
 # rest (m + r = 7) on 6x6 tiles
+cdef inline bint wino_small(int tile, int taps) noexcept nogil:
+    """Whether F(tile x tile, taps x taps) runs on 4x4 tiles: F(2x2, 3x3)'s
+    own transforms (one junk slot per row of tiles, see _winograd.h)."""
+    return tile + taps == 5
+
+
 cdef inline int wino_in(int tile, int taps, const floating *x, Py_ssize_t C, Py_ssize_t H,
                         Py_ssize_t W, Py_ssize_t c, Py_ssize_t TP, Py_ssize_t r0, Py_ssize_t r1,
                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t TQ, floating lim,
                         floating *buf, floating *v, Py_ssize_t ldv) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
-    cdef bint small = tile + taps == 5
+    cdef bint small = wino_small(tile, taps)
     if floating is float:
         return (t.in_f32 if small else t.in6_f32[tile - 2])(x, C, H, W, c, TP, r0, r1, pt, pl,
                                                             TQ, lim, buf, v, ldv)
@@ -1033,7 +1039,7 @@ cdef inline void wino_out(int tile, int taps, const floating *m, Py_ssize_t ldm,
                           floating *y, Py_ssize_t K, Py_ssize_t k, Py_ssize_t P,
                           Py_ssize_t Q) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
-    cdef bint small = tile + taps == 5
+    cdef bint small = wino_small(tile, taps)
     if floating is float:
         (t.out_f32 if small else t.out6_f32[tile - 2])(m, ldm, TP, r0, r1, TQ, b, buf, y, K, k,
                                                        P, Q)
@@ -1057,7 +1063,7 @@ cdef inline int wino_gy(int tile, const floating *gy, Py_ssize_t K, Py_ssize_t P
 cdef inline void wino_weights(int tile, int taps, const floating *w, Py_ssize_t K,
                               Py_ssize_t C, Py_ssize_t k0, floating *apack) noexcept nogil:
     cdef const fc_wino *t = &fc_winos[_isa - &fc_isas[0]]
-    cdef bint small = tile + taps == 5
+    cdef bint small = wino_small(tile, taps)
     if floating is float:
         (t.w_f32 if small else t.w6_f32[taps - 2])(w, K, C, k0, apack)
     else:
@@ -1069,7 +1075,7 @@ cdef inline Py_ssize_t wino_buf_size(int tile, int taps, Py_ssize_t TQ, Py_ssize
     """Elements of the transforms' buffer for an item of ``slots`` slots (see
     _winograd.h): the input transform's, and the output's or grad_output's
     (F(4x4, 3x3)'s 40 per slot)."""
-    if tile + taps == 5:
+    if wino_small(tile, taps):
         return 8 * (slots + 1)
     return max(6 * max(tile * TQ + 6 - tile, pl + W) + W + 36 * slots,
                max(6 * tile + tile * tile, 40) * slots)
@@ -1106,7 +1112,7 @@ def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
     cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
     # slots per row of tiles: F(2x2, 3x3) has one more than tiles (see _winograd.h)
-    cdef Py_ssize_t slots = TQ + 1 if tile + taps == 5 else TQ
+    cdef Py_ssize_t slots = TQ + 1 if wino_small(tile, taps) else TQ
     # slots per item, the GEMMs' panels whole vectors
     cdef Py_ssize_t ld = (block_rows * slots + nr - 1) // nr * nr
     cdef Py_ssize_t n_buf = wino_buf_size(tile, taps, TQ, pl, W, block_rows * slots)
@@ -1301,7 +1307,7 @@ def conv2d_grad_weight_winograd(const floating[:, :, :, ::1] gy,
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr, Cg_pad = (Cg + nr - 1) // nr * nr
     cdef Py_ssize_t n_blocks = (N * TP + block_rows - 1) // block_rows
-    cdef Py_ssize_t slots = TQ + 1 if tile == 2 else TQ  # per row of tiles, as the forward's
+    cdef Py_ssize_t slots = TQ + 1 if wino_small(tile, 3) else TQ  # as the forward's
     cdef Py_ssize_t ld = block_rows * slots
     cdef Py_ssize_t n_buf = wino_buf_size(tile, 3, TQ, pl, W, ld)
     cdef Py_ssize_t wsize = groups * E * Kg * Cg  # one thread's dU

@@ -1,8 +1,9 @@
 /* The transforms of Winograd's F(2x2, 3x3) and F(4x4, 3x3) convolutions
- * (Lavin & Gray 2016), one source for every ISA (instantiated below with
+ * (Lavin & Gray 2016), and of F(2x2, 5x5), F(3x3, 4x4) and F(5x5, 2x2) on
+ * F(4x4, 3x3)'s 6x6 tiles, one source for every ISA (instantiated below with
  * __attribute__((target)), picked with the GEMM micro-kernels in
- * _gemm_kernels.h). F(2x2)'s data transforms add and subtract only,
- * F(4x4)'s also multiply by powers of two (exact, contracted into FMAs or
+ * _gemm_kernels.h). F(2x2)'s data transforms add and subtract only, the
+ * 6x6 tiles' also multiply by powers of two (exact, contracted into FMAs or
  * not): they give the same bits in every variant.
  *
  * A 2x2 block of outputs comes from a 4x4 tile d of input (rows 2 tp - pt to
