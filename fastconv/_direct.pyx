@@ -784,9 +784,11 @@ cdef int _dw2_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
                       const floating[::1] bias, floating[:, :, :, ::1] y,
                       Py_ssize_t pt, Py_ssize_t pl, int n_threads):
     """Depthwise at stride 2 (dilation 1) on a kernel of its own (dw2_fwd),
-    plane by plane: each input row split once into even and odd columns, the
-    taps reading runs of them (3x3 on 28- and 56-wide output rows: 1.26x and
-    1.49x the general path, AVX-512)."""
+    plane by plane: each input row copied once into a zero-padded ring,
+    from which two vectors give a run of even and odd columns by one shuffle
+    each (mb-dw-s2 on Zen 3: 1.3x the kernel that split rows into a ring of
+    even and odd columns, itself 1.26x and 1.49x the general path on 28- and
+    56-wide output rows, AVX-512)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t R = w.shape[2], S = w.shape[3], P = y.shape[2], Q = y.shape[3]
     cdef int isa = _isa

@@ -305,11 +305,12 @@ static int fc_gband_kbmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 3; }
  * at 2 x 14, 8-11% faster). */
 static int fc_krow_kvmax(int isa) { (void)isa; return 2; }
 static int fc_kgband_kvmax(int isa) { return isa == FC_ISA_AVX512 ? 4 : 2; }
-/* The stride-2 depthwise kernels (dw2_fwd, dw2_gw) split input rows into
- * even and odd columns, Jn = fc_dw2_split_len elements each (every vector a
- * tap reads for Q outputs of S taps: Q rounded up to vectors plus
- * (S - 1) / 2), in a ring of FC_DW2_SLOTS(R) rows: the R + 2 rows of two
- * output rows, and one more. fc_dw2_ring_len: the ring's elements. */
+/* The stride-2 depthwise kernels keep a ring of FC_DW2_SLOTS(R) rows (the
+ * R + 2 rows of two output rows, and one more) of 2 Jn elements, Jn =
+ * fc_dw2_split_len (every vector a tap reads for Q outputs of S taps: Q
+ * rounded up to vectors plus (S - 1) / 2): dw2_gw splits each input row
+ * into its even and odd columns, Jn each; dw2_fwd copies it, zero-padded.
+ * fc_dw2_ring_len: the ring's elements. */
 static ptrdiff_t fc_dw2_split_len(int isa, size_t size, ptrdiff_t Q, ptrdiff_t S)
 {
     ptrdiff_t VL = fc_vec_len(isa, size);

@@ -1,3 +1,4 @@
+
 /* Micro-kernels of the direct convolution, written once and instantiated by
  * _direct_simd.h for each (element type, instruction set) pair.
  *
@@ -1372,13 +1373,47 @@ FC_N(dw2_split_rows)(const FC_T *x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t pt, ptrd
         *next = end;
 }
 
-/* NR rows x NV vectors of one channel's output from its split input rows
- * (xr[i]: padded row 2p + i): y = b + sum over r, s of w[r][s] *
- * xpad[2p + r][2q + s], the last vector of a row stored as far as Q. */
+/* The forward pass splits columns as it reads: two vectors of a row give its
+ * even and odd columns by one two-source shuffle each. On AVX2 a shuffle
+ * within 128-bit lanes (vshufps, one instruction) leaves them in "lane
+ * order", the vector's 64-bit pairs permuted; every tap's vector is in the
+ * same order, so the sums are too, and one permute per output vector
+ * (FC_UNLANE) puts them back. (Splitting rows into a ring of even and odd
+ * columns first, as grad_weight does, with lane-crossing shuffles of three
+ * instructions, was half of the forward's time.) Elsewhere the shuffle is
+ * one instruction in natural order (AVX-512's vpermt2ps, SSE2's shufps). */
+#undef FC_EVEN_L
+#undef FC_ODD_L
+#undef FC_UNLANE
+#ifdef FC_SPLIT2
+#if FC_VB == 32 && FC_ELEM == 4
+#define FC_EVEN_L(a, b) __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14)
+#define FC_ODD_L(a, b) __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15)
+#define FC_UNLANE(v) __builtin_shufflevector(v, v, 0, 1, 4, 5, 2, 3, 6, 7)
+#elif FC_VB == 32
+#define FC_EVEN_L(a, b) __builtin_shufflevector(a, b, 0, 4, 2, 6)
+#define FC_ODD_L(a, b) __builtin_shufflevector(a, b, 1, 5, 3, 7)
+#define FC_UNLANE(v) __builtin_shufflevector(v, v, 0, 2, 1, 3)
+#else
+#define FC_EVEN_L(a, b) FC_EVEN(a, b)
+#define FC_ODD_L(a, b) FC_ODD(a, b)
+#define FC_UNLANE(v) (v)
+#endif
+#else
+#define FC_UNLANE(v) (v)
+#endif
+
+/* NR output rows (p, p + 1) x NV vectors (columns q0 onwards) of one
+ * channel from its zero-padded input rows (xr[t]: padded row 2p + t):
+ * y = b + sum over r, s of w[r][s] * xr[r][2q + s]. Each input vector is
+ * split once for both output rows; the sums are kept in two parts (even and
+ * odd r), up to eight independent chains of multiply-adds to cover their
+ * latency (one per row, as first written, ran a 5x5 layer's 14-wide rows at
+ * 0.6x PyTorch). The last vector of a row is stored as far as Q. */
 static FC_INLINE FC_TARGET void
 FC_N(dw2_fwd_tile)(const int R, const int S, const int NR, const int NV,
-                   const FC_T *const *xr, ptrdiff_t Jn, const FC_T *w, FC_T b, FC_T *y,
-                   ptrdiff_t Q, ptrdiff_t q0)
+                   const FC_T *const *xr, const FC_T *w, FC_T b, FC_T *y, ptrdiff_t Q,
+                   ptrdiff_t q0)
 {
     FC_VEC acc[2][2][2];  /* [row][vector][parity of r] */
     for (int i = 0; i < NR; i++)
@@ -1387,20 +1422,39 @@ FC_N(dw2_fwd_tile)(const int R, const int S, const int NR, const int NV,
             acc[i][v][1] = FC_BCAST(0);
         }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
+    for (int t = 0; t < R + 2 * (NR - 1); t++)
 #pragma GCC unroll 8
-        for (int s = 0; s < S; s++) {
-            FC_VEC wv = FC_BCAST(w[r * S + s]);
+        for (int k = 0; 2 * k < S; k++) {  /* taps 2k (even columns) and 2k + 1 */
+            FC_VEC e[2], o[2];
+            for (int v = 0; v < NV; v++) {
+                const FC_T *xp = xr[t] + 2 * (q0 + v * FC_VL) + 2 * k;
+#ifdef FC_SPLIT2
+                FC_VEC v0 = FC_LOAD(xp), v1 = FC_LOAD(xp + FC_VL);
+                e[v] = FC_EVEN_L(v0, v1);
+                o[v] = FC_ODD_L(v0, v1);
+#else
+                e[v] = xp[0];
+                o[v] = xp[1];
+#endif
+            }
             for (int i = 0; i < NR; i++) {
-                const FC_T *xp = xr[2 * i + r] + (s & 1) * Jn + q0 + s / 2;
+                const int r = t - 2 * i;
+                if (r < 0 || r >= R)
+                    continue;
+                FC_VEC we = FC_BCAST(w[r * S + 2 * k]);
                 for (int v = 0; v < NV; v++)
-                    acc[i][v][r & 1] += wv * FC_LOAD(xp + v * FC_VL);
+                    acc[i][v][r & 1] += we * e[v];
+                if (2 * k + 1 < S) {
+                    FC_VEC wo = FC_BCAST(w[r * S + 2 * k + 1]);
+                    for (int v = 0; v < NV; v++)
+                        acc[i][v][r & 1] += wo * o[v];
+                }
             }
         }
     for (int i = 0; i < NR; i++)
         for (int v = 0; v < NV; v++) {
             ptrdiff_t n = Q - q0 - v * FC_VL;
-            FC_VEC sum = acc[i][v][0] + acc[i][v][1];
+            FC_VEC sum = FC_UNLANE(acc[i][v][0] + acc[i][v][1]);
             if (n >= FC_VL)
                 FC_STORE(y + i * Q + q0 + v * FC_VL, sum);
             else
@@ -1409,32 +1463,43 @@ FC_N(dw2_fwd_tile)(const int R, const int S, const int NR, const int NV,
 }
 
 /* The forward pass of one channel (H x W input, P x Q output, bias b), two
- * output rows at a time (they share R - 2 split rows) by two vectors, each
- * summed in two parts (even and odd r): up to eight independent chains of
- * multiply-adds to cover their latency (one per row, as first written, ran
- * a 5x5 layer's 14-wide rows at 0.6x PyTorch). */
+ * output rows at a time by two vectors. The input rows are copied, zero-
+ * padded, into a ring of FC_DW2_SLOTS(R) rows of 2 Jn (every column a tap
+ * reads: see fc_dw2_split_len), so that every load is a whole vector. */
 static FC_INLINE FC_TARGET void
 FC_N(dw2_fwd_body)(const int R, const int S, const FC_T *x, ptrdiff_t H, ptrdiff_t W,
                    const FC_T *w, FC_T b, FC_T *y, ptrdiff_t P, ptrdiff_t Q, ptrdiff_t pt,
                    ptrdiff_t pl, ptrdiff_t Jn, FC_T *ring)
 {
     const FC_T *xr[R + 2];
+    const ptrdiff_t L = 2 * Jn, lead = pl < L ? pl : L;
+    const ptrdiff_t n = W < L - lead ? W : L - lead;  /* the columns ever read */
     ptrdiff_t next = 0;
+    FC_N(zero_row)(ring, FC_DW2_SLOTS(R) * L);  /* the pads are never written again */
     for (ptrdiff_t p = 0; p < P; p += 2) {
-        const int nr = P - p >= 2 ? 2 : 1;
-        FC_N(dw2_split_rows)(x, H, W, pt, pl, Jn, R, ring, &next, 2 * p + 2 * (nr - 1) + R);
-        for (int i = 0; i < R + 2 * (nr - 1); i++)
-            xr[i] = ring + (2 * p + i) % FC_DW2_SLOTS(R) * 2 * Jn;
+        const int two = P - p >= 2;
+        for (; next < 2 * p + 2 * two + R; next++) {
+            ptrdiff_t h = next - pt;
+            FC_T *row = ring + next % FC_DW2_SLOTS(R) * L + lead;
+            if (n <= 0)
+                continue;
+            if (h >= 0 && h < H)
+                FC_N(copy)(row, x + h * W, n);
+            else
+                FC_N(zero_row)(row, n);
+        }
+        for (int i = 0; i < R + 2 * two; i++)
+            xr[i] = ring + (2 * p + i) % FC_DW2_SLOTS(R) * L;
         FC_T *yp = y + p * Q;
         for (ptrdiff_t q0 = 0; q0 < Q; q0 += 2 * FC_VL) {
-            if (nr == 2 && q0 + FC_VL < Q)
-                FC_N(dw2_fwd_tile)(R, S, 2, 2, xr, Jn, w, b, yp, Q, q0);
-            else if (nr == 2)
-                FC_N(dw2_fwd_tile)(R, S, 2, 1, xr, Jn, w, b, yp, Q, q0);
+            if (two && q0 + FC_VL < Q)
+                FC_N(dw2_fwd_tile)(R, S, 2, 2, xr, w, b, yp, Q, q0);
+            else if (two)
+                FC_N(dw2_fwd_tile)(R, S, 2, 1, xr, w, b, yp, Q, q0);
             else if (q0 + FC_VL < Q)
-                FC_N(dw2_fwd_tile)(R, S, 1, 2, xr, Jn, w, b, yp, Q, q0);
+                FC_N(dw2_fwd_tile)(R, S, 1, 2, xr, w, b, yp, Q, q0);
             else
-                FC_N(dw2_fwd_tile)(R, S, 1, 1, xr, Jn, w, b, yp, Q, q0);
+                FC_N(dw2_fwd_tile)(R, S, 1, 1, xr, w, b, yp, Q, q0);
         }
     }
 }
