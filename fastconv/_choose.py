@@ -726,16 +726,32 @@ def threads_for(g, n_threads, backward=False):
 #: layers (24-2048 channels, AVX-512 at 1 and 2 threads, AVX2): in place took
 #: 0.69-0.96x the time of copying the rows first within these bounds; beyond
 #: them float32 was mixed (0.9-1.14x) and float64 up to 2.3x slower.
+#: Not in place either where an image's pixels leave more than a sixteenth
+#: of the kernel's vector lanes idle, there are more images than threads and
+#: at least BATCHED_MIN_OUTPUTS output channels per group to pay for the
+#: copy: copied, the pixels of the batch run as one axis. Zen 3, float32, on
+#: 7x7 images (49 pixels in 7 vectors of 8 lanes), one thread: 2048 to 512
+#: channels 1.31x as fast, 512 to 2048 1.29x, 160 to 960 1.17x, but 960 to
+#: 160 0.94x; two threads: 4 images 512 to 2048 1.15x, but 2 images 2048 to
+#: 512 0.87x (in place, one image a thread); on 14x14 (196 of 200 lanes) in
+#: place stays 1.1x faster.
 IN_PLACE_MAX_CHANNELS = 64
 IN_PLACE_MAX_ROW_BYTES = 16 * 1024
+BATCHED_MIN_OUTPUTS = 256
 
 
-def in_place(algorithm, g):
-    """Whether the GEMM kernels may read the image itself as the pixel panel."""
-    return algorithm == "1x1" and (
-        g.C // g.groups <= IN_PLACE_MAX_CHANNELS
-        or g.H * g.W * g.dtype.itemsize <= IN_PLACE_MAX_ROW_BYTES
-    )
+def in_place(algorithm, g, n_threads=1):
+    """Whether the GEMM kernels may read the image itself as the pixel panel
+    on ``n_threads`` threads."""
+    if algorithm != "1x1":
+        return False
+    pixels = g.H * g.W
+    vl = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2] // 3
+    if (g.N > n_threads and g.K // g.groups >= BATCHED_MIN_OUTPUTS
+            and 16 * (-pixels % vl) > -(-pixels // vl) * vl):
+        return False
+    return (g.C // g.groups <= IN_PLACE_MAX_CHANNELS
+            or pixels * g.dtype.itemsize <= IN_PLACE_MAX_ROW_BYTES)
 
 
 #: output pixels per work item of the packed GEMM (its pixel block is
@@ -769,6 +785,7 @@ def _l2_bytes():
 
 #: per-core L2, read once: the GEMM paths' blocks are sized to it
 L2_BYTES = _l2_bytes()
+_conv.set_l2_bytes(L2_BYTES)
 #: reduction rows per block of the im2col and 1x1 paths where the weights'
 #: block and the pixel block (REDUCTION_BLOCK rows of each) would not fit in
 #: L2 together. On AMD Zen 3 (512 KiB of L2, one thread, interleaved runs):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _choose, _conv, reference
+from fastconv import _choose, _conv, _params, reference
 
 VARIANTS = _conv.simd_variants()
 
@@ -241,6 +241,25 @@ def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_c
         got = fastconv.conv2d(x, w, b, algorithm="1x1")
         assert_close(got, reference.conv2d(x, w, b), reduction=C)
         np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_pointwise_small_images_batched(variant, n_threads, threads, rng, assert_close):
+    # a deep 1x1 layer on 5x5 images (25 pixels: a lane past whole vectors
+    # on every variant) copies the images so that the batch's pixels share
+    # panels where there are more images than threads, and reads them in
+    # place otherwise
+    C, K = 40, _choose.BATCHED_MIN_OUTPUTS + 4
+    w = rng.standard_normal((K, C, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    threads.set_num_threads(n_threads)
+    for n in (1, 2, 3):
+        x = rng.standard_normal((n, C, 5, 5)).astype(np.float32)
+        g = _params.conv_geometry("conv2d", x, w, b, 1, 0, 1, 1)
+        assert _choose.in_place("1x1", g, n_threads) == (n <= n_threads)
+        got = fastconv.conv2d(x, w, b, algorithm="1x1")
+        assert_close(got, reference.conv2d(x, w, b), reduction=C)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
