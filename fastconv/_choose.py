@@ -735,8 +735,14 @@ def threads_for(g, n_threads, backward=False):
 #: 160 0.94x; two threads: 4 images 512 to 2048 1.15x, but 2 images 2048 to
 #: 512 0.87x (in place, one image a thread); on 14x14 (196 of 200 lanes) in
 #: place stays 1.1x faster.
+#: Nor where the image's rows are a multiple of IN_PLACE_CONFLICT_BYTES
+#: apart: a panel's rows then fall in at most 4 of L1's 64 sets and evict
+#: each other (Zen 3, float32, one thread, 128-1024 channels: on 16x16,
+#: 32x32 and 64x64 images in place ran at 57-75 GFLOP/s, copied at 78-83;
+#: on 8x8, 24x24, 40x40 and 56x56 in place stays 1.01-1.2x faster).
 IN_PLACE_MAX_CHANNELS = 64
 IN_PLACE_MAX_ROW_BYTES = 16 * 1024
+IN_PLACE_CONFLICT_BYTES = 1024
 BATCHED_MIN_OUTPUTS = 256
 
 
@@ -746,6 +752,8 @@ def in_place(algorithm, g, n_threads=1):
     if algorithm != "1x1":
         return False
     pixels = g.H * g.W
+    if pixels * g.dtype.itemsize % IN_PLACE_CONFLICT_BYTES == 0:
+        return False
     vl = _conv.gemm_block()[1 if g.dtype.itemsize == 4 else 2] // 3
     if (g.N > n_threads and g.K // g.groups >= BATCHED_MIN_OUTPUTS
             and 16 * (-pixels % vl) > -(-pixels // vl) * vl):

@@ -221,7 +221,7 @@ def test_grad_weight_rows_split_among_threads(variant, dtype, n_threads, groups,
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("hw", [(8, 8), (32, 36)])  # one pixel block, and several
+@pytest.mark.parametrize("hw", [(8, 8), (32, 35)])  # one pixel block, and several
 def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_close):
     # the 1x1 path reads the image in place and starts its blocks at a
     # vector-aligned pixel, running the first few pixels apart: every offset
@@ -232,6 +232,8 @@ def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_c
     size = N * C * H * W
     w = rng.standard_normal((K, C, 1, 1)).astype(dtype)
     b = rng.standard_normal(K).astype(dtype)
+    g = _params.conv_geometry("conv2d", np.empty((N, C, H, W), dtype), w, b, 1, 0, 1, 1)
+    assert _choose.in_place("1x1", g)
     for offset in range(0, 64, item):
         raw = np.zeros(size * item + 128, np.uint8)
         start = (-raw.ctypes.data) % 64 + offset
@@ -260,6 +262,20 @@ def test_pointwise_small_images_batched(variant, n_threads, threads, rng, assert
         assert _choose.in_place("1x1", g, n_threads) == (n <= n_threads)
         got = fastconv.conv2d(x, w, b, algorithm="1x1")
         assert_close(got, reference.conv2d(x, w, b), reduction=C)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw", [(16, 16), (8, 16), (32, 33)])
+def test_pointwise_rows_a_kib_apart_are_copied(dtype, hw, rng, assert_close):
+    # image rows a multiple of 1 KiB apart would share a few L1 sets: the
+    # 1x1 path copies them instead of reading them in place
+    H, W = hw
+    x = rng.standard_normal((2, 12, H, W)).astype(dtype)
+    w = rng.standard_normal((20, 12, 1, 1)).astype(dtype)
+    g = _params.conv_geometry("conv2d", x, w, None, 1, 0, 1, 1)
+    apart = H * W * x.itemsize % _choose.IN_PLACE_CONFLICT_BYTES == 0
+    assert _choose.in_place("1x1", g) == (not apart)
+    assert_close(fastconv.conv2d(x, w, algorithm="1x1"), reference.conv2d(x, w), reduction=12)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
