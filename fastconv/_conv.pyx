@@ -513,7 +513,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                              apack + (g * Kg_pad + k) * CRS)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
-        bpack = <floating *> fc_malloc64(kc_max * spread_rows((nc + nr - 1) // nr * nr, sizeof(floating)) * sizeof(floating))
+        bpack = <floating *> fc_malloc64(
+            kc_max * spread_rows((nc + nr - 1) // nr * nr, sizeof(floating)) * sizeof(floating))
         sbuf = <floating *> fc_malloc64(max(1, slots * Kg * nr) * sizeof(floating))
         if bpack == NULL or sbuf == NULL:
             failed[0] = 1

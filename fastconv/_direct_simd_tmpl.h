@@ -1,4 +1,3 @@
-
 /* Micro-kernels of the direct convolution, written once and instantiated by
  * _direct_simd.h for each (element type, instruction set) pair.
  *
@@ -38,9 +37,11 @@
  * kgband    grad_weight, channels in lanes: part[t][k] += sum over the
  *           pixels of g[pixel][k] * x[toff[t] + pixel].
  * dw2_fwd, dw2_gx, dw2_gw
- *           depthwise at stride 2, one channel's plane: input rows split
- *           into even and odd columns (dw2_split), grad_input's two column
- *           parities interleaved on the store (dw2_zip_store).
+ *           depthwise at stride 2, one channel's plane: the forward's input
+ *           rows copied zero-padded and split into even and odd columns as
+ *           they are read, grad_weight's split into a ring of them first
+ *           (dw2_split), grad_input's two column parities interleaved on the
+ *           store (dw2_zip_store).
  * dwc_fwd, dwc_bwd
  *           depthwise, channels in lanes: VL channels of an image
  *           transposed into a zero-padded [pixel][channel] block
@@ -1481,11 +1482,9 @@ FC_N(dw2_fwd_body)(const int R, const int S, const FC_T *x, ptrdiff_t H, ptrdiff
         for (; next < 2 * p + 2 * two + R; next++) {
             ptrdiff_t h = next - pt;
             FC_T *row = ring + next % FC_DW2_SLOTS(R) * L + lead;
-            if (n <= 0)
-                continue;
-            if (h >= 0 && h < H)
+            if (n > 0 && h >= 0 && h < H)
                 FC_N(copy)(row, x + h * W, n);
-            else
+            else if (n > 0)
                 FC_N(zero_row)(row, n);
         }
         for (int i = 0; i < R + 2 * two; i++)

@@ -104,7 +104,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         _call(func, _direct.conv2d_direct, g.x, g.w, g.b, y4, *_geometry_args(g), n_threads)
     else:
         _call(func, _conv.conv2d_packed, g.x, g.w, g.b, y4, *_geometry_args(g),
-              *_choose.gemm_blocks(g, n_threads), _choose.in_place(algo, g, n_threads), n_threads)
+              *_choose.gemm_blocks(g, n_threads), _choose.in_place(algo, g, n_threads),
+              n_threads)
     return y
 
 
