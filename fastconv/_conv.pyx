@@ -295,6 +295,15 @@ cdef void pack_weights(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_
 cdef Py_ssize_t WT_PACK_MAX_BYTES = 16 << 20
 
 
+def set_wt_pack_max_bytes(Py_ssize_t size):
+    """Set the bound on the backward's packed copy of W^T (for tests: 0
+    reads W in place); returns the previous bound."""
+    global WT_PACK_MAX_BYTES
+    old = WT_PACK_MAX_BYTES
+    WT_PACK_MAX_BYTES = size
+    return old
+
+
 cdef void pack_columns(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t c0,
                        Py_ssize_t n, Py_ssize_t mr, floating *out) noexcept nogil:
     """Columns [c0, c0 + n) of w[K, :] (rows ld apart; n <= mr) -> one [K][mr]

@@ -264,6 +264,31 @@ def test_pointwise_small_images_batched(variant, n_threads, threads, rng, assert
         assert_close(got, reference.conv2d(x, w, b), reduction=C)
 
 
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("case", [
+    ((2, 5, 16, 20), (7, 5, 3, 3), dict(padding=1)),  # C R S = 45: a partial panel of W^T
+    ((2, 6, 19, 40), (8, 3, 3, 3), dict(stride=2, groups=2)),
+    ((3, 10, 6, 17), (12, 10, 1, 1), {}),  # pointwise: grad_input straight from the GEMM
+])
+def test_grad_input_weights_packed_or_in_place(variant, dtype, packed, case, rng, assert_close):
+    # the backward's GEMM reads W^T from a packed copy, or (beyond its
+    # memory bound) from the weights themselves
+    xs, ws, kw = case
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    gy = rng.standard_normal(reference.conv2d(x, w, **kw).shape).astype(dtype)
+    want = reference.conv2d_backward(gy, x, w, **kw)
+    old = _conv.set_wt_pack_max_bytes(1 << 30 if packed else 0)
+    try:
+        got = fastconv.conv2d_backward(gy, x, w, **kw, algorithm="im2col")
+    finally:
+        _conv.set_wt_pack_max_bytes(old)
+    assert_close(got[0], want[0], reduction=ws[0])
+    assert_close(got[1], want[1], reduction=xs[0] * xs[2] * xs[3])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hw", [(16, 16), (8, 16), (32, 33)])
 def test_pointwise_rows_a_kib_apart_are_copied(dtype, hw, rng, assert_close):
