@@ -304,16 +304,6 @@ def set_wt_pack_max_bytes(Py_ssize_t size):
     return old
 
 
-cdef void pack_columns(const floating *w, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t c0,
-                       Py_ssize_t n, Py_ssize_t mr, floating *out) noexcept nogil:
-    """Columns [c0, c0 + n) of w[K, :] (rows ld apart; n <= mr) -> one [K][mr]
-    panel, zero past n: a panel of W^T."""
-    cdef Py_ssize_t k, i
-    for k in range(K):
-        for i in range(mr):
-            out[k * mr + i] = w[k * ld + c0 + i] if i < n else 0
-
-
 cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t n,
                     Py_ssize_t nr, floating *out) noexcept nogil:
     """Copy a kc x n block (rows ld apart) into one [kc][nr] panel, zero-padded."""
@@ -945,8 +935,8 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
             for item in prange(groups * (CRS_pad // mr), schedule="static", num_threads=nt):
                 g = item // (CRS_pad // mr)
                 i = item % (CRS_pad // mr) * mr
-                pack_columns(&w[g * Kg, 0, 0, 0], CRS, Kg, i, min(mr, CRS - i), mr,
-                             wt + g * CRS_pad * Kg + i * Kg)
+                pack_tail(&w[g * Kg, 0, 0, 0] + i, CRS, Kg, min(mr, CRS - i), mr,
+                          wt + g * CRS_pad * Kg + i * Kg)
     # pointwise tiles never overlap: one phase over every band
     n_phases = 1 if pointwise else 2
     stride_b = 1 if pointwise else 2
@@ -992,9 +982,10 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                         gemm_panels(kc, apack, mr, mr * kc, NULL, jn, wg, CRS, tail, CRS,
                                     colt, CRS, pc > 0)
                         continue
-                    # A = W^T is read in place (panels of mr columns of w, rows
-                    # k), B = dY likewise; their last partial panels are copied,
-                    # so the kernel never reads past either array
+                    # A = W^T, from its packed copy (wt) or read in place (panels
+                    # of mr columns of w, rows k), B = dY in place; the last
+                    # partial panels read in place are copied, so the kernel
+                    # never reads past either array
                     if CRS % mr and wt == NULL:
                         pack_tail(wg + CRS // mr * mr, CRS, kc, CRS % mr, mr, atail)
                     if jn % nr:
