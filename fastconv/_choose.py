@@ -793,7 +793,6 @@ def _l2_bytes():
 
 #: per-core L2, read once: the GEMM paths' blocks are sized to it
 L2_BYTES = _l2_bytes()
-_conv.set_l2_bytes(L2_BYTES)
 #: reduction rows per block of the im2col and 1x1 paths where the weights'
 #: block and the pixel block (REDUCTION_BLOCK rows of each) would not fit in
 #: L2 together. On AMD Zen 3 (512 KiB of L2, one thread, interleaved runs):

@@ -159,12 +159,14 @@ cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssi
 # packed GEMM with our own micro-kernels (fastconv/_gemm_kernels.h)
 
 cdef extern from "_gemm_kernels.h":
-    ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
-                                   Py_ssize_t, float *, Py_ssize_t, int, Py_ssize_t,
-                                   Py_ssize_t, const float *) noexcept nogil
-    ctypedef void (*fc_kernel_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
-                                   Py_ssize_t, double *, Py_ssize_t, int, Py_ssize_t,
-                                   Py_ssize_t, const double *) noexcept nogil
+    ctypedef void (*fc_kernel_f32)(Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t,
+                                   const float *, Py_ssize_t, const float *, Py_ssize_t,
+                                   float *, Py_ssize_t, int, Py_ssize_t, const float *,
+                                   const float *, Py_ssize_t, Py_ssize_t) noexcept nogil
+    ctypedef void (*fc_kernel_f64)(Py_ssize_t, const double *, Py_ssize_t, Py_ssize_t,
+                                   const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                   double *, Py_ssize_t, int, Py_ssize_t, const double *,
+                                   const double *, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f32)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                 Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
@@ -196,16 +198,6 @@ cdef extern from "_gemm_kernels.h":
     int fc_isa_supported(int i) nogil
 
 cdef const fc_isa *_isa = NULL
-#: one core's L2 in bytes (set_l2_bytes; gemm_panels' loop order)
-cdef Py_ssize_t _l2_bytes = 1 << 20
-
-
-def set_l2_bytes(Py_ssize_t size):
-    """Tell the GEMM loops one core's L2 size (from _choose.L2_BYTES)."""
-    global _l2_bytes
-    _l2_bytes = max(1, size)
-
-
 def simd_variants():
     """Names of the micro-kernel variants this CPU can run, fastest first."""
     return [fc_isas[i].name.decode() for i in range(FC_N_ISAS) if fc_isa_supported(i)]
@@ -236,21 +228,28 @@ def set_simd_variant(name):
 set_simd_variant(simd_variants()[0])
 
 
-cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,
+cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize_t a_panel,
+                        const floating *a_tail, Py_ssize_t m, const floating *b,
                         Py_ssize_t ldb, floating *c, Py_ssize_t ldc, int accumulate,
-                        Py_ssize_t m, Py_ssize_t n, Py_ssize_t nv, bint a_rows,
-                        const floating *bias) noexcept nogil:
-    """The register block of ``nv`` (1 to 3) vectors of pixels; ``a_rows``: A
-    as rows of the weights, unpacked; ``bias``: NULL or a value per row."""
+                        Py_ssize_t n, Py_ssize_t nv, bint a_rows, const floating *bias,
+                        const floating *pf, Py_ssize_t pf_ld) noexcept nogil:
+    """The macro-kernel over every panel of A for one panel of B, its
+    register block ``nv`` (1 to 3) vectors of pixels wide; ``a_rows``: A as
+    rows of the weights, unpacked (see _gemm_kernels.h)."""
+    cdef Py_ssize_t pf_bytes = n * sizeof(floating)
     if floating is float:
         if a_rows:
-            _isa.f32t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
+            _isa.f32t[nv - 1](kc, a, lda, a_panel, a_tail, m, b, ldb, c, ldc, accumulate, n,
+                              bias, pf, pf_ld, pf_bytes)
         else:
-            _isa.f32[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
+            _isa.f32[nv - 1](kc, a, lda, a_panel, a_tail, m, b, ldb, c, ldc, accumulate, n,
+                             bias, pf, pf_ld, pf_bytes)
     elif a_rows:
-        _isa.f64t[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
+        _isa.f64t[nv - 1](kc, a, lda, a_panel, a_tail, m, b, ldb, c, ldc, accumulate, n,
+                          bias, pf, pf_ld, pf_bytes)
     else:
-        _isa.f64[nv - 1](kc, a, lda, b, ldb, c, ldc, accumulate, m, n, bias)
+        _isa.f64[nv - 1](kc, a, lda, a_panel, a_tail, m, b, ldb, c, ldc, accumulate, n,
+                         bias, pf, pf_ld, pf_bytes)
 
 
 cdef inline void _gather(floating *dst, const floating *src, Py_ssize_t n,
@@ -336,75 +335,64 @@ cdef inline Py_ssize_t spread_rows(Py_ssize_t ld, Py_ssize_t size) noexcept nogi
 
 cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize_t a_panel,
                       const floating *a_tail, Py_ssize_t m,
-                      const floating *b, Py_ssize_t ldb, const floating *tail,
+                      const floating *b, Py_ssize_t ldb, floating *tail,
                       Py_ssize_t jn, floating *c, Py_ssize_t ldc,
                       int accumulate, bint a_rows=False,
                       const floating *bias=NULL) noexcept nogil:
     """C[m, jn] (+)= A[m, kc] @ B[kc, jn] (+ bias[m] on every column, when
-    given), one mr x nr register block at a time.
+    given), one nr-wide column panel of B at a time, every mr-row panel of A
+    streaming past it while it stays in L1 (the Goto/BLIS loop order; the
+    loop over A's panels is the macro-kernel's, see _micro).
 
     A's mr-row panels start ``a_panel`` apart, each kc rows of mr values
     ``lda`` apart (packed panels: lda = mr), except a last partial panel,
     which comes from ``a_tail`` ([kc][mr]) when given; with ``a_rows``, each
     is mr rows of kc values ``lda`` apart instead (the weights unpacked), of
-    which the kernel reads only the first m. B's nr-wide column
-    panels are read at ``b + jr`` (rows ``ldb`` apart), except a last partial
-    panel, which comes from ``tail`` ([kc][nr]) when given. The tails let
-    the kernel run whole blocks without reading past either array. Rows of C
-    are ``ldc`` apart.
+    which the kernel reads only the first m. B's nr-wide column panels are
+    read at ``b + jr``, rows ``ldb`` apart. With ``tail`` NULL, B is readable
+    as whole panels; otherwise (B read in place) ``tail`` is a workspace of
+    kc x (nr + nr/3) into which the last partial panel is copied, zero-padded,
+    so that the kernel never reads past B. Rows of C are ``ldc`` apart.
 
-    Each B panel stays in L1 while every A panel streams past it from L2
-    (the Goto/BLIS loop order), unless A is the larger operand and too large
-    to stay in half of L2 (grad_input: many rows c, r, s and a short band of
-    pixels): then each A panel stays in L1 while the few B panels stream
-    past it, and A is read once instead of once per B panel. (Where A fits,
-    its panels are the smaller stream: mr values a step against B's nr; the
-    1024-to-256 1x1 layer on 14x14 ran 2.4% faster so, Zen 3.)"""
-    cdef Py_ssize_t mr = _isa.mr
+    (Where A is the larger operand and outgrows L2, grad_input's W^T of a
+    512-channel 3x3 layer, the other order, each A panel in L1 while the
+    few B panels stream past, measured 3-8% slower than this one once the
+    loop over A's panels moved into the macro-kernel, Zen 3.)"""
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t vl = nr // 3  # the widest block is 3 vectors
-    cdef Py_ssize_t n_jb = (jn + nr - 1) // nr, n_mb = (m + mr - 1) // mr
-    cdef Py_ssize_t outer, inner, jb, jr, jw, mb_i, mb, l, la, nv
-    cdef bint a_outer = m > jn and 2 * m * kc * <Py_ssize_t> sizeof(floating) > _l2_bytes
-    cdef Py_ssize_t r, rpc = (kc + n_mb - 1) // n_mb if n_mb > 0 else 0
+    cdef Py_ssize_t n_jb = (jn + nr - 1) // nr
+    cdef Py_ssize_t jb, jr, jw, l, jt = jn
+    cdef const floating *bp
+    cdef const floating *pf
     # a last panel of one vector (49 = 48 + 1 pixels) runs, with the panel
     # before it, as two panels of two vectors: the one-vector block is bound
-    # by its broadcasts and ran at half the rate (B is readable that far:
-    # without a tail, whole blocks are)
-    cdef bint split = tail == NULL and n_jb >= 2 and jn - (n_jb - 1) * nr <= vl
-    cdef const floating *ap
-    cdef const floating *bp
-    for outer in range(n_mb if a_outer else n_jb):
-        for inner in range(n_jb if a_outer else n_mb):
-            jb = inner if a_outer else outer
-            mb_i = outer if a_outer else inner
-            jr = jb * nr
-            jw = min(nr, jn - jr)
-            if split and jb >= n_jb - 2:
-                jr = (n_jb - 2) * nr + (jb - n_jb + 2) * 2 * vl
-                jw = 2 * vl if jb == n_jb - 2 else jn - jr
-            mb = mb_i * mr
-            ap = a + mb_i * a_panel
-            la = lda
-            if a_tail != NULL and mb + mr > m:
-                ap = a_tail
-                la = mr
-            bp = b + jr
-            l = ldb
-            if tail != NULL and jr + nr > jn:
-                bp = tail
-                l = nr
-            if not a_outer and (jb + 2) * nr <= jn:
-                # fetch the next pixel panel, a share of its rows per weight
-                # panel: read in place (a 1x1 layer's image), its rows lie a
-                # plane apart, too many streams for the hardware prefetchers
-                # (ResNet's 256-to-64 1x1, Zen 3: 7-9% faster)
-                for r in range(inner * rpc, min(kc, (inner + 1) * rpc)):
-                    fc_prefetch(b + jr + nr + r * ldb, nr * sizeof(floating))
-            # a last partial panel runs the narrowest block that covers it
-            nv = (jw + vl - 1) // vl
-            _micro(kc, ap, la, bp, l, c + mb * ldc + jr, ldc, accumulate,
-                   min(mr, m - mb), jw, nv, a_rows, (bias + mb) if bias != NULL else NULL)
+    # by its broadcasts and ran at half the rate (a 1x1 layer on 14x14: 7% of
+    # its time on 2% of the pixels)
+    cdef bint split = n_jb >= 2 and jn - (n_jb - 1) * nr <= vl
+    if tail != NULL and jn % nr:
+        # B's columns from jt on are read from their copy, as one panel, or
+        # as the two panels of the split (nr + vl wide)
+        jt = (n_jb - 2 if split else n_jb - 1) * nr
+        pack_tail(b + jt, ldb, kc, jn - jt, nr + vl if split else nr, tail)
+    for jb in range(n_jb):
+        jr = jb * nr
+        jw = min(nr, jn - jr)
+        if split and jb >= n_jb - 2:
+            jr = (n_jb - 2) * nr + (jb - n_jb + 2) * 2 * vl
+            jw = 2 * vl if jb == n_jb - 2 else jn - jr
+        bp = b + jr
+        l = ldb
+        if jr >= jt:
+            bp = tail + (jr - jt)
+            l = nr + vl if split else nr
+        # fetch the next pixel panel, a share of its rows per weight panel:
+        # read in place (a 1x1 layer's image), its rows lie a plane apart,
+        # too many streams for the hardware prefetchers (ResNet's 256-to-64
+        # 1x1, Zen 3: 7-9% faster)
+        pf = b + jr + nr if (jb + 2) * nr <= jt else NULL
+        # a last partial panel runs the narrowest block that covers it
+        _micro(kc, a, lda, a_panel, a_tail, m, bp, l, c + jr, ldc, accumulate, jw,
+               (jw + vl - 1) // vl, a_rows, bias, pf, ldb)
 
 
 def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -545,12 +533,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     xg = &x[n, g * Cg, 0, 0]
                     yt = &y[n, g * Kg + k0, 0, 0] + j0
                     if t == 0 and lead:  # one partial panel: B is only its copy
-                        pack_tail(xg + pc * PQ, PQ, kc, lead, nr, bpack)
                         gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg, PQ, bpack, lead,
                                     yt - lead, PQ, pc > 0, unpacked, bk)
-                    if jn % nr:
-                        pack_tail(xg + pc * PQ + j0 + jn // nr * nr, PQ, kc, jn % nr, nr,
-                                  bpack)
                     gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg + pc * PQ + j0, PQ, bpack,
                                 jn, yt, PQ, pc > 0, unpacked, bk)
                     continue
@@ -947,7 +931,7 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
             col = NULL
             if not pointwise:
                 col = <floating *> fc_malloc64(CRS_pad * T * sizeof(floating))
-            tail = <floating *> fc_malloc64(kc_max * nr * sizeof(floating))
+            tail = <floating *> fc_malloc64(kc_max * (nr + nr // 3) * sizeof(floating))
             atail = <floating *> fc_malloc64(kc_max * mr * sizeof(floating))
             colt = NULL
             apack = NULL
@@ -977,8 +961,6 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                         for i in range((jn + mr - 1) // mr):
                             pack_tail(gyt + i * mr, PQ, kc, min(mr, jn - i * mr), mr,
                                       apack + i * mr * kc)
-                        if CRS % nr:
-                            pack_tail(wg + CRS // nr * nr, CRS, kc, CRS % nr, nr, tail)
                         gemm_panels(kc, apack, mr, mr * kc, NULL, jn, wg, CRS, tail, CRS,
                                     colt, CRS, pc > 0)
                         continue
@@ -988,8 +970,6 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
                     # never reads past either array
                     if CRS % mr and wt == NULL:
                         pack_tail(wg + CRS // mr * mr, CRS, kc, CRS % mr, mr, atail)
-                    if jn % nr:
-                        pack_tail(gyt + jn // nr * nr, PQ, kc, jn % nr, nr, tail)
                     if pointwise:  # grad_input itself is C
                         cp = &gx[n, g * Cg, 0, 0] + j0
                         ldc = HW
