@@ -1120,7 +1120,9 @@ cdef inline Py_ssize_t wino_buf_size(int tile, int taps, Py_ssize_t TQ, Py_ssize
     if wino_small(tile, taps):
         return 8 * (slots + 1)
     return max(6 * max(tile * TQ + 6 - tile, pl + W) + W + 36 * slots,
-               max(6 * tile + tile * tile, 40) * slots)
+               max(6 * tile + tile * tile, 40) * slots,
+               # the eight-tile float32 input transform's rows (FC_WINO6_ROW8)
+               6 * ((slots + TQ - 1) // TQ) * ((max(tile * (TQ - 1) + 8, pl + W) + 7) // 8 * 8))
 
 
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
