@@ -425,10 +425,10 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
  * so the bits agree) gives the 36 values of the eight tiles as vectors,
  * stored at slots u0 to u0 + 7.
  * Tiles may come from different rows of tiles, so rows of few tiles need no
- * path of their own. (The loop over tiles strided by M, which the compiler
- * vectorised with shuffles and scalar ends, took 2/3 of F(4x4, 3x3)'s input
- * transform; Zen 3, 29 columns: 3.6x faster as a whole.) buf: 6 (r1 - r0)
- * L8 floats. */
+ * path of their own. (Against the loop over tiles strided by M, which the
+ * compiler vectorised with shuffles and scalar ends: F(4x4, 3x3)'s input
+ * transform 1.4-1.7x faster on rows of 8 and 4 tiles, 2.5x on rows of 7,
+ * Zen 3.) buf: 6 (r1 - r0) L8 floats. */
 #define FC_WINO6_ROW8(M, W, TQ, pl)                                                     \
     (((M) * ((TQ) - 1) + 8 > (pl) + (W) ? (M) * ((TQ) - 1) + 8 : (pl) + (W)) + 7) / 8 * 8
 #define FC_DEFINE_WINO6_IN8(NAME, TARGET, M)                                             \
