@@ -38,8 +38,12 @@ typedef ptrdiff_t fc_index;
  * the sums: no pass of its own over the output); pf, pf_ld, pf_bytes (NULL,
  * or kc rows pf_ld apart to prefetch, pf_bytes each, a share per panel of A:
  * the next B panel, where the hardware prefetchers cannot follow it). */
-typedef void (*fc_kernel_f32)(fc_index, const float *, fc_index, fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, int, fc_index, const float *, const float *, fc_index, fc_index);
-typedef void (*fc_kernel_f64)(fc_index, const double *, fc_index, fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, int, fc_index, const double *, const double *, fc_index, fc_index);
+typedef void (*fc_kernel_f32)(fc_index, const float *, fc_index, fc_index, const float *,
+                              fc_index, const float *, fc_index, float *, fc_index, int,
+                              fc_index, const float *, const float *, fc_index, fc_index);
+typedef void (*fc_kernel_f64)(fc_index, const double *, fc_index, fc_index, const double *,
+                              fc_index, const double *, fc_index, double *, fc_index, int,
+                              fc_index, const double *, const double *, fc_index, fc_index);
 
 /* Ask for the cache lines of src[0, n) ahead of their use (a hint: never
  * faults, so it may run past the array); the im2col copy calls it one input

@@ -415,8 +415,8 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
 }
 
 #if FC_X86
-/* The same input transform in float32 on eight tiles at a time (AVX2; the
- * AVX-512 variant runs it too). The item's input rows are first copied, zero-
+/* The same input transform in float32 on eight tiles at a time (AVX2 code,
+ * which the AVX-512 variant runs too). The item's input rows are first copied, zero-
  * padded, into six rows of L8 columns per row of tiles (column pl + j: input
  * column j; a row outside the image: zeros). For tiles u0 to u0 + 7, eight
  * vectors each hold one tile's columns M tq to M tq + 7 of an input row; as
@@ -449,8 +449,8 @@ TARGET static int NAME(const float *x, fc_index C, fc_index H, fc_index W, fc_in
             fc_index h = (M) * (r % TP) - pt + i;                                        \
             for (j = 0; j < L; j += 8) _mm256_storeu_ps(row + j, _mm256_setzero_ps());  \
             if (h < 0 || h >= H) continue;                                               \
-            /* whole vectors, then the last part vector (a masked load: microcoded on \
-             * AMD's Zen cores, so only there) */                                        \
+            /* whole vectors, then the last part vector (masked loads are                \
+             * microcoded on AMD's Zen cores: only that one) */                          \
             for (j = 0; j < W; j += 8) {                                                 \
                 __m256 d = W - j >= 8 ? _mm256_loadu_ps(xc + h * W + j)                  \
                                       : FC_PS256_MLOAD(xc + h * W + j, W - j);           \
