@@ -425,13 +425,15 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
  * so the bits agree) gives the 36 values of the eight tiles as vectors,
  * stored at slots u0 to u0 + 7.
  * Tiles may come from different rows of tiles, so rows of few tiles need no
- * path of their own. (Against the loop over tiles strided by M, which the
- * compiler vectorised with shuffles and scalar ends: F(4x4, 3x3)'s input
- * transform 1.4-1.7x faster on rows of 8 and 4 tiles, 2.5x on rows of 7,
- * Zen 3.) buf: 6 (r1 - r0) L8 floats. */
+ * path of their own. Rows of more than FC_WINO6_VIN_TQ tiles take the generic
+ * loop, which the compiler vectorises well there. (Zen 3, F(4x4, 3x3)'s
+ * input transform against the generic one, both as built: 1.2-1.45x faster
+ * on rows of 5 to 8 tiles, 1.1x on rows of 2, the same on rows of 4; on
+ * longer rows the same or up to 1.35x slower.) buf: 6 (r1 - r0) L8 floats. */
 #define FC_WINO6_ROW8(M, W, TQ, pl)                                                     \
     (((M) * ((TQ) - 1) + 8 > (pl) + (W) ? (M) * ((TQ) - 1) + 8 : (pl) + (W)) + 7) / 8 * 8
-#define FC_DEFINE_WINO6_IN8(NAME, TARGET, M)                                             \
+#define FC_WINO6_VIN_TQ 8
+#define FC_DEFINE_WINO6_IN8(NAME, TARGET, M, GENERIC)                                    \
 TARGET static int NAME(const float *x, fc_index C, fc_index H, fc_index W, fc_index c,   \
                        fc_index TP, fc_index r0, fc_index r1, fc_index pt, fc_index pl,  \
                        fc_index TQ, float lim, float *restrict buf, float *restrict v,   \
@@ -442,6 +444,8 @@ TARGET static int NAME(const float *x, fc_index C, fc_index H, fc_index W, fc_in
     const __m256 sign = _mm256_set1_ps(-0.0f), vlim = _mm256_set1_ps(lim);              \
     __m256 bad = _mm256_setzero_ps();                                                    \
     fc_index r, i, j, u0, a, b;                                                          \
+    if (TQ > FC_WINO6_VIN_TQ)  /* long rows: the generic loop vectorises well */       \
+        return GENERIC(x, C, H, W, c, TP, r0, r1, pt, pl, TQ, lim, buf, v, ldv);        \
     for (r = r0; r < r1; r++) {                                                          \
         const float *xc = x + ((r / TP) * C + c) * H * W;                                \
         for (i = 0; i < 6; i++) {                                                        \
@@ -812,10 +816,10 @@ typedef struct {
 
 #if FC_X86
 #define FC_DEFINE_WINO6_VIN(ISA, TARGET)                                                \
-    FC_DEFINE_WINO6_IN8(fc_wino6_vin2_##ISA##_f32, TARGET, 2)                           \
-    FC_DEFINE_WINO6_IN8(fc_wino6_vin3_##ISA##_f32, TARGET, 3)                           \
-    FC_DEFINE_WINO6_IN8(fc_wino6_vin4_##ISA##_f32, TARGET, 4)                           \
-    FC_DEFINE_WINO6_IN8(fc_wino6_vin5_##ISA##_f32, TARGET, 5)
+    FC_DEFINE_WINO6_IN8(fc_wino6_vin2_##ISA##_f32, TARGET, 2, fc_wino6_in2_##ISA##_f32) \
+    FC_DEFINE_WINO6_IN8(fc_wino6_vin3_##ISA##_f32, TARGET, 3, fc_wino6_in3_##ISA##_f32) \
+    FC_DEFINE_WINO6_IN8(fc_wino6_vin4_##ISA##_f32, TARGET, 4, fc_wino6_in4_##ISA##_f32) \
+    FC_DEFINE_WINO6_IN8(fc_wino6_vin5_##ISA##_f32, TARGET, 5, fc_wino6_in5_##ISA##_f32)
 FC_DEFINE_WINO(avx512, FC_TARGET_AVX512, 8)
 FC_DEFINE_WINO(avx2, FC_TARGET_AVX2, 4)
 FC_DEFINE_WINO6_VIN(avx512, FC_TARGET_AVX512)

@@ -206,12 +206,15 @@ def test_conv_specials_match_reference(rng, algorithm, case, where):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["input", "weight"])
 @pytest.mark.parametrize("tile", ["winograd-2x2", "winograd-4x4"])
-def test_conv_specials_winograd(rng, algo, tile, dtype, where, groups):
+@pytest.mark.parametrize("width", [11, 37])
+def test_conv_specials_winograd(rng, algo, tile, dtype, where, groups, width):
     """Winograd's transforms mix a tile's inputs, so an inf would reach outputs
     whose windows do not hold it (inf - inf = NaN): such operands run im2col,
     and the specials land where the reference puts them (also when only one
-    group's channels hold them)."""
-    x = rng.standard_normal((2, 6, 12, 11)).astype(dtype)
+    group's channels hold them). F(4x4)'s float32 input transform runs eight
+    tiles at a time on rows of at most 8 tiles (11 wide) and the generic loop
+    on longer ones (37 wide): each checks the input it reads."""
+    x = rng.standard_normal((2, 6, 12, width)).astype(dtype)
     w = rng.standard_normal((6, 6 // groups, 3, 3)).astype(dtype)
     if where == "input":
         x = sprinkle(rng, x.shape, dtype, 0.01)
