@@ -31,9 +31,10 @@ typedef ptrdiff_t fc_index;
 /* The macro-kernel: C[m, n] (+)= A[m, kc] @ B[kc, n] for one column panel of B
  * (n <= NR pixels), every MR-row panel of A in turn, so that the panel of B
  * stays in L1 while A streams past it and the loop over A's panels costs no
- * call per block (one call a block through the ISA table was 5-9% of a 1x1
- * layer's time). Arguments: kc; A, lda, a_panel (A's panels a_panel apart),
- * a_tail (NULL, or the last partial panel as [kc][MR]); m; B, ldb; C, ldc;
+ * call per block (one call a block through the ISA table was 2-9% of a 1x1
+ * layer's time, most where the reduction is short). Arguments: kc; A, lda,
+ * a_panel (A's panels a_panel apart), a_tail (NULL, or the last partial
+ * panel as [kc][MR]); m; B, ldb; C, ldc;
  * accumulate (0: overwrite); n; bias (NULL, or a value per row of C added to
  * the sums: no pass of its own over the output); pf, pf_ld, pf_bytes (NULL,
  * or kc rows pf_ld apart to prefetch, pf_bytes each, a share per panel of A:
