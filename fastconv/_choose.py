@@ -33,7 +33,8 @@ forward's operations (twice that for a backward):
   convolution (see strided_phases), plus their copies. Its backward (stride
   1, padding at most R - 1, no dilation):
   grad_input as a Winograd forward with the channels exchanged within each
-  group, plus grad_weight at the lower of half of direct's cost and
+  group (its GEMMs at no more than WINOGRAD_GRAD_INPUT_VECTOR_BYTES
+  vectors' peak), plus grad_weight at the lower of half of direct's cost and
   Winograd's (the forward's cost for the same shapes, plus
   WINOGRAD_GW_CYCLES per transformed element; 3x3 only, while each thread's sums
   over the tiles fit two threads in WINOGRAD_GW_BYTES);
@@ -52,7 +53,13 @@ yardstick, ``benchmarks/off_yardstick.json`` and four more ResNet 1x1
 layers), forward and backward, float32, on AVX-512 and with the AVX2
 kernels: auto picks the fastest strategy or one within 7% of it in 107 of
 the 108 cases; the exception is the ResNet stem's backward on AVX-512, where
-im2col measured 17% faster than direct (and on AVX2 the two tie).
+im2col measured 17% faster than direct (and on AVX2 the two tie). On an
+Intel Xeon (Ice Lake, AVX-512 on two 512-bit FMA units), the 24 layers of
+the yardstick and off_yardstick.json, forward and backward, one thread,
+median of three runs: within 7% in 45 of the 48 cases (43 before the
+bound on grad_input's Winograd GEMMs); the rest b2-3x3-256's backward and
+grp-3x3's forward on Winograd (direct 1.20x and 1.16x faster) and
+mb-pw-expand's forward on the 1x1 GEMM (direct 1.13x faster).
 """
 import math
 import os
@@ -373,6 +380,25 @@ def _peak(dtype):
     return 2 * lanes if _conv.simd_variant() == "baseline" else 4 * lanes
 
 
+#: the backward's cost bounds the GEMMs of grad_input by Winograd (a Winograd
+#: forward with the channels exchanged) at the peak of vectors this wide (48:
+#: 3/4 of AVX-512's, so AVX2 and the baseline are unbounded). On an Intel
+#: Xeon (Ice Lake, two 512-bit FMA units), one thread, the Winograd backward
+#: of c3-small, grp-3x3 and b2-3x3-256 took 9.0, 9.7 and 16.9 ms with the
+#: AVX-512 kernels against 9.1, 10.9 and 22.9 with the AVX2 ones, while the
+#: direct kernels went from 10.1, 14.9 and 31.3 to 5.6, 7.2 and 15.0 ms (its
+#: tiles stream through L2; the direct kernels' data stay in registers and
+#: L1). At AVX-512's full peak auto took Winograd's grad_input on c3-small
+#: and grp-3x3, 1.27x and 1.18x slower than direct; at AVX2's (32) it also
+#: moved odd-3x3-96 and 5x5-48 to direct, 1.16x and 1.10x slower there.
+WINOGRAD_GRAD_INPUT_VECTOR_BYTES = 48
+
+
+def _winograd_grad_input_peak(dtype):
+    """_peak, at most that of WINOGRAD_GRAD_INPUT_VECTOR_BYTES vectors."""
+    return min(_peak(dtype), 4 * WINOGRAD_GRAD_INPUT_VECTOR_BYTES // dtype.itemsize)
+
+
 def _direct_kind(g):
     if g.groups > 1 and g.C // g.groups == 1:
         return "depthwise"
@@ -420,7 +446,7 @@ def _costs(g, backward=False):
     if backward and winograd_backward_fits(g):
         # grad_input by Winograd; grad_weight by Winograd or as the direct
         # kernels compute it (half their work), whichever is cheaper
-        gi = _winograd_cost(grad_input_geometry(g), peak)
+        gi = _winograd_cost(grad_input_geometry(g), _winograd_grad_input_peak(g.dtype))
         if gi is not None:
             gw = _winograd_grad_weight_cost(g, peak)
             costs["winograd"] = min(costs["direct"] / 2, gw[1] if gw else math.inf) + gi
