@@ -199,6 +199,26 @@ def algo(monkeypatch):
     _choose.clear_cache()
 
 
+@pytest.fixture
+def vector_variants():
+    """The vector variants (AVX2, AVX-512) this CPU runs, as an iterator that
+    switches the GEMM kernels' variant, which auto's cost model reads, to
+    each in turn, auto's cached choices dropped; restored after."""
+    from fastconv import _choose, _conv
+
+    old = _conv.simd_variant()
+
+    def each():
+        for variant in [v for v in _conv.simd_variants() if v in ("avx2", "avx512")]:
+            _conv.set_simd_variant(variant)
+            _choose.clear_cache()
+            yield variant
+
+    yield each()
+    _conv.set_simd_variant(old)
+    _choose.clear_cache()
+
+
 # ----------------------------------------------------------------------------
 # one representative call per public function
 # ----------------------------------------------------------------------------

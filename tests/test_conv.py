@@ -329,27 +329,18 @@ def test_dilated_winograd_blocks(rng, assert_close, algo, monkeypatch, algorithm
     assert "winograd" not in fastconv.explain(x.shape, w.shape, dtype="float64", **kw).costs
 
 
-def test_dilated_3x3_runs_winograd():
+def test_dilated_3x3_runs_winograd(vector_variants):
     """auto weighs Winograd for a dilated 3x3 layer of 64 channels on every
     vector variant and takes it with the AVX2 kernels (2x64x30x30, dilation
     2, one thread: 1.45x faster than direct on Zen 3, 1.6x on an Intel Xeon
     (Ice Lake) held to AVX2). With AVX-512 the three strategies measured
     within 6% of each other on that Xeon, so there auto may take any. Its
     backward leaves Winograd out (dilated grad_input has no Winograd path)."""
-    from fastconv import _choose, _conv
-
     shapes = ((2, 64, 30, 30), (64, 64, 3, 3))
-    old = _conv.simd_variant()
-    try:
-        for variant in set(_conv.simd_variants()) & {"avx2", "avx512"}:
-            _conv.set_simd_variant(variant)
-            _choose.clear_cache()
-            e = fastconv.explain(*shapes, padding=2, dilation=2)
-            assert "winograd" in e.costs, e
-            if variant == "avx2":
-                assert e.algorithm == "winograd", e
-            assert "winograd" not in fastconv.explain(*shapes, padding=2, dilation=2,
-                                                      backward=True).costs
-    finally:
-        _conv.set_simd_variant(old)
-        _choose.clear_cache()
+    for variant in vector_variants:
+        e = fastconv.explain(*shapes, padding=2, dilation=2)
+        assert "winograd" in e.costs, e
+        if variant == "avx2":
+            assert e.algorithm == "winograd", e
+        assert "winograd" not in fastconv.explain(*shapes, padding=2, dilation=2,
+                                                  backward=True).costs
