@@ -388,9 +388,10 @@ def _peak(dtype):
 #: AVX-512 kernels against 9.1, 10.9 and 22.9 with the AVX2 ones, while the
 #: direct kernels went from 10.1, 14.9 and 31.3 to 5.6, 7.2 and 15.0 ms
 #: (Winograd's transformed tiles stream through L2, the direct kernels'
-#: operands stay in registers and L1). At AVX-512's full peak auto took Winograd's grad_input on c3-small
-#: and grp-3x3, 1.27x and 1.18x slower than direct; at AVX2's (32) it also
-#: moved odd-3x3-96 and 5x5-48 to direct, 1.16x and 1.10x slower there.
+#: operands stay in registers and L1). At AVX-512's full peak auto took
+#: Winograd's grad_input on c3-small and grp-3x3, 1.27x and 1.18x slower
+#: than direct; at AVX2's (32) it also moved odd-3x3-96 and 5x5-48 to
+#: direct, 1.16x and 1.10x slower there.
 WINOGRAD_GRAD_INPUT_VECTOR_BYTES = 48
 
 
