@@ -534,7 +534,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                     xg = &x[n, g * Cg, 0, 0]
                     yt = &y[n, g * Kg + k0, 0, 0] + j0
                     if t == 0 and lead:  # one partial panel: B is only its copy
-                        gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg, PQ, bpack, lead,
+                        gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg + pc * PQ, PQ, bpack, lead,
                                     yt - lead, PQ, pc > 0, unpacked, bk)
                     gemm_panels(kc, ap, la, mr * CRS, NULL, km, xg + pc * PQ + j0, PQ, bpack,
                                 jn, yt, PQ, pc > 0, unpacked, bk)

@@ -222,11 +222,12 @@ def test_grad_weight_rows_split_among_threads(variant, dtype, n_threads, groups,
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hw", [(8, 8), (32, 35)])  # one pixel block, and several
-def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, rng, assert_close):
+@pytest.mark.parametrize("C", [5, _choose.REDUCTION_BLOCK + 5])  # one reduction block, two
+def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, C, rng, assert_close):
     # the 1x1 path reads the image in place and starts its blocks at a
-    # vector-aligned pixel, running the first few pixels apart: every offset
-    # of the image from a 64-byte boundary
-    N, C, K = 2, 5, 7
+    # vector-aligned pixel, running the first few pixels apart (in every
+    # block of the reduction): every offset of the image from a 64-byte boundary
+    N, K = 2, 7
     H, W = hw
     item = np.dtype(dtype).itemsize
     size = N * C * H * W
