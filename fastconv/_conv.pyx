@@ -1005,6 +1005,9 @@ def conv2d_backward_packed(const floating[:, :, :, ::1] gy, const floating[:, :,
 
 
 cdef extern from "_winograd.h":
+    # the input transforms' buffer rows, F(m x m, r x r) on 6x6 tiles (see wino_buf_size)
+    Py_ssize_t FC_WINO6_ROW(int M, Py_ssize_t W, Py_ssize_t TQ, Py_ssize_t pl) nogil
+    Py_ssize_t FC_WINO6_ROW8(int M, Py_ssize_t W, Py_ssize_t TQ, Py_ssize_t pl) nogil
     ctypedef int (*fc_wino_in_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                    Py_ssize_t, float, float *, float *, Py_ssize_t) noexcept nogil
@@ -1119,10 +1122,10 @@ cdef inline Py_ssize_t wino_buf_size(int tile, int taps, Py_ssize_t TQ, Py_ssize
     (F(4x4, 3x3)'s 40 per slot)."""
     if wino_small(tile, taps):
         return 8 * (slots + 1)
-    return max(6 * max(tile * TQ + 6 - tile, pl + W) + W + 36 * slots,
+    return max(6 * FC_WINO6_ROW(tile, W, TQ, pl) + W + 36 * slots,
                max(6 * tile + tile * tile, 40) * slots,
-               # the eight-tile float32 input transform's rows (FC_WINO6_ROW8)
-               6 * ((slots + TQ - 1) // TQ) * ((max(tile * (TQ - 1) + 8, pl + W) + 7) // 8 * 8))
+               # the eight-tile float32 input transform's, six rows per row of tiles
+               6 * ((slots + TQ - 1) // TQ) * FC_WINO6_ROW8(tile, W, TQ, pl))
 
 
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,

@@ -344,6 +344,10 @@ TARGET static void NAME(const T *w, fc_index K, fc_index C, fc_index k0, T *apac
 #define FC_WINO6_SHORT 8
 #define FC_WINO6_ROW(M, W, TQ, pl)                                                      \
     ((M) * (TQ) + 6 - (M) > (pl) + (W) ? (M) * (TQ) + 6 - (M) : (pl) + (W))
+/* the eight-tile float32 input transform's row of L8 columns (below; outside
+ * FC_X86 so that the buffer's size has one formula on every machine) */
+#define FC_WINO6_ROW8(M, W, TQ, pl)                                                     \
+    (((M) * ((TQ) - 1) + 8 > (pl) + (W) ? (M) * ((TQ) - 1) + 8 : (pl) + (W)) + 7) / 8 * 8
 #define FC_DEFINE_WINO6_IN(NAME, T, TARGET, M)                                           \
 TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index c,      \
                        fc_index TP, fc_index r0, fc_index r1, fc_index pt, fc_index pl, \
@@ -430,8 +434,6 @@ TARGET static int NAME(const T *x, fc_index C, fc_index H, fc_index W, fc_index 
  * input transform against the generic one, both as built: 1.2-1.45x faster
  * on rows of 5 to 8 tiles, 1.1x on rows of 2, the same on rows of 4; on
  * longer rows the same or up to 1.35x slower.) buf: 6 (r1 - r0) L8 floats. */
-#define FC_WINO6_ROW8(M, W, TQ, pl)                                                     \
-    (((M) * ((TQ) - 1) + 8 > (pl) + (W) ? (M) * ((TQ) - 1) + 8 : (pl) + (W)) + 7) / 8 * 8
 #define FC_WINO6_VIN_TQ 8
 #define FC_DEFINE_WINO6_IN8(NAME, TARGET, M, GENERIC)                                    \
 TARGET static int NAME(const float *x, fc_index C, fc_index H, fc_index W, fc_index c,   \
