@@ -35,7 +35,9 @@ cdef extern from "_fpmode.h" nogil:
 
 #: im2col_rows asks for the input rows of the channel this many ahead while it
 #: copies one (stride-2 1x1 layers, whose copy is a gather from memory: 10%
-#: faster on AVX2, 6% on AVX-512; one channel ahead measured best of 1, 2, 4)
+#: faster on AVX2, 6% on AVX-512; one channel ahead measured best of 1, 2, 4),
+#: each row once for all its taps s (asked for by every tap, the prefetches
+#: were a quarter of the copy's time on 3x3 layers, Ice Lake)
 cdef enum:
     PREFETCH_CHANNELS = 1
 
@@ -79,10 +81,9 @@ cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
             for qq in range(q, lo):
                 col[d + qq] = 0
             xo = (c * H + h) * W + col_off  # x[xo + qq * sw] is tap (r, s) of column qq
+            if pf and s == 0:  # the row, once for all its taps
+                fc_prefetch(x + ((c * H + h) * W + pf), W * sizeof(floating))
             if hi > lo:
-                if pf:
-                    fc_prefetch(x + (xo + lo * sw + pf),
-                                ((hi - lo - 1) * sw + 1) * sizeof(floating))
                 _gather(col + (d + lo), x + (xo + lo * sw), hi - lo, sw)
             for qq in range(hi, qe):
                 col[d + qq] = 0
@@ -386,11 +387,13 @@ cdef void gemm_panels(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssize
         if jr >= jt:
             bp = tail + (jr - jt)
             l = nr + vl if split else nr
-        # fetch the next pixel panel, a share of its rows per weight panel:
-        # read in place (a 1x1 layer's image), its rows lie a plane apart,
-        # too many streams for the hardware prefetchers (ResNet's 256-to-64
-        # 1x1, Zen 3: 7-9% faster)
-        pf = b + jr + nr if (jb + 2) * nr <= jt else NULL
+        # fetch the next pixel panel, a share of its rows per weight panel,
+        # where B is read in place (a 1x1 layer's image): its rows lie a plane
+        # apart, too many streams for the hardware prefetchers (ResNet's
+        # 256-to-64 1x1, Zen 3: 7-9% faster). A packed B is in L2 already, and
+        # fetching its next panel into L1 early only evicted the current one
+        # (im2col and Winograd layers 1-5% faster without, Ice Lake)
+        pf = b + jr + nr if tail != NULL and (jb + 2) * nr <= jt else NULL
         # a last partial panel runs the narrowest block that covers it
         _micro(kc, a, lda, a_panel, a_tail, m, bp, l, c + jr, ldc, accumulate, jw,
                (jw + vl - 1) // vl, a_rows, bias, pf, ldb)
@@ -468,6 +471,11 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         n_blocks = (groups * n_blocks + n_threads - 1) // n_threads * n_threads // groups
         nc = max(nr, (pixels + n_blocks * nr - 1) // (n_blocks * nr) * nr)
         n_blocks = (pixels + nc - 1) // nc
+    elif not batched and n_blocks > 1 and pixels - lead - (n_blocks - 1) * nc < nr:
+        # a last block of less than a panel joins the one before it: run
+        # apart, its few pixels took a narrow kernel and an im2col pass of
+        # their own (float64 14x14: 196 = 192 + 4; 7% of 3x3-s2-128's time)
+        n_blocks -= 1
     # straddling panels per block: at most one per image boundary, and
     # at most every panel (images of fewer pixels than a panel)
     slots = min(nc // PQ + 2, (nc + nr - 1) // nr) if batched else 0
@@ -501,8 +509,8 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
                              apack + (g * Kg_pad + k) * CRS)
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
-        bpack = <floating *> fc_malloc64(
-            kc_max * spread_rows((nc + nr - 1) // nr * nr, sizeof(floating)) * sizeof(floating))
+        bpack = <floating *> fc_malloc64(kc_max * sizeof(floating) * spread_rows(
+            (max(nc, pixels - lead - (n_blocks - 1) * nc) + nr - 1) // nr * nr, sizeof(floating)))
         sbuf = <floating *> fc_malloc64(max(1, slots * Kg * nr) * sizeof(floating))
         if bpack == NULL or sbuf == NULL:
             failed[0] = 1
@@ -515,7 +523,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
             g = (item // n_kp // n_blocks) % groups
             t = item // n_kp % n_blocks
             j0 = lead + t * nc  # the block's pixels [j0, j0 + jn) of image n (all if batched)
-            jn = nc if pixels - j0 > nc else pixels - j0
+            jn = nc if t < n_blocks - 1 else pixels - j0
             jp = (jn + nr - 1) // nr * nr  # whole panels
             ld = spread_rows(jp, sizeof(floating))
             for pb in range((CRS + kc_max - 1) // kc_max):

@@ -247,6 +247,29 @@ def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, C, rng, asser
 
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("extra", ["one", "panel - 1", "panel"])
+@pytest.mark.parametrize("algorithm", ["im2col", "1x1"])
+def test_last_pixel_block_under_a_panel_joins_the_previous(variant, dtype, extra, algorithm,
+                                                          rng, assert_close):
+    # an image of a pixel block and less than a panel more runs as one block
+    # of up to a panel more than the others (its im2col block is sized for
+    # it); a whole panel more is a block of its own
+    g0 = _params.conv_geometry("conv2d", np.empty((1, 1, 1, 1), dtype),
+                               np.empty((1, 1, 1, 1), dtype), None, 1, 0, 1, 1)
+    nr = _conv.gemm_block()[1 if dtype == np.float32 else 2]
+    block = _choose.gemm_blocks(g0, 1)[0] // nr * nr
+    W = block + {"one": 1, "panel - 1": nr - 1, "panel": nr}[extra]
+    R = 3 if algorithm == "im2col" else 1
+    x = rng.standard_normal((2, 3, 1, W)).astype(dtype)
+    w = rng.standard_normal((5, 3, R, R)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    padding = (R - 1) // 2
+    got = fastconv.conv2d(x, w, b, padding=padding, algorithm=algorithm)
+    assert_close(got, reference.conv2d(x, w, b, padding=padding), reduction=3 * R * R)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_pointwise_small_images_batched(variant, n_threads, threads, rng, assert_close):
     # a deep 1x1 layer on 5x5 images (25 pixels: a lane past whole vectors
