@@ -428,7 +428,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     cdef Py_ssize_t nr = _isa.nr_f32 if floating is float else _isa.nr_f64
     cdef Py_ssize_t Kg_pad = (Kg + mr - 1) // mr * mr
     cdef Py_ssize_t n_blocks, item, g, t, j0, jn, jp, pb, pc, kc, k, j, i, ld, pixels, slots
-    cdef Py_ssize_t n, a, e, u, v, jb, slot, img, lead
+    cdef Py_ssize_t n, a, e, u, v, jb, slot, img, lead, nc_max
     cdef Py_ssize_t vb = nr // 3 * sizeof(floating)  # bytes per vector
     cdef bint has_bias = bias is not None
     cdef bint batched
@@ -471,14 +471,16 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
         n_blocks = (groups * n_blocks + n_threads - 1) // n_threads * n_threads // groups
         nc = max(nr, (pixels + n_blocks * nr - 1) // (n_blocks * nr) * nr)
         n_blocks = (pixels + nc - 1) // nc
-    elif not batched and n_blocks > 1 and pixels - lead - (n_blocks - 1) * nc < nr:
+    elif n_blocks > 1 and pixels - lead - (n_blocks - 1) * nc < nr:
         # a last block of less than a panel joins the one before it: run
         # apart, its few pixels took a narrow kernel and an im2col pass of
-        # their own (float64 14x14: 196 = 192 + 4; 7% of 3x3-s2-128's time)
+        # their own (float64 14x14: 196 = 192 + 4, 7% of 3x3-s2-128's time;
+        # its float32 batch, 1568 = 4 x 384 + 32, ran 4% slower)
         n_blocks -= 1
     # straddling panels per block: at most one per image boundary, and
     # at most every panel (images of fewer pixels than a panel)
-    slots = min(nc // PQ + 2, (nc + nr - 1) // nr) if batched else 0
+    nc_max = max(nc, pixels - lead - (n_blocks - 1) * nc)  # pixels of the largest block
+    slots = min(nc_max // PQ + 2, (nc_max + nr - 1) // nr) if batched else 0
     # Packed weights pay off when several blocks of pixels read them; with one
     # block per thread or fewer (batch-1 small images), the kernels read the
     # weights' rows in place instead (packing was a quarter of the batch-1 7x7
@@ -510,7 +512,7 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     with nogil, parallel(num_threads=n_threads):
         fpmode = fc_ftz_on()
         bpack = <floating *> fc_malloc64(kc_max * sizeof(floating) * spread_rows(
-            (max(nc, pixels - lead - (n_blocks - 1) * nc) + nr - 1) // nr * nr, sizeof(floating)))
+            (nc_max + nr - 1) // nr * nr, sizeof(floating)))
         sbuf = <floating *> fc_malloc64(max(1, slots * Kg * nr) * sizeof(floating))
         if bpack == NULL or sbuf == NULL:
             failed[0] = 1

@@ -248,18 +248,22 @@ def test_pointwise_in_place_at_every_alignment(variant, dtype, hw, C, rng, asser
 
 @pytest.mark.parametrize("variant", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("extra", ["one", "panel - 1", "panel"])
+@pytest.mark.parametrize("extra", ["one", "panel - 1", "panel", "batched"])
 @pytest.mark.parametrize("algorithm", ["im2col", "1x1"])
 def test_last_pixel_block_under_a_panel_joins_the_previous(variant, dtype, extra, algorithm,
                                                           rng, assert_close):
-    # an image of a pixel block and less than a panel more runs as one block
-    # of up to a panel more than the others (its im2col block is sized for
-    # it); a whole panel more is a block of its own
+    # pixels of a block and less than a panel more run as one block of up to
+    # a panel more than the others (its im2col block sized for it, and in a
+    # batch of small images its slots for panels straddling images); a whole
+    # panel more is a block of its own
     g0 = _params.conv_geometry("conv2d", np.empty((1, 1, 1, 1), dtype),
                                np.empty((1, 1, 1, 1), dtype), None, 1, 0, 1, 1)
     nr = _conv.gemm_block()[1 if dtype == np.float32 else 2]
     block = _choose.gemm_blocks(g0, 1)[0] // nr * nr
-    W = block + {"one": 1, "panel - 1": nr - 1, "panel": nr}[extra]
+    if extra == "batched":  # two images of half a block and a pixel
+        W = block // 2 + 1
+    else:
+        W = block + {"one": 1, "panel - 1": nr - 1, "panel": nr}[extra]
     R = 3 if algorithm == "im2col" else 1
     x = rng.standard_normal((2, 3, 1, W)).astype(dtype)
     w = rng.standard_normal((5, 3, R, R)).astype(dtype)
