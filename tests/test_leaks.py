@@ -160,9 +160,10 @@ CHILD = textwrap.dedent(
     wide = np.ones((1, 1, 1, 1), f32)
     g_wide = np.ones((1, 1, 1, 2**22), f32)
     w_big = np.ones((256, 256, 3, 3), f32)
-    # 400 output pixels: two blocks on one thread, so the weights are packed
-    x_big = np.ones((1, 256, 22, 22), f32)
-    out_big = np.empty((1, 256, 20, 20), f32)
+    # 440 output pixels: two blocks on one thread (384 and more than a panel
+    # over), so the weights are packed
+    x_big = np.ones((1, 256, 22, 24), f32)
+    out_big = np.empty((1, 256, 20, 22), f32)
     calls = {
         "max_pool2d": lambda: fastconv.max_pool2d(x, **huge_pool),
         # (row buffers under 2**31 positions: the argmax is recomputed as int32 offsets)
