@@ -40,7 +40,8 @@ forward's operations (twice that for a backward):
   over the tiles fit two threads in WINOGRAD_GW_BYTES);
 * ``"direct"``: ``flops / (peak * efficiency)``, the efficiency by the kind
   of layer: depthwise, pointwise, short output rows (the register tiles run
-  along rows), or the rest, times
+  along rows; at stride 1 or above), or the rest, some of them by CPU vendor
+  (DIRECT_EFFICIENCY_BY_VENDOR), times
   DIRECT_STRIDED_BACKWARD for a backward at a stride above 1 (except
   depthwise). Plus the copy of its input into stride x stride phase planes
   (PACK_CYCLES per element, FILL_CYCLES above stride 2).
@@ -87,12 +88,24 @@ DIRECT_EFFICIENCY = {
     # band (batch-1 7x7x512: the GEMM 20-25% faster in float64 and on AVX2,
     # within 10% of direct in float32 on AVX-512)
     "small images": (0.35, 0.2),
-    # fewer than DIRECT_LONG_ROWS output columns; deep and strided ones
-    # (ResNet's 3x3/2 downsampling) too: on AMD's AVX2 (Zen 4 held to AVX2)
-    # direct ran 8-20% faster forward than the GEMM and within 6% backward,
-    # though on an Intel Xeon held to AVX2 the GEMM had run 10% faster
+    # fewer than DIRECT_LONG_ROWS output columns
     "short rows": (0.72, 0.55),
+    # the same at a stride above 1 (ResNet's 3x3/2 downsampling): on AMD's
+    # AVX2 (Zen 4 held to AVX2) direct ran 8-20% faster forward than the
+    # GEMM and within 6% backward; for Intel, see DIRECT_EFFICIENCY_BY_VENDOR
+    "strided short rows": (0.72, 0.55),
     "dense": (0.8, 0.74),
+}
+#: DIRECT_EFFICIENCY's entries that differ by CPU vendor (/proc/cpuinfo's
+#: vendor_id). On an Intel Xeon (Ice Lake), one thread, 36 strided 3x3 layers
+#: (12x12 to 26x26 outputs, 64 to 256 input and 128 to 512 output channels)
+#: ran forward on the GEMM 0.92-1.34x as fast as direct in float32 (median
+#: 1.15x; direct faster only on 5, by at most 8%, all with 64 or 128 output
+#: channels), 0.99-1.68x in float64 (12 layers), 0.95-1.33x with the kernels
+#: held to AVX2 (8 layers); 3x3-s2-128 1.14x, the yardstick layer below 80%
+#: of SGEMM on direct. At 0.55 the forward takes the GEMM on all of them.
+DIRECT_EFFICIENCY_BY_VENDOR = {
+    "GenuineIntel": {"strided short rows": (0.55, 0.55)},
 }
 #: direct backward at a stride above 1, every kind but depthwise: grad_input's
 #: results land strided, so it cannot hold channels in lanes (AVX-512: the
@@ -408,8 +421,14 @@ def _direct_kind(g):
     if g.P * g.Q < DIRECT_SMALL_IMAGE:
         return "small images"
     if g.Q < DIRECT_LONG_ROWS:
-        return "short rows"
+        return "strided short rows" if max(g.stride) > 1 else "short rows"
     return "dense"
+
+
+def _direct_efficiency(kind, backward):
+    """DIRECT_EFFICIENCY of a kind of layer, on this CPU's vendor."""
+    return DIRECT_EFFICIENCY_BY_VENDOR.get(CPU_VENDOR, DIRECT_EFFICIENCY).get(
+        kind, DIRECT_EFFICIENCY[kind])[backward]
 
 
 def _direct_filled(g):
@@ -439,7 +458,7 @@ def _costs(g, backward=False):
         costs["1x1"] = gemm + (0 if pointwise else PACK_CYCLES * copied)
     costs["im2col"] = gemm + PACK_CYCLES * copied
     kind = _direct_kind(g)
-    efficiency = DIRECT_EFFICIENCY[kind][backward]
+    efficiency = _direct_efficiency(kind, backward)
     if backward and max(g.stride) > 1 and kind != "depthwise":
         efficiency *= DIRECT_STRIDED_BACKWARD
     fill = PACK_CYCLES if max(g.stride) <= 2 else FILL_CYCLES  # vectorised up to stride 2
@@ -820,6 +839,23 @@ def _l2_bytes():
 
 #: per-core L2, read once: the GEMM paths' blocks are sized to it
 L2_BYTES = _l2_bytes()
+
+
+def _cpu_vendor():
+    """The CPU's vendor_id as Linux reports it ("GenuineIntel", "AuthenticAMD"),
+    or "" where it does not."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+#: read once: DIRECT_EFFICIENCY_BY_VENDOR's key
+CPU_VENDOR = _cpu_vendor()
 #: reduction rows per block of the im2col and 1x1 paths where the weights'
 #: block and the pixel block (REDUCTION_BLOCK rows of each) would not fit in
 #: L2 together. On AMD Zen 3 (512 KiB of L2, one thread, interleaved runs):

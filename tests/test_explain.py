@@ -81,6 +81,30 @@ def test_winograd_grad_input_bounded_on_avx512(vector_variants):
         assert _choose._winograd_grad_input_peak(f32) == min(_choose._peak(f32), 48)
 
 
+@pytest.mark.parametrize("vendor, forward", [("GenuineIntel", "im2col"),
+                                             ("AuthenticAMD", "direct"), ("", "direct")])
+def test_strided_short_rows_by_vendor(monkeypatch, vendor, forward):
+    """ResNet's 3x3/2 downsampling layer: on Intel the GEMM measured faster
+    forward than the direct kernels (DIRECT_EFFICIENCY_BY_VENDOR), on AMD
+    and where the vendor is unknown direct; the backward takes the GEMM on
+    both, and a stride-1 short-row layer is costed alike on both."""
+    from fastconv import _choose
+
+    monkeypatch.setattr(_choose, "CPU_VENDOR", vendor)
+    _choose.clear_cache()
+    try:
+        args = dict(stride=2, padding=1)
+        assert fastconv.explain((8, 128, 28, 28), (256, 128, 3, 3), **args).algorithm == forward
+        assert fastconv.explain((8, 128, 28, 28), (256, 128, 3, 3), backward=True,
+                                **args).algorithm == "im2col"
+        stride1 = fastconv.explain((8, 256, 14, 14), (256, 256, 5, 1), padding=(2, 0))
+        monkeypatch.setattr(_choose, "CPU_VENDOR", "")
+        assert fastconv.explain((8, 256, 14, 14), (256, 256, 5, 1),
+                                padding=(2, 0)).costs == stride1.costs
+    finally:
+        _choose.clear_cache()
+
+
 def _geometry(x_shape, w_shape):
     from fastconv import _params
     x, w = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape))
