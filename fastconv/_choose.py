@@ -57,10 +57,11 @@ the 108 cases; the exception is the ResNet stem's backward on AVX-512, where
 im2col measured 17% faster than direct (and on AVX2 the two tie). On an
 Intel Xeon (Ice Lake, AVX-512 on two 512-bit FMA units), the 24 layers of
 the yardstick and off_yardstick.json, forward and backward, one thread,
-median of three runs: within 7% in 45 of the 48 cases (43 before the
-bound on grad_input's Winograd GEMMs); the rest b2-3x3-256's backward and
-grp-3x3's forward on Winograd (direct 1.20x and 1.16x faster) and
-mb-pw-expand's forward on the 1x1 GEMM (direct 1.13x faster).
+median of three runs, with the bound on grad_input's Winograd GEMMs and
+DIRECT_EFFICIENCY_BY_VENDOR: within 7% in 44 of the 48 cases; the rest
+b2-3x3-256's backward and grp-3x3's forward on Winograd (direct 1.11x and
+1.16x faster), dil2-3x3's forward on direct (Winograd 1.11x faster) and
+alex-11s4's backward (im2col 1.08x faster).
 """
 import math
 import os
@@ -856,6 +857,7 @@ def _cpu_vendor():
 
 #: read once: DIRECT_EFFICIENCY_BY_VENDOR's key
 CPU_VENDOR = _cpu_vendor()
+
 #: reduction rows per block of the im2col and 1x1 paths where the weights'
 #: block and the pixel block (REDUCTION_BLOCK rows of each) would not fit in
 #: L2 together. On AMD Zen 3 (512 KiB of L2, one thread, interleaved runs):
