@@ -87,7 +87,7 @@ def test_strided_short_rows_by_vendor(monkeypatch, vendor, forward):
     """ResNet's 3x3/2 downsampling layer: on Intel the GEMM measured faster
     forward than the direct kernels (DIRECT_EFFICIENCY_BY_VENDOR), on AMD
     and where the vendor is unknown direct; the backward takes the GEMM on
-    both, and a stride-1 short-row layer is costed alike on both."""
+    each, and a stride-1 short-row layer is costed alike on each."""
     from fastconv import _choose
 
     monkeypatch.setattr(_choose, "CPU_VENDOR", vendor)
