@@ -544,26 +544,6 @@ def gemm_rate(dtype, n=1536, repeat=5, min_time=0.2):
 # the environment
 
 
-def _cpuinfo():
-    """(model, flags) from /proc/cpuinfo, or (None, set()) where it is absent."""
-    model, flags = None, set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                value = value.strip()
-                # x86: "model name"; ARM: "Hardware"/"Processor" (x86's "processor" is a number)
-                names = ("model name", "hardware", "cpu model", "processor")
-                if model is None and key in names and value and not value.isdigit():
-                    model = value
-                elif not flags and key in ("flags", "features"):
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
-
-
 _ISA_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
     "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve", "sve2",
@@ -632,7 +612,7 @@ def _busy_cpus(interval=0.25):
 
 def environment(threads, torch=None):
     """Facts about the machine and libraries that the numbers depend on."""
-    model, flags = _cpuinfo()
+    model, flags, _ = _choose.cpu_info()
     if not model:
         model = platform.processor() or platform.machine() or "unknown CPU"
     env = {

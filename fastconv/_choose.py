@@ -428,7 +428,7 @@ def _direct_kind(g):
 
 def _direct_efficiency(kind, backward):
     """DIRECT_EFFICIENCY of a kind of layer, on this CPU's vendor."""
-    return DIRECT_EFFICIENCY_BY_VENDOR.get(CPU_VENDOR, DIRECT_EFFICIENCY).get(
+    return DIRECT_EFFICIENCY_BY_VENDOR.get(CPU_VENDOR, {}).get(
         kind, DIRECT_EFFICIENCY[kind])[backward]
 
 
@@ -842,21 +842,34 @@ def _l2_bytes():
 L2_BYTES = _l2_bytes()
 
 
-def _cpu_vendor():
-    """The CPU's vendor_id as Linux reports it ("GenuineIntel", "AuthenticAMD"),
-    or "" where it does not."""
+def cpu_info():
+    """``(model, flags, vendor)`` of the first CPU in /proc/cpuinfo, or
+    ``(None, set(), "")`` where it is absent; vendor: vendor_id
+    ("GenuineIntel", "AuthenticAMD"), "" where not reported."""
+    model, flags, vendor = None, set(), ""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                value = value.strip()
+                # x86: "model name"; ARM: "Hardware"/"Processor" (x86's "processor" is a number)
+                names = ("model name", "hardware", "cpu model", "processor")
+                if model is None and key in names and value and not value.isdigit():
+                    model = value
+                elif not flags and key in ("flags", "features"):
+                    flags = set(value.split())
+                elif not vendor and key == "vendor_id":
+                    vendor = value
+                if model is not None and flags and vendor:
+                    break  # the first CPU's (a file of every core's)
     except OSError:
         pass
-    return ""
+    return model, flags, vendor
 
 
 #: read once: DIRECT_EFFICIENCY_BY_VENDOR's key
-CPU_VENDOR = _cpu_vendor()
+CPU_VENDOR = cpu_info()[2]
 
 #: reduction rows per block of the im2col and 1x1 paths where the weights'
 #: block and the pixel block (REDUCTION_BLOCK rows of each) would not fit in
