@@ -20,7 +20,8 @@ forward's operations (twice that for a backward):
   outputs and channel pair of a group instead of r^2 m^2 (16 for 4 outputs
   of 3x3, 36 for 16), at ``WINOGRAD_EFFICIENCY`` of peak
   (small matrices: K x C per group times a block of tiles; below
-  WINOGRAD_SHORT_REDUCTION input channels per group, slower), plus
+  WINOGRAD_SHORT_REDUCTION input channels per group, slower; that bound
+  by CPU vendor, WINOGRAD_SHORT_REDUCTION_BY_VENDOR), plus
   ``WINOGRAD_TRANSFORM_CYCLES`` per element of the transformed input and
   output tiles ((m + r - 1)^2 per tile and channel; the output's scaled
   by its tile, 6 m + m^2 values against F(4x4, 3x3)'s 40) and
@@ -167,6 +168,18 @@ WINOGRAD_BLOCK_BYTES = 4096 * 1024
 #: backward, auto's pick took 2% more time than the fastest in geometric mean
 #: (12% at worst: 32 16x16 images) with the square root, 5% (31%) in proportion
 WINOGRAD_SHORT_REDUCTION = 32
+#: WINOGRAD_SHORT_REDUCTION by CPU vendor (/proc/cpuinfo's vendor_id), where
+#: it differs. On an Intel Xeon (Ice Lake, AVX-512), one thread, Winograd
+#: against direct forward on 71 layers (16 to 128 channels per group, 1 or 4
+#: groups, 14x14 to 56x56 images, and the stride-1 layers of the yardstick
+#: and off_yardstick.json; float32 and float64): at 64 the square root moves
+#: 12 forwards to direct (grp-3x3, c3-small in float64, 16- and 32-channel
+#: layers), which measured 1.05-1.72x as fast on each, and 6 backwards
+#: (32 channels per group), 1.21-2.38x as fast; auto within 7% of the faster
+#: in 63 of the 71 forwards instead of 53. The 8 left: 14x14 images of 48
+#: and 64 channels per group, and a float64 32-channel 28x28 layer, on F(2x2)
+#: (direct 1.11-1.33x as fast)
+WINOGRAD_SHORT_REDUCTION_BY_VENDOR = {"GenuineIntel": 64}
 
 
 def winograd_taps(g):
@@ -599,7 +612,8 @@ def _winograd_cost(g, peak, tile=None):
     if weights * g.dtype.itemsize > WINOGRAD_MAX_WEIGHT_BYTES:
         return None
     fill = kg / (math.ceil(kg / mr) * mr)
-    efficiency = WINOGRAD_EFFICIENCY * math.sqrt(min(1, cg / WINOGRAD_SHORT_REDUCTION))
+    short = WINOGRAD_SHORT_REDUCTION_BY_VENDOR.get(CPU_VENDOR, WINOGRAD_SHORT_REDUCTION)
+    efficiency = WINOGRAD_EFFICIENCY * math.sqrt(min(1, cg / short))
     tile_rows = g.N * -(-g.P // tile)
     slots = tile_rows * winograd_slots(g.Q, tile, g.R)
     items = -(-tile_rows // winograd_blocks(g, 1, tile)[0])  # per group
@@ -868,7 +882,7 @@ def cpu_info():
     return model, flags, vendor
 
 
-#: read once: DIRECT_EFFICIENCY_BY_VENDOR's key
+#: read once: the key of the *_BY_VENDOR tables
 CPU_VENDOR = cpu_info()[2]
 
 #: reduction rows per block of the im2col and 1x1 paths where the weights'

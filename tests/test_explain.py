@@ -105,6 +105,41 @@ def test_strided_short_rows_by_vendor(monkeypatch, vendor, forward):
         _choose.clear_cache()
 
 
+def test_short_winograd_reduction_by_vendor(monkeypatch):
+    """A grouped 3x3 layer of 32 channels per group: on Intel its Winograd
+    GEMMs are costed slower (WINOGRAD_SHORT_REDUCTION_BY_VENDOR), which on
+    AVX-512, where it was measured, moves it to direct; on AMD and where the
+    vendor is unknown it stays on Winograd. The other strategies, and layers
+    of 64 channels per group and more, are costed alike on each."""
+    from fastconv import _choose, _conv
+
+    args = dict(padding=1, groups=4)
+    old = _conv.simd_variant()
+
+    def costs(vendor, variant, shape):
+        monkeypatch.setattr(_choose, "CPU_VENDOR", vendor)
+        _conv.set_simd_variant(variant)
+        _choose.clear_cache()
+        return fastconv.explain(shape, (shape[1], shape[1] // 4, 3, 3), **args)
+
+    try:
+        for variant in _conv.simd_variants():
+            intel, amd, unknown = (costs(v, variant, (4, 128, 28, 28))
+                                   for v in ("GenuineIntel", "AuthenticAMD", ""))
+            assert amd.costs == unknown.costs
+            assert amd.algorithm == "winograd"
+            assert intel.costs["winograd"] > amd.costs["winograd"]
+            assert {k: c for k, c in intel.costs.items() if k != "winograd"} == {
+                k: c for k, c in amd.costs.items() if k != "winograd"}
+            if variant == "avx512":
+                assert intel.algorithm == "direct"
+            assert (costs("GenuineIntel", variant, (4, 256, 28, 28)).costs
+                    == costs("", variant, (4, 256, 28, 28)).costs)
+    finally:
+        _conv.set_simd_variant(old)
+        _choose.clear_cache()
+
+
 def _geometry(x_shape, w_shape):
     from fastconv import _params
     x, w = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape))
