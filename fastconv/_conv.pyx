@@ -273,6 +273,27 @@ def set_wt_pack_max_bytes(Py_ssize_t size):
     return old
 
 
+#: float64 forward calls of at most this many output pixels per group (the
+#: whole batch's) read the weights in place rather than packing them (see
+#: conv2d_packed). On an Ice Lake Xeon, one thread, the 10 such GEMM layers
+#: of the yardstick and off_yardstick.json (392 to 3136 pixels) ran 1.00-1.08x
+#: as fast in place with the AVX-512 kernels (3x3-s2-128 1.05x), 1.00-1.09x on
+#: two threads, 1.00-1.06x with the AVX2 ones (4 layers); beyond, 1x1-s2-512
+#: (6272 pixels) 0.95x. In float32, in place measured 0.96-1.07x on the same
+#: layers, so float32 packs.
+cdef Py_ssize_t UNPACKED_MAX_PIXELS_F64 = 4096
+
+
+def set_unpacked_max_pixels(Py_ssize_t pixels):
+    """Set the float64 forward's bound for reading the weights in place (for
+    tests: 0 packs them whenever several blocks read them); returns the
+    previous bound."""
+    global UNPACKED_MAX_PIXELS_F64
+    old = UNPACKED_MAX_PIXELS_F64
+    UNPACKED_MAX_PIXELS_F64 = pixels
+    return old
+
+
 cdef void pack_tail(const floating *x, Py_ssize_t ld, Py_ssize_t kc, Py_ssize_t n,
                     Py_ssize_t nr, floating *out) noexcept nogil:
     """Copy a kc x n block (rows ld apart) into one [kc][nr] panel, zero-padded."""
@@ -456,8 +477,10 @@ def conv2d_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w
     # Packed weights pay off when several blocks of pixels read them; with one
     # block per thread or fewer (batch-1 small images), the kernels read the
     # weights' rows in place instead (packing was a quarter of the batch-1 7x7
-    # 512-channel layer, 9 MiB of weights read once)
-    unpacked = (1 if batched else N) * n_blocks <= n_threads
+    # 512-channel layer, 9 MiB of weights read once), and in float64 on calls
+    # of few pixels (UNPACKED_MAX_PIXELS_F64: 3x3-s2-128's 1568, 1.05x faster)
+    unpacked = ((1 if batched else N) * n_blocks <= n_threads
+                or (floating is double and N * PQ <= UNPACKED_MAX_PIXELS_F64))
     # Few blocks, not a multiple of the threads (a batch-1 7x7 image: one
     # block of 49 pixels; a 1x1 layer on 3 images of 14x14 on 2 threads): the
     # output channels are split too, each part a whole number of panels, so

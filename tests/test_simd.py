@@ -178,20 +178,27 @@ def test_grad_weight_paths_match_reference(variant, dtype, n_threads, path, case
     ((1, 7, 7), "im2col"),  # one block of pixels: the weights read in place
     ((1, 7, 7), "1x1"),
     ((3, 5, 6), "1x1"),  # three blocks (images)
-    ((1, 24, 30), "im2col"),  # several blocks: packed on one thread (and in float64)
+    ((1, 24, 30), "im2col"),  # several blocks: packed on one thread
 ])
+@pytest.mark.parametrize("f64_in_place", [True, False])
 def test_output_channels_split_among_threads(variant, dtype, n_threads, nhw, algorithm,
-                                             threads, rng, assert_close):
+                                             f64_in_place, threads, rng, assert_close):
     """Fewer blocks of pixels than threads, or not a multiple of them: the
     GEMM also splits the output channels among the threads, in parts of whole
-    register blocks (42 channels: uneven parts, a partial last block)."""
+    register blocks (42 channels: uneven parts, a partial last block). Float64
+    reads the weights in place on calls of few pixels, or (bound 0) packs
+    them like float32."""
     N, H, W = nhw
     R = 1 if algorithm == "1x1" else 3
     x = rng.standard_normal((N, 20, H, W)).astype(dtype)
     w = rng.standard_normal((42, 20, R, R)).astype(dtype)
     b = rng.standard_normal(42).astype(dtype)
     threads.set_num_threads(n_threads)
-    got = fastconv.conv2d(x, w, b, padding=R // 2, algorithm=algorithm)
+    old = _conv.set_unpacked_max_pixels(1 << 30 if f64_in_place else 0)
+    try:
+        got = fastconv.conv2d(x, w, b, padding=R // 2, algorithm=algorithm)
+    finally:
+        _conv.set_unpacked_max_pixels(old)
     assert_close(got, reference.conv2d(x, w, b, padding=R // 2), reduction=20 * R * R)
 
 
