@@ -62,7 +62,11 @@ median of three runs, with the bound on grad_input's Winograd GEMMs and
 DIRECT_EFFICIENCY_BY_VENDOR: within 7% in 44 of the 48 cases; the rest
 b2-3x3-256's backward and grp-3x3's forward on Winograd (direct 1.11x and
 1.16x faster), dil2-3x3's forward on direct (Winograd 1.11x faster) and
-alex-11s4's backward (im2col 1.08x faster).
+alex-11s4's backward (im2col 1.08x faster). With
+WINOGRAD_SHORT_REDUCTION_BY_VENDOR too (grp-3x3's forward on direct), on
+a busier host of the same type: 45 of 48; the rest b2-3x3-256's backward
+on Winograd (direct 1.23x faster), b4-s2-64's forward on the GEMM (direct
+1.09x) and c3-small's backward (1.09x "direct", its pick: noise).
 """
 import math
 import os
