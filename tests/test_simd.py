@@ -261,8 +261,10 @@ def test_last_pixel_block_under_a_panel_joins_the_previous(variant, dtype, extra
                                                           rng, assert_close):
     # pixels of a block and less than a panel more run as one block of up to
     # a panel more than the others (its im2col block sized for it, and in a
-    # batch of small images its slots for panels straddling images); a whole
-    # panel more is a block of its own
+    # batch of small images its slots for panels straddling images); two
+    # images of that many pixels run as one batch, their pixels end to end
+    # (float64's 14x14: 196 = 192 + 4); a whole panel more is a block of its
+    # own, and its images run apart
     g0 = _params.conv_geometry("conv2d", np.empty((1, 1, 1, 1), dtype),
                                np.empty((1, 1, 1, 1), dtype), None, 1, 0, 1, 1)
     nr = _conv.gemm_block()[1 if dtype == np.float32 else 2]
