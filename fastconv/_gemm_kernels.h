@@ -84,13 +84,13 @@ TARGET static inline __attribute__((always_inline)) void NAME##_block(          
     }                                                                                 \
     for (p = 0; p < kc; p++) {                                                        \
         vec bv[NV];                                                                   \
-        /* a packed A row of a whole cache line (AVX-512 float64: 8 doubles) is a   \
-         * new line every step, which the hardware prefetchers, a line ahead,     \
-         * left the loop waiting for from L2: asked for 512 bytes ahead, float64   \
-         * 3x3 layers ran 1.05-1.12x faster (Ice Lake); rows of half a line (the   \
-         * other kernels) measured no faster */                                    \
+        /* a packed A row of a whole cache line (AVX-512 float64: 8 doubles) is a     \
+         * new line every step, which the hardware prefetchers, a line ahead,         \
+         * left the loop waiting for from L2: asked for 512 bytes ahead, three        \
+         * float64 3x3 layers ran 1.04-1.12x faster (Ice Lake; res-3x3-64 the         \
+         * same); rows of half a line (the other kernels) measured no faster */       \
         if (!ACOL && MR * sizeof(T) >= 64)                                            \
-            __builtin_prefetch(a + (p + 512 / (MR * sizeof(T))) * lda, 0, 3);        \
+            __builtin_prefetch(a + (p + 512 / (MR * sizeof(T))) * lda, 0, 3);         \
         _Pragma("GCC unroll 16")                                                      \
         for (j = 0; j < NV; j++) bv[j] = *(const vec *)(b + p * ldb + j * VL);        \
         _Pragma("GCC unroll 16")                                                      \
