@@ -42,21 +42,51 @@ cdef enum:
     PREFETCH_CHANNELS = 1
 
 
-cdef inline void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
-                             Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
-                             Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
-                             Py_ssize_t Q, Py_ssize_t crs0, Py_ssize_t n_rows, Py_ssize_t j0,
-                             Py_ssize_t jn, Py_ssize_t ld, floating *col) noexcept nogil:
+cdef void im2col_rows(const floating *x, Py_ssize_t H, Py_ssize_t W,
+                      Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t Q, Py_ssize_t crs0, Py_ssize_t n_rows, Py_ssize_t j0,
+                      Py_ssize_t jn, Py_ssize_t ld, floating *col) noexcept nogil:
     """col[i, j - j0] = padded x[c, p*sh - pt + r*dh, q*sw - pl + s*dw] for the
     im2col rows i = (c, r, s) - crs0 in [0, n_rows) and the output pixels
-    j = p*Q + q in [j0, j0 + jn); rows are ``ld`` apart (the kernel: the
-    ISA's fc_im2col, _gemm_kernels.h)."""
-    if floating is float:
-        _isa.im2col_f32(x, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, crs0, n_rows, j0, jn, ld,
-                        PREFETCH_CHANNELS, col)
-    else:
-        _isa.im2col_f64(x, H, W, R, S, sh, sw, pt, pl, dh, dw, Q, crs0, n_rows, j0, jn, ld,
-                        PREFETCH_CHANNELS, col)
+    j = p*Q + q in [j0, j0 + jn); rows are ``ld`` apart.
+
+    Each row is copied one output row p at a time: zeros where the tap falls
+    in the padding, a contiguous copy (stride 1) or a strided gather between."""
+    cdef Py_ssize_t i, crs, c, r, s, p, p0, p1, q, qe, h, col_off, qa, qb, qq, lo, hi, d, xo
+    cdef Py_ssize_t pf
+    p0 = j0 // Q
+    p1 = (j0 + jn - 1) // Q
+    for i in range(n_rows):
+        crs = crs0 + i
+        c = crs // (R * S)
+        r = (crs // S) % R
+        s = crs - (crs // S) * S
+        # the same tap's input rows PREFETCH_CHANNELS channels on, if the block holds them
+        pf = PREFETCH_CHANNELS * H * W if i + PREFETCH_CHANNELS * R * S < n_rows else 0
+        col_off = s * dw - pl
+        qa = first_valid(col_off, sw)
+        qb = end_valid(col_off, sw, W, Q)
+        for p in range(p0, p1 + 1):
+            q = j0 - p0 * Q if p == p0 else 0
+            qe = j0 + jn - p * Q if p == p1 else Q
+            d = i * ld + p * Q - j0  # col[d + qq] holds output column qq of row p
+            h = p * sh - pt + r * dh
+            if h < 0 or h >= H:
+                for qq in range(q, qe):
+                    col[d + qq] = 0
+                continue
+            lo = max(q, min(qa, qe))
+            hi = max(lo, min(qb, qe))
+            for qq in range(q, lo):
+                col[d + qq] = 0
+            xo = (c * H + h) * W + col_off  # x[xo + qq * sw] is tap (r, s) of column qq
+            if pf and s == 0:  # the row, once for all its taps
+                fc_prefetch(x + ((c * H + h) * W + pf), W * sizeof(floating))
+            if hi > lo:
+                _gather(col + (d + lo), x + (xo + lo * sw), hi - lo, sw)
+            for qq in range(hi, qe):
+                col[d + qq] = 0
 
 
 cdef void im2col_span(const floating *x, Py_ssize_t image, Py_ssize_t PQ, Py_ssize_t H,
@@ -142,21 +172,13 @@ cdef extern from "_gemm_kernels.h":
                                 Py_ssize_t, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef void (*fc_dot_f64)(Py_ssize_t, const double *, Py_ssize_t, const double *,
                                 Py_ssize_t, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    ctypedef void (*fc_im2col_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   float *) noexcept nogil
+    ctypedef void (*fc_gather_f32)(float *, const float *, Py_ssize_t, Py_ssize_t) noexcept nogil
     void fc_prefetch(const void *src, Py_ssize_t nbytes) noexcept nogil
     void fc_transpose_f32(const float *src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
                           float *dst, Py_ssize_t ldd, Py_ssize_t rows_pad) noexcept nogil
     void fc_transpose_f64(const double *src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
                           double *dst, Py_ssize_t ldd, Py_ssize_t rows_pad) noexcept nogil
-    ctypedef void (*fc_im2col_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                   double *) noexcept nogil
+    ctypedef void (*fc_gather_f64)(double *, const double *, Py_ssize_t, Py_ssize_t) noexcept nogil
     ctypedef struct fc_isa:
         const char *name
         fc_kernel_f32 f32[3]
@@ -170,8 +192,8 @@ cdef extern from "_gemm_kernels.h":
         fc_dot_f64 dot_f64
         int dr
         int dc
-        fc_im2col_f32 im2col_f32
-        fc_im2col_f64 im2col_f64
+        fc_gather_f32 gather_f32
+        fc_gather_f64 gather_f64
     const fc_isa fc_isas[]
     int FC_N_ISAS
     int fc_isa_supported(int i) nogil
@@ -229,6 +251,15 @@ cdef inline void _micro(Py_ssize_t kc, const floating *a, Py_ssize_t lda, Py_ssi
     else:
         _isa.f64[nv - 1](kc, a, lda, a_panel, a_tail, m, b, ldb, c, ldc, accumulate, n,
                          bias, pf, pf_ld, pf_bytes)
+
+
+cdef inline void _gather(floating *dst, const floating *src, Py_ssize_t n,
+                         Py_ssize_t stride) noexcept nogil:
+    """dst[j] = src[j * stride] for j < n (vectorised for strides 1 and 2)."""
+    if floating is float:
+        _isa.gather_f32(dst, src, n, stride)
+    else:
+        _isa.gather_f64(dst, src, n, stride)
 
 
 cdef inline void _dot(Py_ssize_t kc, const floating *a, Py_ssize_t lda, const floating *b,

@@ -201,23 +201,9 @@ TARGET static void NAME(fc_index kc, const T *a, fc_index lda, const T *b,      
  * and stores neither read outside src[0, (n - 1) * stride] nor write outside
  * dst[0, n). Per ISA and type: vector V of L lanes, LOAD/STORE whole vectors,
  * MLOAD(p, k)/MSTORE(p, k, v) the first k lanes (none for k <= 0, all for
- * k >= L), EVEN(a, b) the even lanes of a then b.
- *
- * The im2col block itself, NAME: col[i, j - j0] = padded x[c, p*sh - pt + r*dh,
- * q*sw - pl + s*dw] for the rows i = (c, r, s) - crs0 in [0, n_rows) and the
- * output pixels j = p*Q + q in [j0, j0 + jn) of one image, rows ld apart;
- * each row one output row p at a time: zeros where the tap falls in the
- * padding, the row copy between. In C with the copy inlined, per ISA (the
- * loop in Cython called the copy through the ISA table for every output row:
- * perf put the loop at as much time as the copies, but in C the two together
- * measured no faster, 0.98-1.02x in-process on five float32 im2col layers:
- * perf puts their time on the input's loads and prefetches). Prefetch: the
- * same tap's input row ahead_c channels on, if the block holds it, asked for
- * once per row for all its taps s (ahead_c 0: none), where the hardware
- * prefetchers, restarting at every channel, would leave the copy waiting. */
-#define FC_DEFINE_IM2COL(NAME, T, V, L, TARGET, LOAD, STORE, MLOAD, MSTORE, EVEN)      \
-TARGET static inline __attribute__((always_inline)) void NAME##_row(                  \
-    T *dst, const T *src, fc_index n, fc_index stride)                                \
+ * k >= L), EVEN(a, b) the even lanes of a then b. */
+#define FC_DEFINE_GATHER(NAME, T, V, L, TARGET, LOAD, STORE, MLOAD, MSTORE, EVEN)      \
+TARGET static void NAME(T *dst, const T *src, fc_index n, fc_index stride)             \
 {                                                                                      \
     fc_index j = 0;                                                                    \
     if (stride == 1) {                                                                 \
@@ -237,38 +223,6 @@ TARGET static inline __attribute__((always_inline)) void NAME##_row(            
         return;                                                                        \
     }                                                                                  \
     for (; j < n; j++) dst[j] = src[j * stride];                                       \
-}                                                                                      \
-TARGET static void NAME(const T *x, fc_index H, fc_index W, fc_index R, fc_index S,     \
-                        fc_index sh, fc_index sw, fc_index pt, fc_index pl, fc_index dh, \
-                        fc_index dw, fc_index Q, fc_index crs0, fc_index n_rows,        \
-                        fc_index j0, fc_index jn, fc_index ld, fc_index ahead_c, T *col)     \
-{                                                                                      \
-    fc_index p0 = j0 / Q, p1 = (j0 + jn - 1) / Q, i, p, qq;                            \
-    for (i = 0; i < n_rows; i++) {                                                     \
-        fc_index crs = crs0 + i, c = crs / (R * S), r = crs / S % R, s = crs % S;      \
-        fc_index col_off = s * dw - pl;                                                \
-        /* the output columns [qa, qb) whose tap falls inside the row */              \
-        fc_index qa = col_off >= 0 ? 0 : (sw - 1 - col_off) / sw;                      \
-        fc_index qb = W - col_off <= 0 ? 0 : (W - col_off + sw - 1) / sw;              \
-        fc_index ahead = s == 0 && i + ahead_c * R * S < n_rows ? ahead_c * H * W : 0; \
-        const T *xc = x + c * H * W + col_off;                                         \
-        if (qb > Q) qb = Q;                                                            \
-        for (p = p0; p <= p1; p++) {                                                   \
-            fc_index q = p == p0 ? j0 - p0 * Q : 0, qe = p == p1 ? j0 + jn - p * Q : Q; \
-            fc_index h = p * sh - pt + r * dh, lo, hi;                                 \
-            T *d = col + i * ld + p * Q - j0; /* d[qq]: output column qq of row p */   \
-            if (h < 0 || h >= H) {                                                     \
-                for (qq = q; qq < qe; qq++) d[qq] = 0;                                 \
-                continue;                                                              \
-            }                                                                          \
-            lo = qa < q ? q : qa > qe ? qe : qa;                                       \
-            hi = qb < lo ? lo : qb > qe ? qe : qb;                                     \
-            for (qq = q; qq < lo; qq++) d[qq] = 0;                                     \
-            if (ahead) fc_prefetch(x + (c * H + h) * W + ahead, W * (fc_index)sizeof(T)); \
-            if (hi > lo) NAME##_row(d + lo, xc + h * W + lo * sw, hi - lo, sw);         \
-            for (qq = hi; qq < qe; qq++) d[qq] = 0;                                    \
-        }                                                                              \
-    }                                                                                  \
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -303,7 +257,7 @@ FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 #include <immintrin.h>
 #include "_store.h"
 
-/* the first k lanes of a mask (see FC_DEFINE_IM2COL) */
+/* the first k lanes of a mask (see FC_DEFINE_GATHER) */
 #define FC_K16(k) ((__mmask16)((k) >= 16 ? 0xffffu : (k) <= 0 ? 0u : (1u << (k)) - 1))
 #define FC_K8(k) ((__mmask8)((k) >= 8 ? 0xffu : (k) <= 0 ? 0u : (1u << (k)) - 1))
 #define FC_MASK8(k) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k)),                     \
@@ -328,13 +282,13 @@ FC_DEFINE_DOT(fc_dot_avx2_f64, double, 32, 3, 4, FC_TARGET_AVX2)
 #define FC_PD256_MSTORE(p, k, v) fc_store_part_pd256(p, v, k)
 #define FC_PD256_EVEN(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xd8)
 
-FC_DEFINE_IM2COL(fc_im2col_avx512_f32, float, __m512, 16, FC_TARGET_AVX512, _mm512_loadu_ps,
+FC_DEFINE_GATHER(fc_gather_avx512_f32, float, __m512, 16, FC_TARGET_AVX512, _mm512_loadu_ps,
                  _mm512_storeu_ps, FC_PS512_MLOAD, FC_PS512_MSTORE, FC_PS512_EVEN)
-FC_DEFINE_IM2COL(fc_im2col_avx512_f64, double, __m512d, 8, FC_TARGET_AVX512, _mm512_loadu_pd,
+FC_DEFINE_GATHER(fc_gather_avx512_f64, double, __m512d, 8, FC_TARGET_AVX512, _mm512_loadu_pd,
                  _mm512_storeu_pd, FC_PD512_MLOAD, FC_PD512_MSTORE, FC_PD512_EVEN)
-FC_DEFINE_IM2COL(fc_im2col_avx2_f32, float, __m256, 8, FC_TARGET_AVX2, _mm256_loadu_ps,
+FC_DEFINE_GATHER(fc_gather_avx2_f32, float, __m256, 8, FC_TARGET_AVX2, _mm256_loadu_ps,
                  _mm256_storeu_ps, FC_PS256_MLOAD, FC_PS256_MSTORE, FC_PS256_EVEN)
-FC_DEFINE_IM2COL(fc_im2col_avx2_f64, double, __m256d, 4, FC_TARGET_AVX2, _mm256_loadu_pd,
+FC_DEFINE_GATHER(fc_gather_avx2_f64, double, __m256d, 4, FC_TARGET_AVX2, _mm256_loadu_pd,
                  _mm256_storeu_pd, FC_PD256_MLOAD, FC_PD256_MSTORE, FC_PD256_EVEN)
 #else
 #define FC_X86 0
@@ -350,9 +304,9 @@ FC_DEFINE_DOT(fc_dot_base_f64, double, 16, 3, 4, )
 #define FC_SCALAR_MLOAD(p, k) ((k) > 0 ? *(p) : 0)
 #define FC_SCALAR_MSTORE(p, k, v) ((k) > 0 ? (void)(*(p) = (v)) : (void)0)
 #define FC_SCALAR_EVEN(a, b) (a)
-FC_DEFINE_IM2COL(fc_im2col_base_f32, float, float, 1, , FC_SCALAR_LOAD, FC_SCALAR_STORE,
+FC_DEFINE_GATHER(fc_gather_base_f32, float, float, 1, , FC_SCALAR_LOAD, FC_SCALAR_STORE,
                  FC_SCALAR_MLOAD, FC_SCALAR_MSTORE, FC_SCALAR_EVEN)
-FC_DEFINE_IM2COL(fc_im2col_base_f64, double, double, 1, , FC_SCALAR_LOAD, FC_SCALAR_STORE,
+FC_DEFINE_GATHER(fc_gather_base_f64, double, double, 1, , FC_SCALAR_LOAD, FC_SCALAR_STORE,
                  FC_SCALAR_MLOAD, FC_SCALAR_MSTORE, FC_SCALAR_EVEN)
 
 /* dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, and zero for
@@ -405,14 +359,8 @@ FC_DEFINE_TRANSPOSE(fc_transpose_f64, double, 2, fc_block2_f64)
 typedef void (*fc_dot_f32)(fc_index, const float *, fc_index, const float *, fc_index, float *, fc_index, fc_index, fc_index);
 typedef void (*fc_dot_f64)(fc_index, const double *, fc_index, const double *, fc_index, double *, fc_index, fc_index, fc_index);
 
-typedef void (*fc_im2col_f32)(const float *, fc_index, fc_index, fc_index, fc_index, fc_index,
-                              fc_index, fc_index, fc_index, fc_index, fc_index, fc_index,
-                              fc_index, fc_index, fc_index, fc_index, fc_index, fc_index,
-                              float *);
-typedef void (*fc_im2col_f64)(const double *, fc_index, fc_index, fc_index, fc_index, fc_index,
-                              fc_index, fc_index, fc_index, fc_index, fc_index, fc_index,
-                              fc_index, fc_index, fc_index, fc_index, fc_index, fc_index,
-                              double *);
+typedef void (*fc_gather_f32)(float *, const float *, fc_index, fc_index);
+typedef void (*fc_gather_f64)(double *, const double *, fc_index, fc_index);
 
 typedef struct {
     const char *name;
@@ -425,19 +373,19 @@ typedef struct {
     fc_dot_f32 dot_f32;
     fc_dot_f64 dot_f64;
     int dr, dc;         /* the dot kernel's block: rows of A x rows of B */
-    fc_im2col_f32 im2col_f32; /* the im2col block */
-    fc_im2col_f64 im2col_f64;
+    fc_gather_f32 gather_f32; /* the im2col row copy */
+    fc_gather_f64 gather_f64;
 } fc_isa;
 
 static const fc_isa fc_isas[] = {
 #if FC_X86
     {"avx512", FC_KERNELS(avx512), 8, 48, 24,
-     fc_dot_avx512_f32, fc_dot_avx512_f64, 4, 6, fc_im2col_avx512_f32, fc_im2col_avx512_f64},
+     fc_dot_avx512_f32, fc_dot_avx512_f64, 4, 6, fc_gather_avx512_f32, fc_gather_avx512_f64},
     {"avx2", FC_KERNELS(avx2), 4, 24, 12,
-     fc_dot_avx2_f32, fc_dot_avx2_f64, 3, 4, fc_im2col_avx2_f32, fc_im2col_avx2_f64},
+     fc_dot_avx2_f32, fc_dot_avx2_f64, 3, 4, fc_gather_avx2_f32, fc_gather_avx2_f64},
 #endif
     {"baseline", FC_KERNELS(base), 4, 12, 6,
-     fc_dot_base_f32, fc_dot_base_f64, 3, 4, fc_im2col_base_f32, fc_im2col_base_f64},
+     fc_dot_base_f32, fc_dot_base_f64, 3, 4, fc_gather_base_f32, fc_gather_base_f64},
 };
 enum { FC_N_ISAS = sizeof(fc_isas) / sizeof(fc_isas[0]) };
 
