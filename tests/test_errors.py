@@ -389,3 +389,61 @@ def test_numpy_integers_are_integers(value, assert_close):
     assert_close(fastconv.conv2d(X, W, stride=value), expected)
     expected = fastconv.max_pool2d(P, 2)
     assert_close(fastconv.max_pool2d(P, value), expected)
+
+
+@pytest.mark.parametrize("good, bad", [
+    (dict(stride=1), dict(stride=True)),
+    (dict(stride=(1, 1)), dict(stride=(True, 1))),
+    (dict(padding=(1, 0)), dict(padding=(1, False))),
+    (dict(dilation=1), dict(dilation=np.bool_(True))),
+    (dict(groups=1), dict(groups=True)),
+])
+def test_a_remembered_shape_keeps_its_checks(good, bad):
+    """conv_geometry remembers the checked shapes of a call: a bool that
+    equals the int of a good call with the same arrays is still refused."""
+    fastconv.conv2d(X, W, **good)
+    fastconv.conv2d_backward(np.zeros(fastconv.conv2d(X, W, **good).shape), X, W, **good)
+    (name, value), = bad.items()
+    with pytest.raises(TypeError, match=pat("conv2d", name, re.escape(repr(value)))):
+        fastconv.conv2d(X, W, **bad)
+    with pytest.raises(TypeError, match=pat("conv2d_backward", name, re.escape(repr(value)))):
+        fastconv.conv2d_backward(G, X, W, **bad)
+
+
+def test_a_remembered_shape_takes_any_layout(monkeypatch):
+    """A call whose shapes are remembered still copies what the kernels
+    cannot read (a strided view, another dtype, bytes out of order, an odd
+    byte offset) and runs unbatched images; the memo holds no arrays and
+    stays within its bound."""
+    import gc
+    import weakref
+
+    from fastconv import _params, reference
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    raw = np.empty(x.nbytes + 1, np.uint8)[1:].view(np.float64).reshape(x.shape)
+    raw[...] = x
+    wide = np.zeros((2, 3, 6, 14))
+    wide[..., ::2] = x
+    for view in (x, wide[..., ::2], x.astype(">f8"), raw, x.astype(np.float32)):
+        want = reference.conv2d(np.array(view, np.float64), w, b, padding=1)
+        for _ in range(2):  # checked, then remembered
+            got = fastconv.conv2d(view, w, b, padding=1)
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(fastconv.conv2d(view[1], w, b, padding=1), want[1],
+                                       rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(raw, x)  # the inputs are not modified
+    probe = np.ones((1, 3, 6, 7))
+    alive = weakref.ref(probe)
+    fastconv.conv2d(probe, w)
+    del probe
+    gc.collect()
+    assert alive() is None
+    monkeypatch.setattr(_params, "GEOMETRY_MEMO_SIZE", 3)
+    _params._geometry_memo.clear()
+    for n in range(1, 8):
+        fastconv.conv2d(np.zeros((n, 3, 5, 5)), w)
+        assert 1 <= len(_params._geometry_memo) <= 3
