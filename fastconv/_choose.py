@@ -337,13 +337,13 @@ class _GradInput:
     R: int = 3  # the kernel's side
 
 
-def grad_input_geometry(g, gy=None):
+def grad_input_geometry(g, gy=None, n_threads=1):
     """grad_input = conv2d(grad_output, flipped transposed weights, padding R - 1 - p);
     without ``gy`` the shapes only (for the cost model)."""
     wt = None
     if gy is not None:  # [g][k][c] -> [g][c][k], each tap flipped
-        wt = (g.w.reshape(g.groups, g.K // g.groups, *g.w.shape[1:])[..., ::-1, ::-1]
-              .transpose(0, 2, 1, 3, 4).reshape(g.C, g.K // g.groups, g.R, g.S).copy())
+        wt = np.empty((g.C, g.K // g.groups, g.R, g.S), g.dtype)
+        _conv.flip_transpose(g.w, wt, g.groups, n_threads)
     return _GradInput(gy, wt, g.N, g.K, g.C, g.H, g.W, tuple(g.R - 1 - p for p in g.pad),
                       g.dtype, g.groups, None, g.R)
 

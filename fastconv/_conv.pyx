@@ -1597,3 +1597,32 @@ def phases_out(const floating[:, :, :, ::1] ys, floating[:, :, :, ::1] y, Py_ssi
                 d = &y[n, c, rows.start + dh * i, cols.start]
                 for j in range(cols.count):
                     d[dw * j] = s[j]
+
+
+# --------------------------------------------------------------------------
+# grad_input's weights (see fastconv._choose.grad_input_geometry)
+
+
+def flip_transpose(const floating[:, :, :, ::1] w, floating[:, :, :, ::1] wt,
+                   Py_ssize_t groups, int n_threads):
+    """wt[g Cg + c, k, R-1-r, S-1-s] = w[g Kg + k, c, r, s]: each group's
+    weights transposed, each tap flipped (reversing the R x S taps flipped
+    both axes), 8 x 8 blocks of (k, c) at a time, so that the rows read and
+    the rows written stay in L1 (NumPy's strided copy, 9 values at a time,
+    took 4.3x a plain copy: 0.9 ms of b2-3x3-256's 11.7 ms backward)."""
+    cdef Py_ssize_t K = w.shape[0], Cg = w.shape[1], T = w.shape[2] * w.shape[3]
+    cdef Py_ssize_t Kg = K // groups, kb = (Kg + 7) // 8
+    cdef Py_ssize_t item, g, k0, c0, k, c, t
+    cdef const floating *src
+    cdef floating *dst
+    with nogil:
+        for item in prange(groups * kb, schedule="static", num_threads=n_threads):
+            g = item // kb
+            k0 = item % kb * 8
+            for c0 in range(0, Cg, 8):
+                for k in range(g * Kg + k0, g * Kg + min(k0 + 8, Kg)):
+                    for c in range(c0, min(c0 + 8, Cg)):
+                        src = &w[k, c, 0, 0]
+                        dst = &wt[g * Cg + c, k - g * Kg, 0, 0]
+                        for t in range(T):
+                            dst[t] = src[T - 1 - t]

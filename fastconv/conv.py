@@ -249,7 +249,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         # with the flipped, transposed weights (first: where its operands rule
         # it out, all of the backward runs im2col); grad_weight by Winograd
         # or the direct kernels
-        if not _winograd(func, _choose.grad_input_geometry(g, gy), gx, n_threads):
+        if not _winograd(func, _choose.grad_input_geometry(g, gy, n_threads), gx, n_threads):
             algo = "im2col"  # not finite, or near overflow: all of it by the GEMM
         else:
             by = _choose.winograd_grad_weight(g, n_threads, forced=algorithm == "winograd")

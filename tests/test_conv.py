@@ -173,6 +173,27 @@ def test_conv2d_backward_matches_reference(rng, assert_close, algo, p, dtype, al
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("K, Cg, R, S, groups", [
+    (1, 1, 1, 1, 1), (9, 17, 3, 3, 1), (12, 5, 3, 2, 3), (8, 1, 5, 5, 8), (20, 7, 1, 4, 4),
+    (24, 16, 3, 3, 2),
+])
+def test_grad_input_weights_flip_and_transpose(rng, dtype, n_threads, K, Cg, R, S, groups):
+    """Winograd's grad_input convolves with each group's weights transposed and
+    every tap flipped: the kernel's copy equals NumPy's, on blocks of 8 (k, c)
+    and their remainders, split over threads."""
+    from fastconv import _conv
+    w = rng.standard_normal((K, Cg, R, S)).astype(dtype)
+    keep = w.copy()
+    want = (w.reshape(groups, K // groups, Cg, R, S)[..., ::-1, ::-1]
+            .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, K // groups, R, S))
+    got = np.full(want.shape, np.nan, dtype)
+    _conv.flip_transpose(w, got, groups, n_threads)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(w, keep)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_bias_is_added_per_channel(rng, assert_close, dtype):
     x = rng.standard_normal((2, 3, 6, 5)).astype(dtype)
     w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
