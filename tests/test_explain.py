@@ -140,10 +140,34 @@ def test_short_winograd_reduction_by_vendor(monkeypatch):
         _choose.clear_cache()
 
 
-def _geometry(x_shape, w_shape):
+def _geometry(x_shape, w_shape, stride=1, padding=1):
     from fastconv import _params
     x, w = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape))
-    return _params.conv_geometry("t", x, w, None, 1, 1, 1, 1, operands=False)
+    return _params.conv_geometry("t", x, w, None, stride, padding, 1, 1, operands=False)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride", [
+    ((2, 3, 224, 224), (96, 3, 4, 4), 4),      # ConvNeXt's stem
+    ((4, 64, 56, 56), (128, 64, 2, 2), 2),     # its downsampling
+    ((1, 3, 224, 224), (768, 3, 16, 16), 16),  # ViT's patches
+    ((2, 8, 9, 9), (4, 8, 2, 3), (3, 3)),      # non-square, the windows apart
+])
+def test_kernel_within_its_stride_backward_is_pointwise(vector_variants, x_shape, w_shape,
+                                                        stride):
+    """A backward whose kernel fits within its stride is costed as the
+    direct kernels' pointwise kind (grad_input's phases meet one tap each),
+    which puts it on the GEMM on every variant; the forward, and a layer
+    whose windows overlap, are costed as before."""
+    from fastconv import _choose
+    for _ in vector_variants:
+        assert fastconv.explain(x_shape, w_shape, stride=stride, backward=True).algorithm \
+            == "im2col"
+        for backward in (False, True):
+            kind = _choose._direct_kind(_geometry(x_shape, w_shape, stride, 0), backward)
+            assert (kind == "pointwise") == backward
+        sh = stride if isinstance(stride, int) else stride[0]
+        overlapping = _geometry(x_shape, w_shape[:2] + (sh + 1, w_shape[3]), stride, 0)
+        assert _choose._direct_kind(overlapping, True) == _choose._direct_kind(overlapping)
 
 
 def test_winograd_grad_weight_bounds_its_sums():
