@@ -6,6 +6,7 @@ that options and bad input behave.
 """
 import json
 import math
+import pathlib
 import sys
 import zlib
 
@@ -275,6 +276,21 @@ def test_bundled_shapes_are_the_yardstick():
         "lenet-max2", "res-max3s2", "avg2-256", "gap-2048",
     ]
     assert all(layer["dilation"] == 1 for layer in shapes["conv"] + shapes["pool"])
+
+
+@pytest.mark.parametrize("name", ["off_yardstick.json", "more_layers.json"])
+def test_the_other_layer_lists_load_and_run(name):
+    """benchmarks/'s other lists: each loads, its names are distinct, and
+    every layer is one fastconv runs (explain answers for it, both ways)."""
+    shapes = _bench.load_shapes(str(pathlib.Path(__file__).parent.parent / "benchmarks" / name))
+    names = [layer["name"] for layer in shapes["conv"] + shapes["pool"]]
+    assert len(names) == len(set(names)) and shapes["conv"]
+    for c in shapes["conv"]:
+        for backward in (False, True):
+            fastconv.explain((c["N"], c["C"], c["H"], c["W"]),
+                             (c["K"], c["C"] // c["groups"], c["R"], c["S"]),
+                             c["stride"], c["pad"], c["dilation"], c["groups"],
+                             backward=backward)
 
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
