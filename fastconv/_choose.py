@@ -437,14 +437,16 @@ def _direct_kind(g, backward=False):
         return "depthwise"
     if (g.R, g.S) == (1, 1):
         return "pointwise"
-    # a backward whose kernel fits within its stride ("patchify" layers, 2x2/2
-    # and 4x4/4, whose windows do not overlap): each of grad_input's phases
-    # meets one tap, a 1x1 convolution. Ice Lake, nine such layers (3 to 384
-    # input channels), one and two threads: the GEMM's backward 1.0-2.4x as
-    # fast (ViT's 16x16/16 8.8-11.7x), where direct's cost had been the lower.
-    # Their forwards keep the kinds below: direct 1.4x faster on the 4x4/4
-    # stem of 3 channels, 1.04-1.76x slower on 2x2/2 from 64 to 384 channels
-    if backward and g.R <= g.stride[0] and g.S <= g.stride[1]:
+    # a backward whose (dilated) kernel fits within its stride ("patchify"
+    # layers, 2x2/2 and 4x4/4, whose windows do not overlap): each of
+    # grad_input's phases meets one tap, a 1x1 convolution. Ice Lake, nine
+    # such layers (3 to 384 input channels), one and two threads: the GEMM's
+    # backward 1.0-2.4x as fast (ViT's 16x16/16 8.8-11.7x), where direct's
+    # cost had been the lower. Their forwards keep the kinds below: direct
+    # 1.4x faster on the 4x4/4 stem of 3 channels, 1.04-1.76x slower on 2x2/2
+    # from 64 to 384 channels
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    if backward and (g.R - 1) * dh < sh and (g.S - 1) * dw < sw:
         return "pointwise"
     if g.P * g.Q < DIRECT_SMALL_IMAGE:
         return "small images"

@@ -158,7 +158,7 @@ def test_kernel_within_its_stride_backward_is_pointwise(vector_variants, x_shape
     direct kernels' pointwise kind (grad_input's phases meet one tap each),
     which puts it on the GEMM on every variant; the forward, and a layer
     whose windows overlap, are costed as before."""
-    from fastconv import _choose
+    from fastconv import _choose, _params
     for _ in vector_variants:
         assert fastconv.explain(x_shape, w_shape, stride=stride, backward=True).algorithm \
             == "im2col"
@@ -168,6 +168,10 @@ def test_kernel_within_its_stride_backward_is_pointwise(vector_variants, x_shape
         sh = stride if isinstance(stride, int) else stride[0]
         overlapping = _geometry(x_shape, w_shape[:2] + (sh + 1, w_shape[3]), stride, 0)
         assert _choose._direct_kind(overlapping, True) == _choose._direct_kind(overlapping)
+    # within the stride, but dilated past it: two taps in one phase
+    x, w = (np.broadcast_to(np.float32(0), s) for s in ((2, 8, 9, 9), (4, 8, 2, 2)))
+    dilated = _params.conv_geometry("t", x, w, None, 2, 0, 2, 1, operands=False)
+    assert _choose._direct_kind(dilated, True) != "pointwise"
 
 
 def test_winograd_grad_weight_bounds_its_sums():
