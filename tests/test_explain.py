@@ -140,10 +140,11 @@ def test_short_winograd_reduction_by_vendor(monkeypatch):
         _choose.clear_cache()
 
 
-def _geometry(x_shape, w_shape, stride=1, padding=1):
+def _geometry(x_shape, w_shape, stride=1, padding=1, dilation=1):
     from fastconv import _params
     x, w = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape))
-    return _params.conv_geometry("t", x, w, None, stride, padding, 1, 1, operands=False)
+    return _params.conv_geometry("t", x, w, None, stride, padding, dilation, 1,
+                                 operands=False)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride", [
@@ -158,7 +159,7 @@ def test_kernel_within_its_stride_backward_is_pointwise(vector_variants, x_shape
     direct kernels' pointwise kind (grad_input's phases meet one tap each),
     which puts it on the GEMM on every variant; the forward, and a layer
     whose windows overlap, are costed as before."""
-    from fastconv import _choose, _params
+    from fastconv import _choose
     for _ in vector_variants:
         assert fastconv.explain(x_shape, w_shape, stride=stride, backward=True).algorithm \
             == "im2col"
@@ -169,8 +170,7 @@ def test_kernel_within_its_stride_backward_is_pointwise(vector_variants, x_shape
         overlapping = _geometry(x_shape, w_shape[:2] + (sh + 1, w_shape[3]), stride, 0)
         assert _choose._direct_kind(overlapping, True) == _choose._direct_kind(overlapping)
     # within the stride, but dilated past it: two taps in one phase
-    x, w = (np.broadcast_to(np.float32(0), s) for s in ((2, 8, 9, 9), (4, 8, 2, 2)))
-    dilated = _params.conv_geometry("t", x, w, None, 2, 0, 2, 1, operands=False)
+    dilated = _geometry((2, 8, 9, 9), (4, 8, 2, 2), 2, 0, dilation=2)
     assert _choose._direct_kind(dilated, True) != "pointwise"
 
 
